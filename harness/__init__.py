@@ -1,0 +1,19 @@
+"""Integration-test harness for Kubernetes Services on real kind clusters.
+
+Module map (one concern each):
+  runner        the single seam for running commands (kind, docker, kubectl)
+  config        defaults, pinned versions, paths
+  engine        Docker engine checks, IPVS preflight, the egress guard
+  images        offline image build (node image, workload images)
+  cluster       kind cluster lifecycle (create/reuse/delete, xdist lock)
+  kube          Kubernetes API helpers (apply, scale, patch, read objects)
+  peers         vantage points: client pod, node, external client
+  probe         traffic samples (one exec per sample) and their records
+  waits         polling waits that explain themselves on timeout
+  stats         judging samples: coverage, uniformity, round-robin
+  expectations  expected outcomes as data, per experiment/vantage/mode
+  modes         proxy-mode inspection and data-plane dumps
+  artifacts     what is saved when a test fails
+  report        the Markdown/JSON reproduction report
+  plugin        pytest options, hooks and fixtures
+"""

@@ -1,0 +1,62 @@
+"""Defaults, pinned versions and paths: the one place to look them up."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES_DIR = REPO / "images"
+KIND_CONFIGS = REPO / "kind-configs"
+MANIFESTS = REPO / "manifests"
+SCRIPTS = REPO / "scripts"
+
+# Build outputs and cluster kubeconfigs live outside the repo so a fresh clone
+# (CI) on the same machine reuses them; override with SVC_HARNESS_CACHE.
+CACHE = Path(os.environ.get("SVC_HARNESS_CACHE",
+                            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "svc-harness"))
+BIN = CACHE / "bin"
+
+PROXY_MODES = ("iptables", "ipvs", "nftables")
+DEFAULT_CLUSTER_PREFIX = "svc-harness"
+DEFAULT_WORKERS = 2
+KIND_NETWORK = "kind"
+# Labels on every container/cluster this harness creates, so it never touches others'.
+OWNER_LABEL = "io.svc-harness.owner"
+
+# Timeouts (seconds) in one place.
+CLUSTER_CREATE_TIMEOUT = 600
+CLUSTER_CREATE_ATTEMPTS = 2
+ROLLOUT_TIMEOUT = 120
+ENDPOINTS_TIMEOUT = 60
+CONVERGE_TIMEOUT = 60
+POLL_INTERVAL = 0.5
+
+
+def versions() -> dict[str, str]:
+    """images/versions.env as a dict (KEY=VALUE lines, '#' comments)."""
+    out = {}
+    for line in (IMAGES_DIR / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def tool(name: str) -> str:
+    """Path of a command: the harness's own build (BIN) first, then PATH.
+
+    The host's kubectl may be any version (here a cloud SDK shim), so the one
+    built with the cluster's Kubernetes version is preferred.
+    """
+    own = BIN / name
+    if own.exists():
+        return str(own)
+    found = shutil.which(name) or (shutil.which(name, path=str(Path.home() / "go" / "bin")))
+    return found or name
+
+
+def node_image_tag() -> str:
+    v = versions()
+    return f"svc-harness/node:{v['KUBERNETES_VERSION']}"

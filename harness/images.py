@@ -1,0 +1,415 @@
+"""Offline image build: everything the suites need, from Go modules and Debian packages.
+
+    python -m harness.images build        # cached; prints each step's time
+    python -m harness.images build --force
+
+Where a registry is reachable none of this is needed: use upstream
+`kindest/node` (see --node-image) and let pods pull.
+
+Pipeline (each step is skipped when its inputs are unchanged):
+  1. debian-base    debootstrap --variant=minbase, `docker import`ed
+  2. go binaries    Kubernetes, kindnetd, etcd, CoreDNS, crictl, demo app, probe, pause
+  3. images         control-plane images under the names kubeadm asks for,
+                    kube-proxy/kindnetd on a netfilter base, demo app, toolbox
+  4. node image     kind's node files + the binaries, then every image above
+                    imported into the node's containerd, committed
+
+Caching: a Go build is skipped when the hash of its module sources and the
+pinned versions matches a stamp file; an image is skipped when its
+`io.svc-harness.inputs` label matches the hash of its inputs.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import config
+from .runner import DEFAULT, CommandError, Runner, Step
+
+log = logging.getLogger(__name__)
+
+INPUTS_LABEL = "io.svc-harness.inputs"
+BASE_IMAGE = "svc-harness/debian-base"
+
+
+class BuildError(RuntimeError):
+    """A build step failed; the message says which and what to do."""
+
+
+@dataclass
+class GoBuild:
+    """One `go build` in a module under images/."""
+    name: str
+    module: str                      # folder under images/
+    packages: list[str]              # package -> output binary name is the last path element
+    rename: dict[str, str] = field(default_factory=dict)
+    version_keys: tuple[str, ...] = ()
+    ldflags: str = "-s -w"
+
+    def outputs(self) -> list[Path]:
+        names = [p.rstrip("/").split("/")[-1] for p in self.packages]
+        return [config.BIN / self.rename.get(n, n) for n in names]
+
+
+def k8s_ldflags(version: str) -> str:
+    """kubeadm and kubelet check their own version; stamp it like release builds do."""
+    major, minor = version.lstrip("v").split(".")[:2]
+    flags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [f"-X {pkg}.gitVersion={version}", f"-X {pkg}.gitMajor={major}",
+                  f"-X {pkg}.gitMinor={minor}", f"-X {pkg}.gitTreeState=clean",
+                  f"-X {pkg}.gitCommit={'0' * 40}", f"-X {pkg}.buildDate=2026-01-01T00:00:00Z"]
+    return " ".join(flags)
+
+
+K8S_COMMANDS = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy",
+                "kubelet", "kubeadm", "kubectl"]
+
+
+def go_builds(v: dict[str, str]) -> list[GoBuild]:
+    return [
+        GoBuild("kubernetes", "k8s", [f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS] + ["./kindnetd"],
+                version_keys=("KUBERNETES_VERSION",), ldflags=k8s_ldflags(v["KUBERNETES_VERSION"])),
+        GoBuild("tools", "tools", ["./demoapp", "./probe", "./pause"], rename={"probe": "svc-probe"}),
+        GoBuild("etcd", "etcd", ["."], rename={".": "etcd"}, version_keys=("ETCD_VERSION",)),
+        GoBuild("coredns", "coredns", ["."], rename={".": "coredns"}, version_keys=("COREDNS_VERSION",)),
+        GoBuild("crictl", "crictl", ["sigs.k8s.io/cri-tools/cmd/crictl"], version_keys=("CRICTL_VERSION",)),
+    ]
+
+
+@dataclass
+class Image:
+    """A docker image built from generated or in-repo Dockerfile plus binaries."""
+    tag: str
+    dockerfile: str                  # Dockerfile text
+    files: dict[str, Path]           # name in context -> source path
+    node_ref: str = ""               # name the node's containerd must know it by
+    build_args: dict[str, str] = field(default_factory=dict)
+
+
+def static_image(tag: str, binary: str, entrypoint: list[str] | None = None, dest: str = "") -> Image:
+    """A static Go binary on an empty filesystem (like upstream's distroless images)."""
+    dest = dest or f"/usr/local/bin/{binary}"
+    lines = ["FROM scratch", "COPY tmp/ /tmp/", f"COPY {binary} {dest}", "ENV PATH=/usr/local/bin:/"]
+    if entrypoint:
+        lines.append("ENTRYPOINT " + str(entrypoint).replace("'", '"'))
+    return Image(tag, "\n".join(lines) + "\n", {binary: config.BIN / binary})
+
+
+def on_base(tag: str, base: str, binary: str, entrypoint: list[str] | None = None) -> Image:
+    lines = [f"FROM {base}", f"COPY {binary} /usr/local/bin/{binary}"]
+    if entrypoint:
+        lines.append("ENTRYPOINT " + str(entrypoint).replace("'", '"'))
+    return Image(tag, "\n".join(lines) + "\n", {binary: config.BIN / binary})
+
+
+def workload_images(v: dict[str, str]) -> dict[str, Image]:
+    """Images the suites deploy (also baked into the node image)."""
+    t = v["HARNESS_TAG"]
+    toolbox_df = (config.IMAGES_DIR / "toolbox" / "Dockerfile").read_text()
+    return {
+        "demoapp": static_image(f"svc-harness/demoapp:{t}", "demoapp", ["/usr/local/bin/demoapp"]),
+        "toolbox": Image(f"svc-harness/toolbox:{t}", toolbox_df, {"svc-probe": config.BIN / "svc-probe"},
+                         build_args={"BASE_IMAGE": base_tag(v)}),
+    }
+
+
+def cluster_images(v: dict[str, str]) -> dict[str, Image]:
+    """Images kubeadm and kind start, under the references they ask for."""
+    k, t = v["KUBERNETES_VERSION"], v["HARNESS_TAG"]
+    netbase = f"svc-harness/netbase:{t}"
+    imgs = {}
+    for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        imgs[c] = static_image(f"svc-harness/{c}:{k}", c)
+        imgs[c].node_ref = f"registry.k8s.io/{c}:{k}"
+    imgs["kube-proxy"] = on_base(f"svc-harness/kube-proxy:{k}", netbase, "kube-proxy")
+    imgs["kube-proxy"].node_ref = f"registry.k8s.io/kube-proxy:{k}"
+    imgs["etcd"] = static_image(f"svc-harness/etcd:{v['ETCD_IMAGE_TAG']}", "etcd")
+    imgs["etcd"].node_ref = f"registry.k8s.io/etcd:{v['ETCD_IMAGE_TAG']}"
+    imgs["coredns"] = static_image(f"svc-harness/coredns:{v['COREDNS_VERSION']}", "coredns", ["/coredns"], dest="/coredns")
+    imgs["coredns"].node_ref = f"registry.k8s.io/coredns/coredns:{v['COREDNS_VERSION']}"
+    imgs["pause"] = static_image(f"svc-harness/pause:{v['PAUSE_IMAGE_TAG']}", "pause", ["/pause"], dest="/pause")
+    imgs["pause"].node_ref = f"registry.k8s.io/pause:{v['PAUSE_IMAGE_TAG']}"
+    imgs["kindnetd"] = on_base(f"svc-harness/kindnetd:{t}", netbase, "kindnetd", ["/usr/local/bin/kindnetd"])
+    return imgs
+
+
+def base_tag(v: dict[str, str]) -> str:
+    return f"{BASE_IMAGE}:{v['DEBIAN_SUITE']}"
+
+
+def _hash(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, Path):
+            if p.is_dir():
+                for f in sorted(p.rglob("*")):
+                    if f.is_file():
+                        h.update(str(f.relative_to(p)).encode())
+                        h.update(f.read_bytes())
+            elif p.exists():
+                # Binaries: size+mtime is enough and avoids hashing 100 MB files.
+                st = p.stat()
+                h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        else:
+            h.update(str(p).encode())
+    return h.hexdigest()[:16]
+
+
+class Builder:
+    def __init__(self, runner: Runner = DEFAULT, force: bool = False):
+        self.r = runner
+        self.force = force
+        self.v = config.versions()
+        self.stamps = config.CACHE / "stamps"
+
+    # ---- helpers -------------------------------------------------------
+    def image_inputs(self, tag: str) -> str | None:
+        res = self.r.run(["docker", "image", "inspect", "-f", f'{{{{index .Config.Labels "{INPUTS_LABEL}"}}}}', tag],
+                         check=False)
+        return res.stdout.strip() if res.ok else None
+
+    def fresh(self, tag: str, inputs: str) -> bool:
+        return not self.force and self.image_inputs(tag) == inputs
+
+    def docker_build(self, img: Image, inputs: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="svc-harness-ctx-") as ctx:
+            ctxp = Path(ctx)
+            (ctxp / "tmp").mkdir()
+            (ctxp / "Dockerfile").write_text(img.dockerfile)
+            for name, src in img.files.items():
+                if not src.exists():
+                    raise BuildError(f"{img.tag}: input {src} is missing (did the Go build step run?)")
+                dst = ctxp / name
+                if src.is_dir():
+                    shutil.copytree(src, dst, symlinks=True)
+                else:
+                    os.link(src, dst) if src.stat().st_dev == ctxp.stat().st_dev else shutil.copy2(src, dst)
+            argv = ["docker", "build", "--network", "bridge", "-t", img.tag, "--label", f"{INPUTS_LABEL}={inputs}"]
+            for k, val in img.build_args.items():
+                argv += ["--build-arg", f"{k}={val}"]
+            # The classic builder: works with every engine and needs no buildx plugin.
+            self.r.run(argv + [ctx], env={"DOCKER_BUILDKIT": "0"}, timeout=1800, what=f"building {img.tag}")
+
+    # ---- steps ---------------------------------------------------------
+    def preflight(self) -> None:
+        if not self.r.run(["docker", "info"], check=False, timeout=30).ok:
+            raise BuildError("no Docker engine answers: run `scripts/engine-up` (as root) first")
+        if not shutil.which("go"):
+            raise BuildError("Go toolchain not found on PATH: install Go >= 1.24 to build images offline")
+
+    def debian_base(self) -> str:
+        tag = base_tag(self.v)
+        inputs = _hash("debootstrap-minbase", self.v["DEBIAN_SUITE"])
+        if self.fresh(tag, inputs):
+            return tag
+        with Step(f"debian base image {tag} (debootstrap)"):
+            if not shutil.which("debootstrap"):
+                self.r.run(["apt-get", "install", "-y", "-qq", "debootstrap"], timeout=600,
+                           what="installing debootstrap (Debian package source needed)")
+            mirror = _debian_mirror()
+            with tempfile.TemporaryDirectory(prefix="svc-harness-rootfs-") as root:
+                self.r.run(["debootstrap", "--variant=minbase", self.v["DEBIAN_SUITE"], root, mirror],
+                           timeout=1200, what=f"debootstrap {self.v['DEBIAN_SUITE']} from {mirror}")
+                # Leave no apt caches in the base layer.
+                shutil.rmtree(Path(root, "var/cache/apt/archives"), ignore_errors=True)
+                tar = Path(root).with_suffix(".tar")
+                self.r.run(["tar", "-C", root, "-cf", str(tar), "."], timeout=600)
+                try:
+                    self.r.run(["docker", "import", "--change", f"LABEL {INPUTS_LABEL}={inputs}",
+                                "--change", 'CMD ["bash"]', str(tar), tag], timeout=600)
+                finally:
+                    tar.unlink(missing_ok=True)
+        return tag
+
+    def go_binaries(self) -> None:
+        self.stamps.mkdir(parents=True, exist_ok=True)
+        config.BIN.mkdir(parents=True, exist_ok=True)
+        gover = self.r.run(["go", "env", "GOVERSION"]).stdout.strip()
+        for b in go_builds(self.v):
+            mod = config.IMAGES_DIR / b.module
+            inputs = _hash(mod, gover, b.ldflags, *[self.v[k] for k in b.version_keys])
+            stamp = self.stamps / f"go-{b.name}"
+            if (not self.force and stamp.exists() and stamp.read_text() == inputs
+                    and all(o.exists() for o in b.outputs())):
+                continue
+            with Step(f"go build {b.name}"):
+                with tempfile.TemporaryDirectory(prefix="svc-harness-go-") as out:
+                    argv = ["go", "build", "-trimpath", "-ldflags", b.ldflags, "-o", out + "/", *b.packages]
+                    try:
+                        self.r.run(argv, cwd=str(mod), timeout=3600, what=f"go build {b.name}",
+                                   env={"CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"})
+                    except CommandError as e:
+                        raise BuildError(_explain_go_failure(e)) from e
+                    produced = {p.name: p for p in Path(out).iterdir()}
+                    if "." in b.rename and len(produced) == 1:  # `go build .` names it after the module
+                        produced = {".": next(iter(produced.values()))}
+                    for name, p in produced.items():
+                        dst = config.BIN / b.rename.get(name, name)
+                        shutil.move(str(p), dst)
+            stamp.write_text(inputs)
+
+    def image(self, img: Image) -> None:
+        inputs = _hash(img.dockerfile, sorted(img.build_args.items()), *img.files.values(),
+                       *(self.image_inputs(v) or v for v in img.build_args.values()))
+        if self.fresh(img.tag, inputs):
+            return
+        with Step(f"image {img.tag}"):
+            self.docker_build(img, inputs)
+
+    def netbase(self) -> None:
+        df = (config.IMAGES_DIR / "netbase" / "Dockerfile").read_text()
+        self.image(Image(f"svc-harness/netbase:{self.v['HARNESS_TAG']}", df, {},
+                         build_args={"BASE_IMAGE": base_tag(self.v)}))
+
+    def node_image(self, images: list[Image]) -> str:
+        """kind's node image: rootfs from a Dockerfile, then images imported into containerd."""
+        v = self.v
+        tag = config.node_image_tag()
+        kind_files = kind_module_dir(self.r, v["KIND_VERSION"]) / "images" / "base" / "files"
+        rootfs = Image(f"svc-harness/node-rootfs:{v['KUBERNETES_VERSION']}",
+                       (config.IMAGES_DIR / "node" / "Dockerfile").read_text(), {},
+                       build_args={"BASE_IMAGE": base_tag(v), "PAUSE_TAG": v["PAUSE_IMAGE_TAG"]})
+        with tempfile.TemporaryDirectory(prefix="svc-harness-nodefiles-") as tmp:
+            files, binp = Path(tmp, "files"), Path(tmp, "bin")
+            shutil.copytree(kind_files, files, ignore=shutil.ignore_patterns("LICENSES", "containerd-fuse-overlayfs.service"))
+            os.system(f"chmod -R u+w {files}")  # module cache files are read-only
+            shutil.copytree(config.IMAGES_DIR / "node" / "files", files, dirs_exist_ok=True)
+            (files / "kind" / "version").write_text(v["KUBERNETES_VERSION"] + "\n")
+            binp.mkdir()
+            for b in ("kubelet", "kubeadm", "kubectl", "crictl"):
+                shutil.copy2(config.BIN / b, binp / b)
+            rootfs.files = {"files": files, "bin": binp}
+            self.image(rootfs)
+        inputs = _hash(self.image_inputs(rootfs.tag), *[(i.tag, self.image_inputs(i.tag), i.node_ref) for i in images])
+        if self.fresh(tag, inputs):
+            return tag
+        with Step(f"node image {tag} (import {len(images)} images into containerd)"):
+            self._assemble_node(rootfs.tag, tag, images, inputs)
+        return tag
+
+    def _assemble_node(self, rootfs: str, tag: str, images: list[Image], inputs: str) -> None:
+        name = f"svc-harness-node-build-{os.getpid()}"
+        self.r.run(["docker", "run", "-d", "--name", name, "--privileged", "--network", "none",
+                    "--label", f"{config.OWNER_LABEL}=image-build",
+                    "--entrypoint", "sleep", rootfs, "infinity"])
+        try:
+            self.r.run(["docker", "exec", "-d", name, "containerd"])
+            _poll(lambda: self.r.run(["docker", "exec", name, "ctr", "version"], check=False).ok,
+                  30, "containerd in the node build container to answer")
+            for img in images:
+                with tempfile.NamedTemporaryFile(suffix=".tar") as tar:
+                    self.r.run(["docker", "save", "-o", tar.name, img.tag], timeout=600)
+                    self.r.run(["docker", "cp", tar.name, f"{name}:/image.tar"], timeout=600)
+                self.r.run(["docker", "exec", name, "ctr", "-n", "k8s.io", "images", "import",
+                            "--no-unpack", "--all-platforms", "/image.tar"], timeout=600,
+                           what=f"importing {img.tag} into the node's containerd")
+                if img.node_ref:
+                    src = img.tag if "/" in img.tag.split(":")[0].split("/")[0] else f"docker.io/{img.tag}"
+                    self.r.run(["docker", "exec", name, "ctr", "-n", "k8s.io", "images", "tag", "--force",
+                                src, img.node_ref])
+            self.r.run(["docker", "exec", name, "rm", "-f", "/image.tar"])
+            self.r.run(["docker", "exec", name, "pkill", "-x", "containerd"], check=False)
+            _poll(lambda: not self.r.run(["docker", "exec", name, "pgrep", "-x", "containerd"], check=False).ok,
+                  30, "containerd to stop")
+            self.r.run(["docker", "commit",
+                        "--change", 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]',
+                        "--change", "CMD []",
+                        "--change", f"LABEL {INPUTS_LABEL}={inputs}",
+                        name, tag], timeout=900)
+        finally:
+            self.r.run(["docker", "rm", "-f", name], check=False)
+
+    def build_all(self) -> str:
+        started = time.monotonic()
+        self.preflight()
+        self.debian_base()
+        self.go_binaries()
+        self.netbase()
+        work = workload_images(self.v)
+        cl = cluster_images(self.v)
+        for img in [*cl.values(), *work.values()]:
+            self.image(img)
+        tag = self.node_image([*cl.values(), *work.values()])
+        total = time.monotonic() - started
+        print(f"images ready: node image {tag}; total {total:.1f}s", file=sys.stderr)
+        return tag
+
+
+def kind_module_dir(runner: Runner, version: str) -> Path:
+    """kind's source in the Go module cache (for its node files), downloaded if needed."""
+    res = runner.run(["go", "mod", "download", "-json", f"sigs.k8s.io/kind@{version}"], check=False,
+                     timeout=600, cwd=tempfile.gettempdir())
+    import json
+    try:
+        d = json.loads(res.stdout)
+    except ValueError:
+        d = {}
+    if not res.ok or "Dir" not in d:
+        raise BuildError(f"cannot get sigs.k8s.io/kind@{version} from the Go module proxy "
+                         f"({d.get('Error') or res.stderr.strip()}); check GOPROXY and network")
+    return Path(d["Dir"])
+
+
+def _debian_mirror() -> str:
+    """The host's own Debian mirror, so the build reaches what apt already reaches.
+
+    Third-party sources (e.g. nodesource) sit beside it, so only a URL whose
+    path ends in /debian counts.
+    """
+    for p in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+        try:
+            words = p.read_text().split()
+        except OSError:
+            continue
+        for w in words:
+            if "://" in w and w.rstrip("/").endswith("/debian"):
+                return w
+    return "http://deb.debian.org/debian"
+
+
+def _explain_go_failure(e: CommandError) -> str:
+    out = e.result.stderr
+    if "dial tcp" in out or "lookup" in out or "proxy.golang.org" in out and "connect" in out:
+        return ("Go module proxy unreachable while building; set GOPROXY to a reachable proxy "
+                f"or pre-fill the module cache.\n{e}")
+    if "unknown revision" in out or "invalid version" in out or "not found" in out:
+        return f"a pinned version is not published; check images/versions.env and the go.mod files.\n{e}"
+    return str(e)
+
+
+def _poll(cond, timeout: float, what: str, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(interval)
+    raise BuildError(f"timed out after {timeout}s waiting for {what}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.images", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["build"])
+    ap.add_argument("--force", action="store_true", help="rebuild everything, ignoring caches")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log every command")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, format="%(message)s")
+    try:
+        Builder(force=a.force).build_all()
+    except (BuildError, CommandError) as e:
+        print(f"image build failed: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

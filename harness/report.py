@@ -1,0 +1,174 @@
+"""The reproduction report: what each experiment claimed, did and observed, per mode.
+
+Tests record `Evidence` as they run; each pytest-xdist worker appends to its
+own JSON-lines file, so no locking is needed. At the end the files are merged
+into report.md (for people) and report.json (for tools).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+VERDICTS = ("pass", "fail", "skip")
+# Known modes come first, in this order; any other mode follows as first seen.
+MODE_ORDER = ("iptables", "ipvs", "nftables")
+TITLE = "Kubernetes Services under kube-proxy modes: reproduction report"
+
+
+@dataclass
+class Evidence:
+    experiment: str
+    mode: str
+    title: str             # short name of the experiment
+    claim: str             # the article's claim, in English
+    action: str            # what the test did, e.g. the probe it ran
+    observed: list[str]    # evidence lines (see expectations.check)
+    verdict: str           # "pass", "fail" or "skip"
+    detail: str = ""       # why it failed or was skipped
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, not {self.verdict!r}")
+
+
+@dataclass
+class Recorder:
+    """Appends evidence to `directory/evidence-<worker>.jsonl`."""
+    directory: Path
+    worker: str            # e.g. xdist's worker_id ("gw0", or "master")
+    path: Path = field(init=False)
+
+    def __post_init__(self):
+        self.directory = Path(self.directory)
+        self.path = self.directory / f"evidence-{self.worker}.jsonl"
+
+    def record(self, ev: Evidence) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # One write per line, so a crash leaves at most one partial line.
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(asdict(ev)) + "\n")
+        log.debug("recorded %s/%s: %s", ev.experiment, ev.mode, ev.verdict)
+
+
+def load(directory: Path) -> list[Evidence]:
+    """All recorded evidence, worker files in name order, lines in file order."""
+    evs = []
+    for path in sorted(Path(directory).glob("evidence-*.jsonl")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                evs.append(Evidence(**json.loads(line)))
+            except (ValueError, TypeError) as e:
+                # A worker killed mid-write must not cost us the whole report.
+                log.warning("skipping unreadable evidence %s:%d: %s", path, n, e)
+    return evs
+
+
+def _modes(evs: list[Evidence]) -> list[str]:
+    seen = list(dict.fromkeys(ev.mode for ev in evs))
+    return [m for m in MODE_ORDER if m in seen] + [m for m in seen if m not in MODE_ORDER]
+
+
+def _by_experiment(evs: list[Evidence]) -> dict[str, list[Evidence]]:
+    """Evidence grouped per experiment, experiments in first-seen order."""
+    groups: dict[str, list[Evidence]] = {}
+    for ev in evs:
+        groups.setdefault(ev.experiment, []).append(ev)
+    return groups
+
+
+def _cell(evs: list[Evidence]) -> str | None:
+    """One verdict per (experiment, mode): any fail wins, then any pass."""
+    verdicts = {ev.verdict for ev in evs}
+    for v in ("fail", "pass", "skip"):
+        if v in verdicts:
+            return v
+    return None
+
+
+def _first(evs: list[Evidence], attr: str) -> str:
+    return next((getattr(ev, attr) for ev in evs if getattr(ev, attr)), "")
+
+
+def render_json(evs: list[Evidence]) -> dict:
+    modes = _modes(evs)
+    experiments = []
+    for exp, group in _by_experiment(evs).items():
+        cells = {m: _cell([ev for ev in group if ev.mode == m]) for m in modes}
+        experiments.append({
+            "experiment": exp,
+            "title": _first(group, "title"),
+            "claim": _first(group, "claim"),
+            "verdicts": {m: v for m, v in cells.items() if v},
+            "evidence": [asdict(ev) for ev in group],
+        })
+    totals = {v: sum(ev.verdict == v for ev in evs) for v in VERDICTS}
+    return {"title": TITLE, "modes": modes, "totals": totals, "experiments": experiments}
+
+
+def _cell_text(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def _fence(lines: list[str]) -> list[str]:
+    # Use a fence longer than any backtick run in the text, so it cannot close early.
+    text = "\n".join(lines)
+    ticks = "```"
+    while ticks in text:
+        ticks += "`"
+    return [ticks + "text", *lines, ticks]
+
+
+def render_markdown(evs: list[Evidence]) -> str:
+    modes = _modes(evs)
+    groups = _by_experiment(evs)
+    n = {v: sum(ev.verdict == v for ev in evs) for v in VERDICTS}
+    out = [f"# {TITLE}", "",
+           f"{len(evs)} checks: {n['pass']} passed, {n['fail']} failed, {n['skip']} skipped.", ""]
+    if not evs:
+        return "\n".join(out + ["No evidence was recorded."]) + "\n"
+
+    # The matrix first: one row per experiment, one column per mode.
+    out += ["| Experiment | " + " | ".join(modes) + " |",
+            "|---|" + "---|" * len(modes)]
+    for exp, group in groups.items():
+        title = _first(group, "title")
+        cells = [(_cell([ev for ev in group if ev.mode == m]) or "-").upper() for m in modes]
+        out.append(f"| {_cell_text(f'{exp}: {title}' if title else exp)} | "
+                   + " | ".join(cells) + " |")
+
+    # Then the evidence, experiment by experiment, mode by mode.
+    for exp, group in groups.items():
+        title, claim = _first(group, "title"), _first(group, "claim")
+        out += ["", f"## {exp}" + (f" -- {title}" if title else ""), ""]
+        if claim:
+            out += [f"**Claim:** {claim}", ""]
+        for m in modes:
+            for ev in (ev for ev in group if ev.mode == m):
+                out += [f"### {m}", "", f"**Action:** {ev.action}", ""]
+                if ev.observed:
+                    out += ["**Observed:**", "", *_fence(ev.observed), ""]
+                out.append(f"**Verdict:** {ev.verdict.upper()}")
+                if ev.detail and ev.verdict != "pass":
+                    lines = ev.detail.splitlines()
+                    # A failure message spans lines and keeps its layout; a skip reason is one line.
+                    out += ["", *(_fence(lines) if len(lines) > 1
+                                  else [f"**Detail:** {ev.detail}"])]
+                out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def write_report(directory: Path) -> tuple[Path, Path]:
+    """Merge every worker's evidence into report.md and report.json in `directory`."""
+    directory = Path(directory)
+    evs = load(directory)
+    md, js = directory / "report.md", directory / "report.json"
+    md.write_text(render_markdown(evs), encoding="utf-8")
+    js.write_text(json.dumps(render_json(evs), indent=2) + "\n", encoding="utf-8")
+    log.info("report: %d checks -> %s, %s", len(evs), md, js)
+    return md, js

@@ -1,0 +1,139 @@
+// kindnetd is a small stand-in for kind's default CNI daemon, built offline.
+//
+// On a kind cluster every node sits on one L2 Docker network, so pod
+// networking needs only three things, which this daemon keeps in place:
+//   - a CNI config on this node (ptp + host-local over the node's podCIDR),
+//   - a route to every other node's podCIDR via that node's InternalIP,
+//   - masquerading of pod traffic that leaves the pod network.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+const cniConfPath = "/etc/cni/net.d/10-kindnet.conflist"
+
+const cniConfTemplate = `{
+  "cniVersion": "0.4.0",
+  "name": "kindnet",
+  "plugins": [
+    {
+      "type": "ptp",
+      "ipMasq": false,
+      "mtu": 1500,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "/run/cni-ipam-state",
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "ranges": [[{"subnet": "%s"}]]
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+`
+
+func run(name string, args ...string) error {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+func nodeIP(n *corev1.Node) string {
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP && !strings.Contains(a.Address, ":") {
+			return a.Address
+		}
+	}
+	return ""
+}
+
+// ensureMasquerade sends pod traffic to non-pod destinations out with the
+// node's address, like kind's ip-masq-agent: pod-to-pod keeps its source.
+func ensureMasquerade(podSubnet string) error {
+	const chain = "KINDNET-MASQ"
+	_ = run("iptables", "-t", "nat", "-N", chain) // exists after the first pass
+	if err := run("iptables", "-t", "nat", "-F", chain); err != nil {
+		return err
+	}
+	if err := run("iptables", "-t", "nat", "-A", chain, "-d", podSubnet, "-j", "RETURN"); err != nil {
+		return err
+	}
+	if err := run("iptables", "-t", "nat", "-A", chain, "-j", "MASQUERADE"); err != nil {
+		return err
+	}
+	jump := []string{"POSTROUTING", "-s", podSubnet, "-m", "addrtype", "!", "--dst-type", "LOCAL", "-j", chain}
+	if run("iptables", append([]string{"-t", "nat", "-C"}, jump...)...) != nil {
+		return run("iptables", append([]string{"-t", "nat", "-A"}, jump...)...)
+	}
+	return nil
+}
+
+func syncOnce(ctx context.Context, cs kubernetes.Interface, self, podSubnet string) error {
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for i := range nodes.Items {
+		n := &nodes.Items[i]
+		if n.Spec.PodCIDR == "" {
+			continue
+		}
+		if n.Name == self {
+			want := fmt.Sprintf(cniConfTemplate, n.Spec.PodCIDR)
+			if have, _ := os.ReadFile(cniConfPath); string(have) != want {
+				if err := os.WriteFile(cniConfPath+".tmp", []byte(want), 0o644); err != nil {
+					return err
+				}
+				if err := os.Rename(cniConfPath+".tmp", cniConfPath); err != nil {
+					return err
+				}
+				log.Printf("wrote %s for podCIDR %s", cniConfPath, n.Spec.PodCIDR)
+			}
+			continue
+		}
+		if ip := nodeIP(n); ip != "" {
+			if err := run("ip", "route", "replace", n.Spec.PodCIDR, "via", ip); err != nil {
+				return err
+			}
+		}
+	}
+	return ensureMasquerade(podSubnet)
+}
+
+func main() {
+	self, podSubnet := os.Getenv("NODE_NAME"), os.Getenv("POD_SUBNET")
+	if self == "" || podSubnet == "" {
+		log.Fatal("NODE_NAME and POD_SUBNET must be set")
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		log.Fatalf("in-cluster config: %v", err)
+	}
+	// kind passes the API server's node address so pod networking does not
+	// wait for kube-proxy to program the kubernetes Service.
+	if ep := os.Getenv("CONTROL_PLANE_ENDPOINT"); ep != "" {
+		cfg.Host = "https://" + ep
+	}
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ctx := context.Background()
+	for {
+		if err := syncOnce(ctx, cs, self, podSubnet); err != nil {
+			log.Printf("sync: %v", err)
+		}
+		time.Sleep(5 * time.Second) // a poll loop keeps this daemon tiny; nodes join rarely
+	}
+}

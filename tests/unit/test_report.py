@@ -1,0 +1,72 @@
+"""Unit tests for harness.report: recorder round trip and rendering."""
+import json
+
+import pytest
+
+from harness.report import Evidence, Recorder, load, render_json, render_markdown, write_report
+
+
+def ev(experiment, mode, verdict, detail="", title="T"):
+    return Evidence(experiment=experiment, mode=mode, title=title,
+                    claim=f"claim of {experiment}", action=f"curl {experiment}",
+                    observed=[f"{experiment} {mode} line"], verdict=verdict, detail=detail)
+
+
+def test_round_trip_across_workers(tmp_path):
+    Recorder(tmp_path, "gw0").record(ev("a", "iptables", "pass"))
+    Recorder(tmp_path, "gw1").record(ev("a", "ipvs", "fail", "boom\nmore"))
+    Recorder(tmp_path, "gw0").record(ev("b", "nftables", "skip", "no ipvs modules"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evidence-gw0.jsonl", "evidence-gw1.jsonl"]
+    evs = load(tmp_path)
+    assert evs == [ev("a", "iptables", "pass"), ev("b", "nftables", "skip", "no ipvs modules"),
+                   ev("a", "ipvs", "fail", "boom\nmore")]
+
+
+def test_unreadable_line_is_skipped(tmp_path):
+    Recorder(tmp_path, "gw0").record(ev("a", "iptables", "pass"))
+    with (tmp_path / "evidence-gw0.jsonl").open("a") as f:
+        f.write('{"experiment": "trunc')
+    assert len(load(tmp_path)) == 1
+
+
+def test_bad_verdict_rejected():
+    with pytest.raises(ValueError):
+        ev("a", "ipvs", "maybe")
+
+
+def test_markdown_has_matrix_and_sections(tmp_path):
+    rec = Recorder(tmp_path, "master")
+    rec.record(ev("b", "nftables", "pass", title="second"))
+    rec.record(ev("a", "iptables", "pass", title="first"))
+    rec.record(ev("a", "ipvs", "fail", "expected refused\nobserved answers", title="first"))
+    rec.record(ev("a", "nftables", "skip", "not supported", title="first"))
+    md_path, json_path = write_report(tmp_path)
+    md = md_path.read_text()
+    lines = md.splitlines()
+    assert lines[0].startswith("# ")
+    assert "4 checks: 2 passed, 1 failed, 1 skipped." in md
+    assert "| Experiment | iptables | ipvs | nftables |" in lines
+    # Rows in first-seen order; empty cells show "-".
+    assert lines.index("| b: second | - | - | PASS |") < lines.index("| a: first | PASS | FAIL | SKIP |")
+    assert md.index("| Experiment") < md.index("## b -- second") < md.index("## a -- first")
+    assert "**Claim:** claim of a" in md
+    assert "**Action:** curl a" in md
+    assert "```text\na ipvs line\n```" in md
+    assert "```text\nexpected refused\nobserved answers\n```" in md
+    assert "**Detail:** not supported" in md
+
+    data = json.loads(json_path.read_text())
+    assert data == render_json(load(tmp_path))
+    assert data["modes"] == ["iptables", "ipvs", "nftables"]
+    assert data["experiments"][1]["verdicts"] == {"iptables": "pass", "ipvs": "fail", "nftables": "skip"}
+
+
+def test_fence_survives_backticks():
+    e = ev("a", "ipvs", "pass")
+    e.observed = ["```", "x"]
+    assert "````text\n```\nx\n````" in render_markdown([e])
+
+
+def test_empty_report(tmp_path):
+    md, _ = write_report(tmp_path)
+    assert "No evidence was recorded." in md.read_text()
