@@ -99,8 +99,8 @@ DEFAULT = Runner()
 class Step:
     """A long step with a status line and its time: `with Step("building node image"):`.
 
-    Prints to stderr so progress shows even under pytest's capture (-s not needed),
-    and keeps the measured seconds for reports.
+    Logs at INFO (shown live under pytest via log_cli) and keeps the measured
+    seconds for reports.
     """
     timings: dict[str, float] = {}
 
@@ -122,10 +122,5 @@ class Step:
 
 
 def _status(line: str) -> None:
+    # Under pytest these show live through log_cli (see pyproject.toml).
     log.info(line.strip())
-    try:
-        with open("/dev/tty", "w") as tty:  # visible even when pytest captures stderr
-            tty.write(line + "\n")
-    except OSError:
-        import sys
-        sys.__stderr__.write(line + "\n")

@@ -1,0 +1,215 @@
+"""kind cluster lifecycle: render config, create (with retries), reuse, delete.
+
+    with KindCluster("svc-harness-iptables", mode="iptables") as c:
+        c.kubeconfig   # a file of our own; ~/.kube/config is never written
+
+Ownership: a cluster counts as ours only if the harness left a marker file
+for it (CACHE/clusters/<name>.json) when it created it. A cluster of that name
+without a marker belongs to someone else and is never deleted or changed.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import config, engine
+from .runner import DEFAULT, CommandError, Runner, Step
+
+log = logging.getLogger(__name__)
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+@dataclass
+class Node:
+    """A cluster node as the host sees it: a container on the kind network."""
+    name: str          # container name == Kubernetes node name
+    ip: str            # address on the kind network
+    role: str          # control-plane | worker
+
+    def describe(self) -> str:
+        return f"node {self.name} ({self.ip})"
+
+
+def render_kind_config(mode: str, workers: int = config.DEFAULT_WORKERS,
+                       kube_proxy_extra: dict | None = None) -> str:
+    """kind-configs/<mode>.yaml with the node list and kube-proxy settings filled in.
+
+    `kube_proxy_extra` becomes a KubeProxyConfiguration patch, e.g.
+    {"masqueradeAll": True} or {"ipvs": {"scheduler": "lc"}}.
+    """
+    if mode not in config.PROXY_MODES:
+        raise ValueError(f"unknown proxy mode {mode!r}; expected one of {', '.join(config.PROXY_MODES)}")
+    if workers < 1:
+        raise ValueError("a cluster needs at least one worker")
+    cfg = yaml.safe_load((config.KIND_CONFIGS / f"{mode}.yaml").read_text())
+    cfg.setdefault("networking", {})["kubeProxyMode"] = mode
+    cfg["nodes"] = [{"role": "control-plane"}] + [{"role": "worker"} for _ in range(workers)]
+    if kube_proxy_extra:
+        patch = {"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+                 **copy.deepcopy(kube_proxy_extra)}
+        cfg.setdefault("kubeadmConfigPatches", []).append(yaml.safe_dump(patch, sort_keys=False))
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+@dataclass
+class KindCluster:
+    name: str
+    mode: str
+    workers: int = config.DEFAULT_WORKERS
+    node_image: str = ""
+    kube_proxy_extra: dict = field(default_factory=dict)
+    keep: bool = False
+    reuse: bool = False
+    runner: Runner = DEFAULT
+    created: bool = False           # did this object create it (and so may delete it)?
+    create_seconds: float = 0.0
+
+    # ---- paths ---------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return config.CACHE / "kubeconfigs" / f"{self.name}.yaml"
+
+    @property
+    def marker(self) -> Path:
+        return config.CACHE / "clusters" / f"{self.name}.json"
+
+    # ---- queries -------------------------------------------------------
+    def exists(self) -> bool:
+        res = self.runner.run([config.tool("kind"), "get", "clusters"], check=False)
+        return self.name in res.stdout.split()
+
+    def owned(self) -> bool:
+        return self.marker.exists()
+
+    def nodes(self) -> list[Node]:
+        names = self.runner.run([config.tool("kind"), "get", "nodes", "--name", self.name]).stdout.split()
+        if not names:
+            return []
+        fmt = ('{{.Name}} {{index .Config.Labels "io.x-k8s.kind.role"}} '
+               '{{range $k, $v := .NetworkSettings.Networks}}{{if eq $k "%s"}}{{$v.IPAddress}}{{end}}{{end}}'
+               % config.KIND_NETWORK)
+        out = self.runner.run(["docker", "inspect", "-f", fmt, *names]).stdout
+        nodes = []
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) >= 2:
+                nodes.append(Node(parts[0].lstrip("/"), parts[2] if len(parts) > 2 else "", parts[1]))
+        return sorted(nodes, key=lambda n: (n.role != "control-plane", n.name))
+
+    # ---- lifecycle -----------------------------------------------------
+    def __enter__(self) -> "KindCluster":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.keep:
+            self.delete()
+
+    def start(self) -> None:
+        """Create the cluster, or reuse ours if asked; never touch someone else's."""
+        if self.mode == "ipvs":
+            reason = engine.ipvs_missing_reason()
+            if reason:
+                raise engine.PreflightError(reason)
+        engine.engine_ready(self.runner)
+        if self.exists():
+            if not self.owned():
+                raise ClusterError(
+                    f"a kind cluster named {self.name!r} exists but was not created by this harness "
+                    f"(no {self.marker}); it is left alone. Pick another --cluster-name, or use "
+                    f"--kubeconfig to run against it")
+            if self.reuse and self._healthy():
+                log.info("reusing cluster %s", self.name)
+                engine.ensure_egress_guard(self.runner)
+                return
+            log.info("deleting stale cluster %s left by an earlier run", self.name)
+            self._kind_delete()
+        engine.ensure_egress_guard(self.runner)
+        self._create_with_retries()
+
+    def _healthy(self) -> bool:
+        if not self.kubeconfig.exists():
+            return False
+        res = self.runner.run([config.tool("kubectl"), "--kubeconfig", str(self.kubeconfig), "get", "nodes",
+                               "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}"],
+                              check=False, timeout=30)
+        states = res.stdout.split()
+        return res.ok and len(states) == self.workers + 1 and set(states) == {"True"}
+
+    def _create_with_retries(self) -> None:
+        self.marker.parent.mkdir(parents=True, exist_ok=True)
+        self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+        cfg = render_kind_config(self.mode, self.workers, self.kube_proxy_extra)
+        cfg_path = config.CACHE / "clusters" / f"{self.name}.kind.yaml"
+        cfg_path.write_text(cfg)
+        # The marker goes down before kind starts, so an interrupted create is still ours to clean up.
+        self.marker.write_text(json.dumps({"created_by": "svc-harness", "mode": self.mode,
+                                           "pid": os.getpid(), "time": time.time()}))
+        self.created = True
+        last: CommandError | None = None
+        for attempt in range(1, config.CLUSTER_CREATE_ATTEMPTS + 1):
+            argv = [config.tool("kind"), "create", "cluster", "--name", self.name, "--config", str(cfg_path),
+                    "--kubeconfig", str(self.kubeconfig), "--wait", "180s", "--retain"]
+            if self.node_image:
+                argv += ["--image", self.node_image]
+            try:
+                with Step(f"creating kind cluster {self.name} ({self.mode}, 1 control-plane + "
+                          f"{self.workers} workers, attempt {attempt})") as st:
+                    self.runner.run(argv, timeout=config.CLUSTER_CREATE_TIMEOUT, what=f"kind create cluster {self.name}")
+                    self._wait_system_ready()
+                self.create_seconds = st.seconds
+                return
+            except CommandError as e:
+                last = e
+                log.warning("cluster %s: attempt %d failed: %s", self.name, attempt, e)
+                self._export_logs_on_failure()
+                self._kind_delete()
+        raise ClusterError(f"could not create kind cluster {self.name} after "
+                           f"{config.CLUSTER_CREATE_ATTEMPTS} attempts; last error:\n{last}")
+
+    def _wait_system_ready(self) -> None:
+        """All nodes Ready, kube-proxy and CoreDNS rolled out: a real readiness signal."""
+        kubectl = [config.tool("kubectl"), "--kubeconfig", str(self.kubeconfig)]
+        self.runner.run([*kubectl, "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s"],
+                        timeout=200, what="waiting for nodes Ready")
+        for obj in ("daemonset/kube-proxy", "daemonset/kindnet", "deployment/coredns"):
+            res = self.runner.run([*kubectl, "-n", "kube-system", "get", obj], check=False)
+            if res.ok:  # upstream images may name the CNI differently
+                self.runner.run([*kubectl, "-n", "kube-system", "rollout", "status", obj, "--timeout=180s"],
+                                timeout=200, what=f"waiting for {obj}")
+
+    def _export_logs_on_failure(self) -> None:
+        dest = config.CACHE / "failed-create" / f"{self.name}-{int(time.time())}"
+        self.runner.run([config.tool("kind"), "export", "logs", str(dest), "--name", self.name],
+                        check=False, timeout=300)
+        log.warning("kind logs of the failed attempt: %s", dest)
+
+    def _kind_delete(self) -> None:
+        # --kubeconfig keeps kind away from ~/.kube/config on delete too.
+        self.runner.run([config.tool("kind"), "delete", "cluster", "--name", self.name,
+                         "--kubeconfig", str(self.kubeconfig)], check=False, timeout=300)
+
+    def delete(self) -> None:
+        """Delete the cluster if this harness created it (marker present)."""
+        if not self.owned():
+            log.info("not deleting %s: not created by this harness", self.name)
+            return
+        with Step(f"deleting kind cluster {self.name}"):
+            self._kind_delete()
+        self.marker.unlink(missing_ok=True)
+        self.kubeconfig.unlink(missing_ok=True)
+
+
+def delete_owned(name: str, runner: Runner = DEFAULT) -> None:
+    """Delete a cluster by name if (and only if) this harness created it."""
+    KindCluster(name=name, mode="iptables", runner=runner).delete()

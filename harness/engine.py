@@ -1,0 +1,127 @@
+"""Host-side preconditions: the Docker engine, the IPVS preflight, the egress guard.
+
+The egress guard keeps every packet of the suites on this machine: a rule in
+Docker's DOCKER-USER chain drops anything forwarded from the kind network's
+bridge to the host's outside interface. Traffic between nodes, containers and
+the host never crosses that path, so the rule's drop counter must stay 0.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from . import config
+from .runner import DEFAULT, Runner
+
+log = logging.getLogger(__name__)
+
+GUARD_COMMENT = "svc-harness egress guard"
+
+
+class PreflightError(RuntimeError):
+    pass
+
+
+def engine_ready(runner: Runner = DEFAULT) -> None:
+    if not runner.run(["docker", "info"], check=False, timeout=30).ok:
+        raise PreflightError("no Docker engine answers `docker info`; start one with "
+                             f"`sudo {config.SCRIPTS / 'engine-up'}` (installs and starts dockerd where needed)")
+
+
+def ipvs_missing_reason(proc: Path = Path("/proc"), modules: Path = Path("/lib/modules")) -> str | None:
+    """Why kube-proxy's ipvs mode cannot run on this kernel, or None if it can.
+
+    IPVS is usable when the kernel has it built in or loaded (/proc/net/ip_vs)
+    or can load it (an ip_vs module for the running kernel).
+    """
+    if (proc / "net" / "ip_vs").exists():
+        return None
+    release = os.uname().release
+    for ext in ("ko", "ko.xz", "ko.zst", "ko.gz"):
+        if (modules / release / "kernel" / "net" / "netfilter" / "ipvs" / f"ip_vs.{ext}").exists():
+            return None
+    return (f"kernel {release} has no IPVS (no /proc/net/ip_vs and no ip_vs module under "
+            f"{modules / release}); kube-proxy's ipvs mode cannot run here. Use iptables or nftables, "
+            f"or a host whose kernel has CONFIG_IP_VS")
+
+
+def outside_interface(runner: Runner = DEFAULT) -> str:
+    out = runner.run(["ip", "-o", "route", "show", "default"]).stdout.split()
+    return out[out.index("dev") + 1] if "dev" in out else "eth0"
+
+
+def kind_bridge(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str | None:
+    res = runner.run(["docker", "network", "inspect", "-f", "{{.Id}}", network], check=False)
+    return f"br-{res.stdout.strip()[:12]}" if res.ok else None
+
+
+def ensure_kind_network(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:
+    """Make sure the kind network exists, so the guard is in place before any node starts.
+
+    kind uses an existing network of this name as it is. We give it an explicit
+    IPv4 subnet because Docker only lets a container rejoin a network with the
+    same address (`docker network connect --ip`) on networks with a configured
+    subnet, which the externalIPs "node cut off and back" experiment needs.
+    """
+    if kind_bridge(runner, network) is None:
+        subnet = free_subnet(runner)
+        runner.run(["docker", "network", "create", "-d", "bridge", "--subnet", subnet,
+                    "-o", "com.docker.network.bridge.enable_ip_masquerade=true",
+                    "-o", "com.docker.network.driver.mtu=1500", network], what="creating the kind network")
+    return kind_bridge(runner, network)
+
+
+def free_subnet(runner: Runner = DEFAULT) -> str:
+    """First 172.18-31.0.0/16 that no host route uses."""
+    used = runner.run(["ip", "-o", "route"], check=False).stdout
+    for second in range(18, 32):
+        if f"172.{second}." not in used:
+            return f"172.{second}.0.0/16"
+    raise PreflightError("no free 172.18-31.0.0/16 subnet for the kind network")
+
+
+def network_subnet(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:
+    """The kind network's IPv4 subnet, e.g. 172.18.0.0/16."""
+    out = runner.run(["docker", "network", "inspect", "-f",
+                      "{{range .IPAM.Config}}{{.Subnet}} {{end}}", network]).stdout.split()
+    v4 = [s for s in out if ":" not in s]
+    if not v4:
+        raise PreflightError(f"docker network {network} has no IPv4 subnet")
+    return v4[0]
+
+
+def _guard_rule(bridge: str, out_if: str) -> list[str]:
+    return ["DOCKER-USER", "-i", bridge, "-o", out_if, "-m", "comment", "--comment", GUARD_COMMENT, "-j", "DROP"]
+
+
+def ensure_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:
+    """Install (once) and verify the drop rule; returns the rule as text."""
+    bridge = ensure_kind_network(runner, network)
+    out_if = outside_interface(runner)
+    rule = _guard_rule(bridge, out_if)
+    if not runner.run(["iptables", "-C", *rule], check=False).ok:
+        runner.run(["iptables", "-I", *rule], what="installing the egress guard in DOCKER-USER")
+    check_egress_guard(runner, network)
+    return " ".join(rule)
+
+
+def check_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> None:
+    """Refuse to send traffic unless the drop rule is present."""
+    bridge = kind_bridge(runner, network)
+    if bridge is None:
+        return  # no kind network, so no cluster traffic can be forwarded anywhere
+    rule = _guard_rule(bridge, outside_interface(runner))
+    if not runner.run(["iptables", "-C", *rule], check=False).ok:
+        raise PreflightError(f"egress guard missing: expected `iptables -I {' '.join(rule)}`; "
+                             "refusing to send traffic without it")
+
+
+def egress_drops(runner: Runner = DEFAULT) -> int:
+    """Packets the guard has dropped so far (should stay 0)."""
+    res = runner.run(["iptables", "-L", "DOCKER-USER", "-v", "-x", "-n"], check=False)
+    total = 0
+    for line in res.stdout.splitlines():
+        if GUARD_COMMENT in line and " DROP " in f" {line} ":
+            total += int(line.split()[0])
+    return total

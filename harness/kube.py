@@ -1,0 +1,150 @@
+"""Kubernetes API helpers: reads through the official client, writes through kubectl.
+
+Writes go through `kubectl` (via the runner seam) so each one is logged as a
+command a user can paste; reads use the Python client, which is faster to poll.
+"""
+from __future__ import annotations
+
+import logging
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from . import config
+from .runner import DEFAULT, Result, Runner
+from .waits import Wait
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    name: str
+    ip: str
+    node: str
+    ready: bool
+
+
+def load_manifest(name: str, **values) -> list[dict]:
+    """manifests/<name>.yaml with ${placeholders} filled in, as a list of objects."""
+    text = (config.MANIFESTS / f"{name}.yaml").read_text()
+    text = string.Template(text).substitute({k: str(v) for k, v in values.items()})
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+class Kube:
+    def __init__(self, kubeconfig: Path | str, runner: Runner = DEFAULT):
+        self.kubeconfig = str(kubeconfig)
+        self.runner = runner
+        api = k8s_config.new_client_from_config(config_file=self.kubeconfig)
+        self.core = k8s.CoreV1Api(api)
+        self.apps = k8s.AppsV1Api(api)
+        self.discovery = k8s.DiscoveryV1Api(api)
+
+    # ---- writes (kubectl) ----------------------------------------------
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120,
+                what: str = "") -> Result:
+        return self.runner.run([config.tool("kubectl"), "--kubeconfig", self.kubeconfig, *args],
+                               input=input, check=check, timeout=timeout, what=what)
+
+    def apply(self, objs: list[dict] | dict, namespace: str | None = None, check: bool = True) -> Result:
+        objs = objs if isinstance(objs, list) else [objs]
+        ns = ["-n", namespace] if namespace else []
+        return self.kubectl(*ns, "apply", "-f", "-", input=yaml.safe_dump_all(objs), check=check,
+                            what="kubectl apply")
+
+    def create_namespace(self, name: str) -> None:
+        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": name, "labels": {"app.kubernetes.io/managed-by": "svc-harness"}}})
+
+    def delete_namespace(self, name: str) -> None:
+        self.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+    def scale(self, deployment: str, replicas: int, namespace: str) -> None:
+        self.kubectl("-n", namespace, "scale", f"deployment/{deployment}", f"--replicas={replicas}")
+
+    def patch(self, kind: str, name: str, namespace: str, patch: dict, check: bool = True,
+              type_: str = "merge") -> Result:
+        return self.kubectl("-n", namespace, "patch", kind, name, "--type", type_, "-p",
+                            yaml.safe_dump(patch, default_flow_style=True).strip(), check=check)
+
+    def rollout(self, deployment: str, namespace: str, timeout: int = config.ROLLOUT_TIMEOUT) -> None:
+        self.kubectl("-n", namespace, "rollout", "status", f"deployment/{deployment}", f"--timeout={timeout}s",
+                     timeout=timeout + 30, what=f"rollout of {deployment}")
+
+    def wait_pod_ready(self, pod: str, namespace: str, timeout: int = config.ROLLOUT_TIMEOUT) -> None:
+        self.kubectl("-n", namespace, "wait", "--for=condition=Ready", f"pod/{pod}", f"--timeout={timeout}s",
+                     timeout=timeout + 30, what=f"pod {pod} Ready")
+
+    def exec(self, pod: str, namespace: str, argv: list[str], timeout: float = 120, check: bool = True) -> Result:
+        return self.kubectl("-n", namespace, "exec", pod, "--", *argv, timeout=timeout, check=check,
+                            what=f"exec in pod {namespace}/{pod}")
+
+    # ---- reads (client) -------------------------------------------------
+    def service(self, name: str, namespace: str) -> k8s.V1Service:
+        return self.core.read_namespaced_service(name, namespace)
+
+    def pods(self, selector: str, namespace: str) -> list[PodInfo]:
+        out = []
+        for p in self.core.list_namespaced_pod(namespace, label_selector=selector).items:
+            if p.metadata.deletion_timestamp:
+                continue
+            ready = any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+            out.append(PodInfo(p.metadata.name, p.status.pod_ip or "", p.spec.node_name or "", ready))
+        return sorted(out, key=lambda p: p.name)
+
+    def ready_pods(self, selector: str, namespace: str) -> list[PodInfo]:
+        return [p for p in self.pods(selector, namespace) if p.ready and p.ip]
+
+    def endpoints(self, service: str, namespace: str) -> set[str]:
+        """Ready addresses of the Endpoints object named like the Service, as ip:port."""
+        ep = self.core.read_namespaced_endpoints(service, namespace)
+        out = set()
+        for s in ep.subsets or []:
+            for a in s.addresses or []:
+                for p in s.ports or []:
+                    out.add(f"{a.ip}:{p.port}")
+        return out
+
+    def endpoint_slices(self, service: str, namespace: str) -> set[str]:
+        """Ready endpoints over all EndpointSlices of the Service, as ip:port."""
+        out = set()
+        slices = self.discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={service}")
+        for sl in slices.items:
+            ports = [p.port for p in (sl.ports or [])]
+            for e in sl.endpoints or []:
+                if e.conditions is None or e.conditions.ready is not False:
+                    for ip in e.addresses:
+                        for port in ports:
+                            out.add(f"{ip}:{port}")
+        return out
+
+    def endpoints_line(self, service: str, namespace: str) -> str:
+        """The Endpoints line as `kubectl describe service` prints it."""
+        eps = sorted(self.endpoints(service, namespace))
+        return "Endpoints:         " + (",".join(eps) if eps else "<none>")
+
+    def logs(self, pod: str, namespace: str, tail: int = 50, container: str | None = None) -> str:
+        kw = {"tail_lines": tail}
+        if container:
+            kw["container"] = container
+        return self.core.read_namespaced_pod_log(pod, namespace, **kw)
+
+    # ---- waits ------------------------------------------------------------
+    def wait_endpoints(self, service: str, namespace: str, selector: str, port: int,
+                       replicas: int | None = None, timeout: float = config.ENDPOINTS_TIMEOUT) -> set[str]:
+        """Wait until Endpoints and EndpointSlices both equal the ready pods' ip:port
+        (and, if given, there are exactly `replicas` of them)."""
+        def observe():
+            want = {f"{p.ip}:{port}" for p in self.ready_pods(selector, namespace)}
+            return want, self.endpoints(service, namespace), self.endpoint_slices(service, namespace)
+
+        want, _, _ = Wait(f"Endpoints and EndpointSlices of {namespace}/{service} to equal the ready pods "
+                          f"({selector}, replicas={replicas}); seen as (pods, Endpoints, EndpointSlices)", timeout=timeout).until(
+            observe, lambda o: o[0] == o[1] == o[2] and (replicas is None or len(o[0]) == replicas))
+        return want

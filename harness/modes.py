@@ -1,0 +1,84 @@
+"""Which proxy mode is really active, three ways, and what the data plane holds.
+
+  configmap_mode   `mode` in the kube-proxy ConfigMap (what the article edits)
+  endpoint_mode    GET 127.0.0.1:10249/proxyMode on a node (kube-proxy's own answer)
+  log_modes        the `Using <mode> Proxier` line of each kube-proxy pod's log
+  dump_dataplane   iptables-save / nft list ruleset / ipvsadm -Ln of a node
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+import yaml
+
+from .kube import Kube
+from .peers import Peer
+
+log = logging.getLogger(__name__)
+
+KUBE_PROXY_SELECTOR = "k8s-app=kube-proxy"
+DATAPLANE_COMMANDS = {
+    "iptables-save": ["iptables-save"],
+    "nft-ruleset": ["nft", "list", "ruleset"],
+    "ipvsadm": ["ipvsadm", "-Ln"],
+}
+_USING = re.compile(r"Using (\w+) [Pp]roxier")
+
+
+def configmap_mode(kube: Kube) -> str:
+    cm = kube.core.read_namespaced_config_map("kube-proxy", "kube-system")
+    conf = yaml.safe_load(cm.data.get("config.conf", "")) or {}
+    return conf.get("mode") or "iptables"  # an empty mode means the platform default, iptables on Linux
+
+
+def configmap_config(kube: Kube) -> dict:
+    cm = kube.core.read_namespaced_config_map("kube-proxy", "kube-system")
+    return yaml.safe_load(cm.data.get("config.conf", "")) or {}
+
+
+def endpoint_mode(node: Peer) -> str:
+    """kube-proxy's metrics server answers /proxyMode on the node's loopback."""
+    return node.exec(["curl", "-s", "--max-time", "5", "http://127.0.0.1:10249/proxyMode"]).stdout.strip()
+
+
+def parse_using_line(log_text: str) -> str | None:
+    m = _USING.search(log_text)
+    return m.group(1).lower() if m else None
+
+
+def log_modes(kube: Kube) -> dict[str, str | None]:
+    """Pod name -> mode named in its `Using <mode> Proxier` log line."""
+    out = {}
+    for p in kube.pods(KUBE_PROXY_SELECTOR, "kube-system"):
+        text = kube.logs(p.name, "kube-system", tail=100000)
+        out[p.name] = parse_using_line(text)
+    return out
+
+
+def dump_dataplane(node: Peer) -> dict[str, str]:
+    """Each data-plane listing of a node (a missing tool gives its error text)."""
+    out = {}
+    for name, argv in DATAPLANE_COMMANDS.items():
+        res = node.exec(argv, check=False, timeout=60)
+        out[name] = res.stdout if res.ok else f"(exit {res.returncode}) {res.stderr.strip()}"
+    return out
+
+
+def service_programmed(node: Peer, mode: str, namespace: str, service: str, cluster_ip: str,
+                       port: int) -> str | None:
+    """The data-plane line(s) showing the Service on this node, or None if absent."""
+    svc = f"{namespace}/{service}"
+    if mode == "iptables":
+        text = node.exec(["iptables-save", "-t", "nat"]).stdout
+        lines = [l for l in text.splitlines() if l.startswith("-A KUBE-SVC-") and svc in l]
+    elif mode == "nftables":
+        text = node.exec(["nft", "list", "table", "ip", "kube-proxy"]).stdout
+        # service chains are named service-<hash>-<ns>/<name>/<proto>/<port name>
+        lines = [l.strip() for l in text.splitlines() if svc in l]
+    elif mode == "ipvs":
+        text = node.exec(["ipvsadm", "-Ln", "-t", f"{cluster_ip}:{port}"], check=False).stdout
+        lines = [l for l in text.splitlines() if l.strip()]
+    else:
+        raise ValueError(f"unknown mode {mode}")
+    return "\n".join(lines[:6]) if lines else None

@@ -1,0 +1,256 @@
+"""pytest plugin: options, hooks and fixtures only (the work lives in the other modules).
+
+    pytest suites/ --proxy-mode=iptables,nftables -n 2
+
+One kind cluster per proxy mode per run. Under pytest-xdist the first worker
+that needs a mode creates its cluster behind a file lock in the run's shared
+directory; the others attach. The controller deletes, once, every cluster this
+run created (unless --keep-cluster), also after Ctrl-C or SIGTERM.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from . import config
+
+log = logging.getLogger("harness")
+
+REMOVED_MODES = {"userspace": "the userspace proxy mode was removed in Kubernetes v1.26; "
+                              "use iptables, ipvs or nftables"}
+
+
+# ---------------------------------------------------------------- options
+def parse_modes(values: list[str] | None) -> list[str]:
+    """'--proxy-mode a,b --proxy-mode c' -> [a, b, c], validated, order kept, no repeats."""
+    modes: list[str] = []
+    for value in values or ["iptables"]:
+        for m in value.split(","):
+            m = m.strip().lower()
+            if not m:
+                continue
+            if m in REMOVED_MODES:
+                raise pytest.UsageError(f"--proxy-mode={m}: {REMOVED_MODES[m]}")
+            if m not in config.PROXY_MODES:
+                raise pytest.UsageError(f"--proxy-mode={m}: unknown mode; expected one of "
+                                        f"{', '.join(config.PROXY_MODES)} (comma-separated for several)")
+            if m not in modes:
+                modes.append(m)
+    return modes
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise pytest.UsageError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise pytest.UsageError(f"expected at least 1, got {n}")
+    return n
+
+
+def _cluster_name(text: str) -> str:
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?", text):
+        raise pytest.UsageError(f"--cluster-name={text!r}: use lower-case letters, digits and '-' "
+                                "(at most 42 characters; the mode is appended)")
+    return text
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("svc-harness", "Kubernetes Services on kind clusters")
+    g.addoption("--proxy-mode", action="append", dest="proxy_modes", metavar="MODE[,MODE]",
+                help="kube-proxy mode(s): iptables, ipvs, nftables; several run the suites once per mode "
+                     "(default: iptables)")
+    g.addoption("--workers", type=_positive_int, default=config.DEFAULT_WORKERS,
+                help="worker nodes per cluster (default: 2, i.e. 3 nodes like the article)")
+    g.addoption("--node-image", default=None,
+                help="kind node image (default: the offline build svc-harness/node:<k8s version> if present, "
+                     "else upstream kindest/node)")
+    g.addoption("--cluster-name", type=_cluster_name, default=config.DEFAULT_CLUSTER_PREFIX,
+                help="cluster name prefix; the mode is appended (default: svc-harness)")
+    g.addoption("--keep-cluster", action="store_true", help="keep the clusters after the run")
+    g.addoption("--reuse-cluster", action="store_true",
+                help="reuse a healthy cluster this harness created earlier instead of recreating it")
+    g.addoption("--kubeconfig", default=None,
+                help="run against an existing cluster instead of kind (kind-only checks skip)")
+    g.addoption("--lb-provider", choices=["metallb", "none"], default="metallb",
+                help="LoadBalancer provider installed in each cluster (default: metallb)")
+    g.addoption("--external-client", choices=["container", "host"], default="container",
+                help="the external vantage point: a container on the kind network (default) or this host")
+    g.addoption("--samples", type=_positive_int, default=300,
+                help="requests per distribution sample (default: 300)")
+    g.addoption("--artifacts-dir", default="artifacts",
+                help="where failure artifacts and the report go (default: ./artifacts)")
+    g.addoption("--demo-image", default=None,
+                help="demo app image (default: the offline build; ikubernetes/demoapp:v1.0 works too)")
+
+
+def pytest_configure(config_: pytest.Config) -> None:
+    config_.addinivalue_line("markers", "experiment(id, title): an experiment of the Services article")
+    config_.addinivalue_line("markers", "kind_only: needs a kind cluster (skipped with --kubeconfig)")
+    config_.addinivalue_line("markers", "modes(*modes): run only in these proxy modes")
+    opts = config_.option
+    opts.proxy_modes = parse_modes(opts.proxy_modes)
+    opts.artifacts_dir = str(Path(opts.artifacts_dir).resolve())
+    if opts.kubeconfig and not Path(opts.kubeconfig).exists():
+        raise pytest.UsageError(f"--kubeconfig={opts.kubeconfig}: no such file")
+    if opts.kubeconfig and opts.keep_cluster:
+        raise pytest.UsageError("--keep-cluster has no meaning with --kubeconfig (that cluster is never deleted)")
+    if _is_worker(config_):
+        config_._svc_run_dir = Path(config_.workerinput["svc_run_dir"])
+    else:
+        run_dir = config.CACHE / "runs" / uuid.uuid4().hex[:12]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_._svc_run_dir = run_dir
+        _install_sigterm_handler()
+        if config_.pluginmanager.hasplugin("xdist"):
+            config_.pluginmanager.register(_XdistHooks(run_dir), "svc-harness-xdist")
+
+
+def _is_worker(config_: pytest.Config) -> bool:
+    return hasattr(config_, "workerinput")
+
+
+class _XdistHooks:
+    """Tells each xdist worker where the run's shared state lives."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def pytest_configure_node(self, node) -> None:
+        node.workerinput["svc_run_dir"] = str(self.run_dir)
+
+
+def _install_sigterm_handler() -> None:
+    # SIGTERM becomes KeyboardInterrupt so pytest unwinds and sessionfinish deletes our clusters.
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        pass
+
+
+# ---------------------------------------------------------------- parametrization
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "proxy_mode" in metafunc.fixturenames:
+        modes = metafunc.config.option.proxy_modes
+        if metafunc.config.option.kubeconfig:
+            modes = ["existing"]
+        marker = metafunc.definition.get_closest_marker("modes")
+        params = []
+        for m in modes:
+            marks = []
+            if marker and m not in marker.args and m != "existing":
+                marks.append(pytest.mark.skip(reason=f"experiment applies to {', '.join(marker.args)} only"))
+            params.append(pytest.param(m, marks=marks, id=m))
+        metafunc.parametrize("proxy_mode", params, scope="session")
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def proxy_mode(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def cluster(request, proxy_mode):
+    """The cluster for this proxy mode (created once per run, shared by xdist workers)."""
+    from . import session as clusters
+    handle = clusters.acquire(request.config, proxy_mode)
+    yield handle
+    handle.close()
+
+
+@pytest.fixture
+def lab(request, cluster):
+    """A fresh namespace on the mode's cluster, deleted afterwards; artifacts on failure."""
+    from .lab import Lab
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.originalname.lower().removeprefix("test_"))[:40].strip("-")
+    ns = f"{base}-{worker}-{uuid.uuid4().hex[:5]}"
+    cluster.kube.create_namespace(ns)
+    the_lab = Lab(cluster, ns)
+    request.node._svc_lab = the_lab
+    yield the_lab
+    rep = getattr(request.node, "_svc_call_report", None)
+    if rep is not None and rep.failed:
+        from . import artifacts
+        nodes = [cluster.node(n.name) for n in cluster.nodes] if cluster.is_kind else []
+        dest = Path(request.config.option.artifacts_dir) / cluster.mode / artifacts.safe_name(request.node.nodeid)
+        artifacts.collect_failure(dest, cluster.kube, ns, nodes)
+        rep.sections.append(("svc-harness artifacts", str(dest)))
+    cluster.kube.delete_namespace(ns)
+
+
+@pytest.fixture(scope="session")
+def samples(request) -> int:
+    return request.config.option.samples
+
+
+# ---------------------------------------------------------------- hooks
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call":
+        item._svc_call_report = rep
+    # One evidence record per experiment test, written at its last phase that matters.
+    marker = item.get_closest_marker("experiment")
+    if marker is None:
+        return
+    if (rep.when == "call") or (rep.when == "setup" and (rep.skipped or rep.failed)):
+        _record_evidence(item, marker, rep)
+
+
+def _record_evidence(item, marker, rep) -> None:
+    from .report import Evidence, Recorder
+    lab = getattr(item, "_svc_lab", None)
+    mode = item.callspec.params.get("proxy_mode", "?") if hasattr(item, "callspec") else "?"
+    doc = (item.obj.__doc__ or "").strip()
+    claim = doc.split("\n\n")[0].replace("\n", " ").strip()
+    verdict = "skip" if rep.skipped else ("fail" if rep.failed else "pass")
+    detail = ""
+    if rep.skipped and isinstance(rep.longrepr, tuple):
+        detail = str(rep.longrepr[2])
+    elif rep.failed:
+        detail = str(getattr(rep.longrepr, "reprcrash", None) and rep.longrepr.reprcrash.message or rep.longrepr)[:3000]
+    exp_id, title = (list(marker.args) + ["", ""])[:2]
+    ev = Evidence(experiment=str(exp_id), mode=mode, title=str(title), claim=claim,
+                  action="\n".join(lab.action) if lab else "", observed=list(lab.notes) if lab else [],
+                  verdict=verdict, detail=detail)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    Recorder(Path(item.config.option.artifacts_dir), worker).record(ev)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _is_worker(session.config):
+        return
+    # Evidence of an earlier run must not leak into this run's report.
+    d = Path(session.config.option.artifacts_dir)
+    for f in d.glob("evidence-*.jsonl"):
+        f.unlink()
+    session.config._svc_started = time.monotonic()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _is_worker(session.config):
+        return
+    from . import session as clusters
+    clusters.finish_run(session.config, failed=exitstatus not in (0, 5))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if _is_worker(config):
+        return
+    for line in getattr(config, "_svc_summary", []):
+        terminalreporter.write_line(line)

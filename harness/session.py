@@ -1,0 +1,157 @@
+"""Per-run cluster sharing: one cluster per mode, created once, deleted once.
+
+The run directory (CACHE/runs/<id>) is shared by the controller and every
+xdist worker. Under a file lock per cluster, the first worker that needs a
+mode creates the cluster and writes its state; the others read it. Names of
+clusters this run created are appended to `created` *before* creation starts,
+so the controller can delete even a half-made cluster after Ctrl-C.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from . import config, engine
+from .cluster import KindCluster
+from .kube import Kube
+from .lab import ClusterHandle, Images
+from .runner import DEFAULT
+
+log = logging.getLogger(__name__)
+
+
+def cluster_name(opts, mode: str) -> str:
+    return f"{opts.cluster_name}-{mode}"
+
+
+def _image_exists(tag: str) -> bool:
+    return DEFAULT.run(["docker", "image", "inspect", tag], check=False, timeout=30).ok
+
+
+def resolve_images(opts) -> tuple[str, Images, bool]:
+    """(node image, workload images, whether the node image already holds them)."""
+    v = config.versions()
+    ours = config.node_image_tag()
+    node_image = opts.node_image or (ours if _image_exists(ours) else v["UPSTREAM_NODE_IMAGE"])
+    t = v["HARNESS_TAG"]
+    images = Images(demoapp=opts.demo_image or f"svc-harness/demoapp:{t}", toolbox=f"svc-harness/toolbox:{t}")
+    return node_image, images, node_image == ours
+
+
+def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
+    opts = pyconfig.option
+    node_image, images, baked = resolve_images(opts)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    if opts.kubeconfig:
+        return _existing(opts, images)
+    if mode == "ipvs":
+        reason = engine.ipvs_missing_reason()
+        if reason:
+            pytest.skip(reason)
+    run_dir: Path = pyconfig._svc_run_dir
+    name = cluster_name(opts, mode)
+    state_file = run_dir / f"{name}.json"
+    with FileLock(str(run_dir / f"{name}.lock")):
+        if state_file.exists():
+            state = json.loads(state_file.read_text())
+            if state.get("error"):
+                pytest.fail(f"cluster {name} could not be created earlier in this run:\n{state['error']}",
+                            pytrace=False)
+        else:
+            kc = KindCluster(name=name, mode=mode, workers=opts.workers, node_image=node_image,
+                             reuse=opts.reuse_cluster, keep=True)
+            with open(run_dir / "created", "a") as f:
+                f.write(name + "\n")
+            try:
+                kc.start()
+                if not baked:
+                    _load_images(name, [images.demoapp, images.toolbox])
+                lb = "none"
+                if opts.lb_provider == "metallb":
+                    from . import loadbalancer
+                    lb = loadbalancer.install_metallb(Kube(kc.kubeconfig), name)
+            except Exception as e:
+                state_file.write_text(json.dumps({"error": str(e)}))
+                raise
+            state = {"kubeconfig": str(kc.kubeconfig), "create_seconds": kc.create_seconds,
+                     "node_image": node_image, "lb": lb, "reused": not kc.created}
+            state_file.write_text(json.dumps(state))
+    kc = KindCluster(name=name, mode=mode, workers=opts.workers)
+    handle = ClusterHandle(mode=mode, name=name, kube=Kube(state["kubeconfig"]), nodes=kc.nodes(),
+                           images=images, kind=kc, external_mode=opts.external_client, worker=worker,
+                           lb_provider=state.get("lb", "none"))
+    return handle
+
+
+def _existing(opts, images: Images) -> ClusterHandle:
+    """--kubeconfig: a cluster we did not make; never changed beyond test namespaces."""
+    from . import modes
+    kube = Kube(opts.kubeconfig)
+    mode = modes.configmap_mode(kube)
+    from .cluster import Node
+    nodes = []
+    for n in kube.core.list_node().items:
+        ip = next((a.address for a in n.status.addresses if a.type == "InternalIP"), "")
+        role = "control-plane" if "node-role.kubernetes.io/control-plane" in (n.metadata.labels or {}) else "worker"
+        nodes.append(Node(n.metadata.name, ip, role))
+    return ClusterHandle(mode=mode, name="existing", kube=kube, nodes=nodes, images=images, kind=None)
+
+
+def _load_images(name: str, tags: list[str]) -> None:
+    for tag in tags:
+        if _image_exists(tag):
+            DEFAULT.run([config.tool("kind"), "load", "docker-image", tag, "--name", name], timeout=600,
+                        what=f"loading {tag} into {name}")
+
+
+def finish_run(pyconfig: pytest.Config, failed: bool) -> None:
+    """Controller only: export logs on failure, delete what this run created, write the report."""
+    opts = pyconfig.option
+    run_dir: Path = getattr(pyconfig, "_svc_run_dir", None)
+    summary: list[str] = []
+    artifacts_dir = Path(opts.artifacts_dir)
+    created = []
+    if run_dir and (run_dir / "created").exists():
+        created = list(dict.fromkeys((run_dir / "created").read_text().split()))
+    for name in created:
+        state_file = run_dir / f"{name}.json"
+        state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        if "create_seconds" in state:
+            how = "reused" if state.get("reused") else f"created in {state['create_seconds']:.1f}s"
+            summary.append(f"svc-harness: cluster {name} {how} (node image {state['node_image']}, "
+                           f"LoadBalancer provider: {state.get('lb')})")
+        if failed:
+            from . import artifacts
+            artifacts.export_kind_logs(artifacts_dir / "kind-logs", name)
+        _remove_external_clients(name)
+        if opts.keep_cluster:
+            summary.append(f"svc-harness: kept cluster {name}; kubeconfig: {state.get('kubeconfig')}")
+        else:
+            KindCluster(name=name, mode="iptables").delete()
+    if created:
+        summary.append(f"svc-harness: egress guard dropped {engine.egress_drops()} packets (expected 0)")
+    from . import report
+    if list(artifacts_dir.glob("evidence-*.jsonl")):
+        md, js = report.write_report(artifacts_dir)
+        summary.append(f"svc-harness: report {md} (+ {js.name})")
+    started = getattr(pyconfig, "_svc_started", None)
+    if started:
+        summary.append(f"svc-harness: run time {time.monotonic() - started:.0f}s "
+                       f"(modes: {', '.join(opts.proxy_modes)})")
+    pyconfig._svc_summary = summary
+    if run_dir:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _remove_external_clients(cluster: str) -> None:
+    ids = DEFAULT.run(["docker", "ps", "-aq", "--filter", f"label={config.OWNER_LABEL}=external-client",
+                       "--filter", f"name={cluster}-ext"], check=False).stdout.split()
+    if ids:
+        DEFAULT.run(["docker", "rm", "-f", *ids], check=False)

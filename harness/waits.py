@@ -1,0 +1,55 @@
+"""Waiting that explains itself.
+
+A Wait polls a probe function until a condition holds on what it returns. On
+timeout it raises WaitTimeout naming what it waited for and the last thing it
+saw, so a red test says "expected endpoints {a,b,c}, last saw {a,b}" instead of
+"timed out".
+
+    Wait("endpoints of demoapp-svc == ready pods", timeout=60).until(
+        lambda: endpoint_ips(...), lambda seen: seen == want)
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from . import config
+
+log = logging.getLogger(__name__)
+
+
+class WaitTimeout(AssertionError):
+    """A condition did not hold in time; carries the last observation."""
+
+    def __init__(self, what: str, timeout: float, last: Any, error: Exception | None):
+        self.what, self.last = what, last
+        msg = f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}"
+        if error is not None:
+            msg += f"; last error: {error}"
+        super().__init__(msg)
+
+
+class Wait:
+    def __init__(self, what: str, timeout: float = config.ENDPOINTS_TIMEOUT,
+                 interval: float = config.POLL_INTERVAL,
+                 transient: tuple[type[Exception], ...] = (Exception,)):
+        self.what, self.timeout, self.interval, self.transient = what, timeout, interval, transient
+
+    def until(self, observe: Callable[[], Any], ok: Callable[[Any], bool] = bool) -> Any:
+        """Call observe() until ok(result); return the result that satisfied it."""
+        deadline = time.monotonic() + self.timeout
+        last, error = None, None
+        started = time.monotonic()
+        while True:
+            try:
+                last = observe()
+                error = None
+                if ok(last):
+                    log.debug("%s: done after %.1fs", self.what, time.monotonic() - started)
+                    return last
+            except self.transient as e:  # "not yet": e.g. object not created yet
+                error = e
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(self.what, self.timeout, last, error)
+            time.sleep(self.interval)
