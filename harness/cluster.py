@@ -13,6 +13,7 @@ import copy
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +168,7 @@ class KindCluster:
                           f"{self.workers} workers, attempt {attempt})") as st:
                     self.runner.run(argv, timeout=config.CLUSTER_CREATE_TIMEOUT, what=f"kind create cluster {self.name}")
                     self._wait_system_ready()
+                    self._seal_dns()
                 self.create_seconds = st.seconds
                 return
             except CommandError as e:
@@ -187,6 +189,30 @@ class KindCluster:
             if res.ok:  # upstream images may name the CNI differently
                 self.runner.run([*kubectl, "-n", "kube-system", "rollout", "status", obj, "--timeout=180s"],
                                 timeout=200, what=f"waiting for {obj}")
+
+    def _seal_dns(self) -> None:
+        """Keep cluster DNS inside the machine: drop CoreDNS's upstream `forward`.
+
+        kind points nodes at Docker's embedded DNS, which forwards unknown
+        names from the node's network namespace, i.e. through the kind bridge
+        to the outside (the egress guard drops them). The suites resolve only
+        cluster names, so CoreDNS answers those and forwards nothing.
+        """
+        kubectl = [config.tool("kubectl"), "--kubeconfig", str(self.kubeconfig)]
+        cm = json.loads(self.runner.run([*kubectl, "-n", "kube-system", "get", "configmap", "coredns",
+                                         "-o", "json"]).stdout)
+        corefile = cm["data"]["Corefile"]
+        sealed = re.sub(r"^[ \t]*forward \. /etc/resolv\.conf[^\n]*\{[^}]*\}[ \t]*\n", "", corefile, flags=re.M)
+        sealed = re.sub(r"^[ \t]*forward \. /etc/resolv\.conf[^\n{]*\n", "", sealed, flags=re.M)
+        if sealed == corefile:
+            return
+        cm["data"]["Corefile"] = sealed
+        for k in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+            cm["metadata"].pop(k, None)
+        self.runner.run([*kubectl, "apply", "-f", "-"], input=json.dumps(cm), what="sealing CoreDNS")
+        self.runner.run([*kubectl, "-n", "kube-system", "rollout", "restart", "deployment/coredns"])
+        self.runner.run([*kubectl, "-n", "kube-system", "rollout", "status", "deployment/coredns",
+                         "--timeout=120s"], timeout=150, what="waiting for sealed CoreDNS")
 
     def _export_logs_on_failure(self) -> None:
         dest = config.CACHE / "failed-create" / f"{self.name}-{int(time.time())}"

@@ -7,6 +7,7 @@ was observed, printing both.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 from harness import stats
@@ -27,9 +28,12 @@ COVERED = "covered"                # every expected backend answered and no othe
                                    # the table; for suites that assert coverage on their own)
 CLIENT_IP_KEPT = "client-ip-kept"  # servers saw the vantage point's own IP as client IP
 CLIENT_IP_LOST = "client-ip-lost"  # servers never saw the vantage point's own IP
+HEALTHY = "healthy"                # every request answered HTTP 200 (health-check node port)
+UNHEALTHY = "unhealthy"            # every request answered HTTP 503 (health-check node port)
 
 OUTCOMES = frozenset({ANSWERS, REFUSED, NO_ANSWER, DROPPED, UNIFORM, ROUND_ROBIN,
-                      ONE_BACKEND, SPREAD, COVERED, CLIENT_IP_KEPT, CLIENT_IP_LOST})
+                      ONE_BACKEND, SPREAD, COVERED, CLIENT_IP_KEPT, CLIENT_IP_LOST,
+                      HEALTHY, UNHEALTHY})
 
 # Failure kinds that mean "the Service did not answer" (as opposed to an HTTP error).
 NO_ANSWER_KINDS = frozenset({TIMEOUT, K_REFUSED, RESET, UNREACHABLE})
@@ -53,9 +57,12 @@ EXPECTATIONS: dict[tuple[str, str, str], Expect] = {
     ("clusterip-one-pod", ANY, ANY): Expect(
         (ANSWERS, ONE_BACKEND), "a ClusterIP with a single ready endpoint sends every request "
                                 "to that pod"),
+    ("clusterip-one-pod", "pod", ANY): Expect(
+        (ANSWERS, ONE_BACKEND, CLIENT_IP_KEPT),
+        "pod-to-ClusterIP traffic is only DNATed, so the pod sees the calling pod's own IP"),
     ("clusterip-scaled", ANY, ANY): Expect(
-        (ANSWERS,), "a scaled Deployment's ClusterIP answers every request (which pods answer "
-                    "is checked separately)"),
+        (ANSWERS, COVERED), "a scaled Deployment's ClusterIP answers every request, from "
+                              "exactly the ready pods"),
     ("distribution", "pod", "iptables"): Expect(
         (ANSWERS, UNIFORM), "iptables picks an endpoint with per-rule random probabilities "
                             "(statistic mode random), giving a uniform choice"),
@@ -73,17 +80,26 @@ EXPECTATIONS: dict[tuple[str, str, str], Expect] = {
     ("nodeport-every-node", "external", ANY): Expect(
         (ANSWERS,), "kube-proxy opens a NodePort on every node, with or without a local "
                     "endpoint"),
+    ("etp-cluster-one-node", "external", ANY): Expect(
+        (ANSWERS, COVERED), "externalTrafficPolicy: Cluster balances NodePort traffic over the "
+                            "endpoints on every node"),
     ("etp-cluster-remote-backend", "external", ANY): Expect(
         (ANSWERS, CLIENT_IP_LOST), "externalTrafficPolicy: Cluster SNATs traffic forwarded to "
                                    "another node, so the pod sees a node IP"),
     ("etp-local-backend-node", "external", ANY): Expect(
-        (ANSWERS, CLIENT_IP_KEPT), "externalTrafficPolicy: Local serves from a local endpoint "
+        (ANSWERS, COVERED, CLIENT_IP_KEPT), "externalTrafficPolicy: Local serves from a local endpoint "
                                    "without SNAT, so the client IP is kept"),
     ("etp-local-no-backend-node", "external", ANY): Expect(
         (NO_ANSWER,), "externalTrafficPolicy: Local drops NodePort traffic on nodes without a "
                       "local endpoint"),
+    ("etp-local-hc-backend-node", "external", ANY): Expect(
+        (HEALTHY,), "the health-check node port reports 200 where the node has local endpoints, "
+                    "so a cloud load balancer keeps sending there"),
+    ("etp-local-hc-empty-node", "external", ANY): Expect(
+        (UNHEALTHY,), "the health-check node port reports 503 where the node has no local "
+                      "endpoint, so a load balancer skips it"),
     ("itp-local-own-node", "pod", ANY): Expect(
-        (ANSWERS,), "internalTrafficPolicy: Local serves a pod from an endpoint on its own "
+        (ANSWERS, COVERED), "internalTrafficPolicy: Local serves a pod from an endpoint on its own "
                     "node"),
     ("itp-local-no-backend", "pod", ANY): Expect(
         (NO_ANSWER,), "internalTrafficPolicy: Local never forwards to other nodes, so a pod on a "
@@ -103,7 +119,7 @@ EXPECTATIONS: dict[tuple[str, str, str], Expect] = {
         (ANSWERS,), "the node holding the external IP receives the traffic and kube-proxy "
                     "DNATs it to the endpoints"),
     ("externalip-other-node", "external", ANY): Expect(
-        (NO_ANSWER,), "traffic for the external IP is routed to the node holding it; another "
+        (REFUSED,), "traffic for the external IP is routed to the node holding it; another "
                       "node does not answer for it"),
     ("externalip-node-cut", "external", ANY): Expect(
         (NO_ANSWER,), "kube-proxy does not move an external IP, so with its node cut off "
@@ -196,6 +212,12 @@ def check_outcome(outcome: str, sample: Sample, *, backends: set[str] | None = N
         return stats.Verdict(ok, f"{len(sample.ok_records)} of {len(sample.records)} "
                                  f"answered, by {len(answered)} backends; counts: "
                                  f"{stats.format_counts(answered)}", answered)
+    if outcome in (HEALTHY, UNHEALTHY):
+        want = 200 if outcome == HEALTHY else 503
+        codes = Counter(r.status for r in sample.records)
+        ok = bool(sample.records) and set(codes) == {want}
+        return stats.Verdict(ok, f"HTTP status codes: {stats.format_counts(codes)} (want all {want})",
+                             {str(k): v for k, v in codes.items()})
     if outcome in (CLIENT_IP_KEPT, CLIENT_IP_LOST):
         if not own_ip:
             raise ValueError(f"outcome {outcome!r} needs own_ip (the vantage point's address)")

@@ -82,6 +82,9 @@ def go_builds(v: dict[str, str]) -> list[GoBuild]:
         GoBuild("etcd", "etcd", ["."], rename={".": "etcd"}, version_keys=("ETCD_VERSION",)),
         GoBuild("coredns", "coredns", ["."], rename={".": "coredns"}, version_keys=("COREDNS_VERSION",)),
         GoBuild("crictl", "crictl", ["sigs.k8s.io/cri-tools/cmd/crictl"], version_keys=("CRICTL_VERSION",)),
+        GoBuild("metallb", "metallb", ["go.universe.tf/metallb/controller", "go.universe.tf/metallb/speaker"],
+                rename={"controller": "metallb-controller", "speaker": "metallb-speaker"},
+                version_keys=("METALLB_VERSION",)),
     ]
 
 
@@ -119,6 +122,11 @@ def workload_images(v: dict[str, str]) -> dict[str, Image]:
         "demoapp": static_image(f"svc-harness/demoapp:{t}", "demoapp", ["/usr/local/bin/demoapp"]),
         "toolbox": Image(f"svc-harness/toolbox:{t}", toolbox_df, {"svc-probe": config.BIN / "svc-probe"},
                          build_args={"BASE_IMAGE": base_tag(v)}),
+        # MetalLB's manifests (from its Go module) name quay.io images; the harness rewrites them.
+        "metallb-controller": static_image(f"svc-harness/metallb-controller:{v['METALLB_VERSION']}",
+                                           "metallb-controller", ["/controller"], dest="/controller"),
+        "metallb-speaker": static_image(f"svc-harness/metallb-speaker:{v['METALLB_VERSION']}",
+                                        "metallb-speaker", ["/speaker"], dest="/speaker"),
     }
 
 
@@ -274,7 +282,7 @@ class Builder:
         """kind's node image: rootfs from a Dockerfile, then images imported into containerd."""
         v = self.v
         tag = config.node_image_tag()
-        kind_files = kind_module_dir(self.r, v["KIND_VERSION"]) / "images" / "base" / "files"
+        kind_files = module_dir("sigs.k8s.io/kind", v["KIND_VERSION"], self.r) / "images" / "base" / "files"
         rootfs = Image(f"svc-harness/node-rootfs:{v['KUBERNETES_VERSION']}",
                        (config.IMAGES_DIR / "node" / "Dockerfile").read_text(), {},
                        build_args={"BASE_IMAGE": base_tag(v), "PAUSE_TAG": v["PAUSE_IMAGE_TAG"]})
@@ -344,17 +352,18 @@ class Builder:
         return tag
 
 
-def kind_module_dir(runner: Runner, version: str) -> Path:
-    """kind's source in the Go module cache (for its node files), downloaded if needed."""
-    res = runner.run(["go", "mod", "download", "-json", f"sigs.k8s.io/kind@{version}"], check=False,
-                     timeout=600, cwd=tempfile.gettempdir())
+def module_dir(path: str, version: str, runner: Runner = DEFAULT) -> Path:
+    """A Go module's source in the module cache (downloaded if needed), for files it ships
+    (kind's node files, MetalLB's manifests) so that none are copied into this repo."""
     import json
+    res = runner.run(["go", "mod", "download", "-json", f"{path}@{version}"], check=False,
+                     timeout=600, cwd=tempfile.gettempdir())
     try:
         d = json.loads(res.stdout)
     except ValueError:
         d = {}
     if not res.ok or "Dir" not in d:
-        raise BuildError(f"cannot get sigs.k8s.io/kind@{version} from the Go module proxy "
+        raise BuildError(f"cannot get {path}@{version} from the Go module proxy "
                          f"({d.get('Error') or res.stderr.strip()}); check GOPROXY and network")
     return Path(d["Dir"])
 

@@ -8,19 +8,22 @@ harness.expectations. Everything a test observes is noted for the report.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
+import random
 from dataclasses import dataclass, field
 
-from . import config, engine, expectations
+from . import config, engine, expectations, modes
 from .cluster import KindCluster, Node
 from .kube import Kube, PodInfo, load_manifest
 from .peers import ExternalPeer, NodePeer, Peer, PodPeer
 from .probe import Sample, run_probe
-from .runner import DEFAULT, Runner
+from .runner import DEFAULT, CommandError, Runner
 
 log = logging.getLogger(__name__)
 
 DEMO_SELECTOR = "app=demoapp"
+NODE_PORT_RANGE = (30000, 32767)  # the API server's default --service-node-port-range
 DEMO_PORT = 80
 
 
@@ -43,6 +46,7 @@ class ClusterHandle:
     lb_provider: str = "none"            # "metallb" once installed
     runner: Runner = field(default=DEFAULT, repr=False)
     _external: dict[int, ExternalPeer] = field(default_factory=dict, repr=False)
+    _allowed: list | None = field(default=None, repr=False)
 
     @property
     def is_kind(self) -> bool:
@@ -69,6 +73,32 @@ class ClusterHandle:
                 self._external[index] = ExternalPeer.start(f"{self.name}-ext-{self.worker}-{index}",
                                                            self.images.toolbox, self.runner)
         return self._external[index]
+
+    def node_peers(self) -> list[NodePeer]:
+        return [self.node(n.name) for n in self.nodes]
+
+    def allowed_networks(self) -> list[ipaddress.IPv4Network]:
+        """Where the suites may send traffic: the kind network, pod and Service ranges, loopback."""
+        if self._allowed is None:
+            nets = [ipaddress.ip_network("127.0.0.0/8")]
+            if self.is_kind:
+                nets.append(ipaddress.ip_network(engine.network_subnet(self.runner)))
+            for n in self.kube.core.list_node().items:
+                if n.spec.pod_cidr:
+                    nets.append(ipaddress.ip_network(n.spec.pod_cidr))
+            for p in self.kube.core.list_namespaced_pod("kube-system", label_selector="component=kube-apiserver").items:
+                for arg in p.spec.containers[0].command or []:
+                    if arg.startswith("--service-cluster-ip-range="):
+                        nets += [ipaddress.ip_network(c) for c in arg.split("=", 1)[1].split(",") if ":" not in c]
+            self._allowed = nets
+        return self._allowed
+
+    def assert_local(self, host: str) -> None:
+        """Refuse to send traffic anywhere but this machine's clusters and containers."""
+        ip = ipaddress.ip_address(host)
+        if not any(ip in net for net in self.allowed_networks()):
+            raise AssertionError(f"refusing to send traffic to {host}: not in the cluster's networks "
+                                 f"({', '.join(map(str, self.allowed_networks()))})")
 
     def close(self) -> None:
         for peer in self._external.values():
@@ -132,7 +162,41 @@ class Lab:
         self.step(f"kubectl -n {self.ns} apply -f service-{kind}.yaml (name={name}"
                   + "".join(f", {k}={v}" for k, v in values.items()) + ")")
         self.kube.apply(load_manifest(f"service-{kind}", NAME=name, **values), self.ns)
-        return self.read_service(name)
+        svc = self.read_service(name)
+        if svc.cluster_ip and svc.cluster_ip != "None":
+            self.wait_programmed(svc.cluster_ip)
+        return svc
+
+    def wait_programmed(self, *needles: str, present: bool = True) -> None:
+        """Wait until kube-proxy on every node has (or has dropped) a line with all `needles`.
+
+        Probing a ClusterIP before its rules exist would send the packets to the
+        default route, i.e. towards the outside, so every new Service waits here.
+        """
+        if self.cluster.is_kind:
+            modes.wait_programmed(self.cluster.node_peers(), self.mode, *needles, present=present)
+
+    def free_node_port(self) -> int:
+        """A node port no Service in the cluster uses (chosen at random: xdist workers share clusters)."""
+        used = {p.node_port for svc in self.kube.core.list_service_for_all_namespaces().items
+                for p in (svc.spec.ports or []) if p.node_port}
+        rng = random.Random(self.ns)
+        return rng.choice([p for p in range(NODE_PORT_RANGE[0], NODE_PORT_RANGE[1] + 1) if p not in used])
+
+    def nodeport_service(self, name: str, kind: str = "nodeport", **values) -> Service:
+        """A Service with an explicit, free nodePort (retried if another test took it meanwhile)."""
+        for _ in range(3):
+            port = self.free_node_port()
+            try:
+                return self.service(kind, name, NODE_PORT=port, **values)
+            except CommandError as e:
+                if "already allocated" not in str(e):
+                    raise
+        raise AssertionError("could not allocate a free node port in 3 tries")
+
+    def pods_on(self, node: str | Node) -> set[str]:
+        node = node.name if isinstance(node, Node) else node
+        return {p.name for p in self.pods() if p.node == node}
 
     def read_service(self, name: str) -> Service:
         s = self.kube.service(name, self.ns)
@@ -160,12 +224,44 @@ class Lab:
               timeout_s: float = 2.0, concurrency: int = 1) -> Sample:
         if self.cluster.is_kind:
             engine.check_egress_guard(self.cluster.runner)
+        self.assert_local(host)
         url = f"http://{host}:{port}{path}"
         self.step(f"from {peer.describe()}: {n} x curl {url}")
         sample = run_probe(peer, url, n=n, timeout_s=timeout_s, concurrency=concurrency,
                            max_duration_s=max(30.0, n * timeout_s / concurrency + 10))
         self.note(sample.summary())
         return sample
+
+    def converge(self, peer: Peer, host: str, port: int, backends: set[str] | None,
+                 timeout: float = config.CONVERGE_TIMEOUT) -> Sample:
+        """Wait until traffic reflects the endpoints: every request answered by exactly
+        `backends` (or, for None, every request refused). Returns the last sample."""
+        from .waits import Wait
+        n = 10 * len(backends) if backends else 3
+
+        self.assert_local(host)
+
+        def observe() -> Sample:
+            return run_probe(peer, f"http://{host}:{port}/", n=n, timeout_s=1.0)
+
+        def done(s: Sample) -> bool:
+            if backends is None:
+                return s.kinds() == {"refused": len(s.records)}
+            return len(s.ok_records) == len(s.records) and set(s.backends()) == backends
+
+        want = f"answers from exactly {sorted(backends)}" if backends else "every request refused"
+        return Wait(f"traffic {peer.describe()} -> {host}:{port} to converge ({want}); seen: sample",
+                    timeout=timeout, interval=1.0).until(observe, done)
+
+    def await_status(self, peer: Peer, host: str, port: int, path: str, status: int,
+                     timeout: float = config.CONVERGE_TIMEOUT) -> Sample:
+        """Wait until GET host:port/path answers `status` (e.g. a health-check node port turning 503)."""
+        from .waits import Wait
+        self.assert_local(host)
+        return Wait(f"{peer.describe()} -> {host}:{port}{path} to answer HTTP {status}; seen: sample",
+                    timeout=timeout, interval=1.0).until(
+            lambda: run_probe(peer, f"http://{host}:{port}{path}", n=1, timeout_s=1.0),
+            lambda s: bool(s.records) and s.records[0].status == status)
 
     def check(self, experiment: str, peer: Peer, sample: Sample, backends: set[str] | None = None) -> list[str]:
         """Compare the sample with the expectations table (the one assertion path)."""

@@ -82,3 +82,34 @@ def service_programmed(node: Peer, mode: str, namespace: str, service: str, clus
     else:
         raise ValueError(f"unknown mode {mode}")
     return "\n".join(lines[:6]) if lines else None
+
+
+# What a node's data plane shows once kube-proxy has programmed something.
+AFFINITY_MARKERS = {"iptables": "--rcheck", "nftables": "affinity", "ipvs": "persistent"}
+
+
+def dataplane_text(node: Peer, mode: str) -> str:
+    """The part of the data plane kube-proxy writes in this mode."""
+    if mode == "nftables":
+        return node.exec(["nft", "list", "table", "ip", "kube-proxy"], check=False).stdout
+    if mode == "ipvs":
+        return node.exec(["ipvsadm", "-Ln"], check=False).stdout + node.exec(["iptables-save"]).stdout
+    return node.exec(["iptables-save"]).stdout
+
+
+def has_line(text: str, needles: tuple[str, ...]) -> bool:
+    """Does one line of `text` contain every needle?"""
+    return any(all(n in line for n in needles) for line in text.splitlines())
+
+
+def wait_programmed(nodes: list[Peer], mode: str, *needles: str, present: bool = True,
+                    timeout: float = 60) -> None:
+    """Wait until a line holding every needle (a ClusterIP; a namespace and a marker) is
+    (or is no longer) in every node's data plane."""
+    from .waits import Wait
+
+    def not_done() -> list[str]:
+        return [n.name for n in nodes if has_line(dataplane_text(n, mode), needles) != present]
+
+    Wait(f"a line with {' & '.join(needles)} to be {'in' if present else 'gone from'} the {mode} data plane "
+         f"of every node (seen: nodes not yet done)", timeout=timeout).until(not_done, lambda m: not m)

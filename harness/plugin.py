@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from . import config
+from . import config as hcfg
 
 log = logging.getLogger("harness")
 
@@ -40,9 +40,9 @@ def parse_modes(values: list[str] | None) -> list[str]:
                 continue
             if m in REMOVED_MODES:
                 raise pytest.UsageError(f"--proxy-mode={m}: {REMOVED_MODES[m]}")
-            if m not in config.PROXY_MODES:
+            if m not in hcfg.PROXY_MODES:
                 raise pytest.UsageError(f"--proxy-mode={m}: unknown mode; expected one of "
-                                        f"{', '.join(config.PROXY_MODES)} (comma-separated for several)")
+                                        f"{', '.join(hcfg.PROXY_MODES)} (comma-separated for several)")
             if m not in modes:
                 modes.append(m)
     return modes
@@ -70,12 +70,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--proxy-mode", action="append", dest="proxy_modes", metavar="MODE[,MODE]",
                 help="kube-proxy mode(s): iptables, ipvs, nftables; several run the suites once per mode "
                      "(default: iptables)")
-    g.addoption("--workers", type=_positive_int, default=config.DEFAULT_WORKERS,
+    g.addoption("--workers", type=_positive_int, default=hcfg.DEFAULT_WORKERS,
                 help="worker nodes per cluster (default: 2, i.e. 3 nodes like the article)")
     g.addoption("--node-image", default=None,
                 help="kind node image (default: the offline build svc-harness/node:<k8s version> if present, "
                      "else upstream kindest/node)")
-    g.addoption("--cluster-name", type=_cluster_name, default=config.DEFAULT_CLUSTER_PREFIX,
+    g.addoption("--cluster-name", type=_cluster_name, default=hcfg.DEFAULT_CLUSTER_PREFIX,
                 help="cluster name prefix; the mode is appended (default: svc-harness)")
     g.addoption("--keep-cluster", action="store_true", help="keep the clusters after the run")
     g.addoption("--reuse-cluster", action="store_true",
@@ -94,30 +94,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="demo app image (default: the offline build; ikubernetes/demoapp:v1.0 works too)")
 
 
-def pytest_configure(config_: pytest.Config) -> None:
-    config_.addinivalue_line("markers", "experiment(id, title): an experiment of the Services article")
-    config_.addinivalue_line("markers", "kind_only: needs a kind cluster (skipped with --kubeconfig)")
-    config_.addinivalue_line("markers", "modes(*modes): run only in these proxy modes")
-    opts = config_.option
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "experiment(id, title): an experiment of the Services article")
+    config.addinivalue_line("markers", "kind_only: needs a kind cluster (skipped with --kubeconfig)")
+    config.addinivalue_line("markers", "modes(*modes): run only in these proxy modes")
+    opts = config.option
     opts.proxy_modes = parse_modes(opts.proxy_modes)
     opts.artifacts_dir = str(Path(opts.artifacts_dir).resolve())
     if opts.kubeconfig and not Path(opts.kubeconfig).exists():
         raise pytest.UsageError(f"--kubeconfig={opts.kubeconfig}: no such file")
     if opts.kubeconfig and opts.keep_cluster:
         raise pytest.UsageError("--keep-cluster has no meaning with --kubeconfig (that cluster is never deleted)")
-    if _is_worker(config_):
-        config_._svc_run_dir = Path(config_.workerinput["svc_run_dir"])
+    if _is_worker(config):
+        config._svc_run_dir = Path(config.workerinput["svc_run_dir"])
     else:
-        run_dir = config.CACHE / "runs" / uuid.uuid4().hex[:12]
+        run_dir = hcfg.CACHE / "runs" / uuid.uuid4().hex[:12]
         run_dir.mkdir(parents=True, exist_ok=True)
-        config_._svc_run_dir = run_dir
+        config._svc_run_dir = run_dir
         _install_sigterm_handler()
-        if config_.pluginmanager.hasplugin("xdist"):
-            config_.pluginmanager.register(_XdistHooks(run_dir), "svc-harness-xdist")
+        if config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(_XdistHooks(run_dir), "svc-harness-xdist")
 
 
-def _is_worker(config_: pytest.Config) -> bool:
-    return hasattr(config_, "workerinput")
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
 
 
 class _XdistHooks:
@@ -249,7 +249,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     clusters.finish_run(session.config, failed=exitstatus not in (0, 5))
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: F811
     if _is_worker(config):
         return
     for line in getattr(config, "_svc_summary", []):

@@ -37,7 +37,7 @@ class ProbeRecord:
         return self.kind == OK
 
 
-@dataclass
+@dataclass(repr=False)
 class Sample:
     """The records of one probe run, with where it came from and went to."""
     source: str            # vantage point, e.g. "client-pod@kind-worker (10.244.1.5)"
@@ -81,6 +81,9 @@ class Sample:
 
     def describe(self) -> str:
         return f"{self.source} -> {self.target}"
+
+    def __repr__(self) -> str:  # waits print the last sample they saw
+        return f"<Sample {self.summary()}>"
 
     def summary(self) -> str:
         kinds = ", ".join(f"{k}={v}" for k, v in sorted(self.kinds().items()))

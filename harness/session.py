@@ -76,7 +76,7 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
                 lb = "none"
                 if opts.lb_provider == "metallb":
                     from . import loadbalancer
-                    lb = loadbalancer.install_metallb(Kube(kc.kubeconfig), name)
+                    lb = loadbalancer.install_metallb(Kube(kc.kubeconfig), mode)
             except Exception as e:
                 state_file.write_text(json.dumps({"error": str(e)}))
                 raise

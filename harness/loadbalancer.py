@@ -1,0 +1,71 @@
+"""LoadBalancer provider: MetalLB in L2 mode, with an address pool inside the kind network.
+
+The manifest comes from MetalLB's own Go module (the version pinned in
+images/versions.env), with its images pointed at the ones built offline.
+Each cluster gets its own slice of the kind network's last /24, so clusters
+of different modes can run side by side without announcing the same address.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from . import config, engine
+from .kube import Kube
+from .runner import Step
+from .waits import Wait
+
+log = logging.getLogger(__name__)
+
+POOL_SIZE = 16
+
+
+def pool_range(subnet: str, mode: str) -> tuple[str, str]:
+    """First/last address of this mode's pool: the top /24 of the kind subnet, 16 per mode.
+
+    >>> pool_range("172.18.0.0/16", "iptables")
+    ('172.18.255.200', '172.18.255.215')
+    """
+    net = ipaddress.ip_network(subnet)
+    top = net.broadcast_address - 255  # x.y.255.0 for a /16
+    start = top + 200 + POOL_SIZE * config.PROXY_MODES.index(mode)
+    return str(start), str(start + POOL_SIZE - 1)
+
+
+def manifest(version: str) -> str:
+    from .images import module_dir
+    text = (module_dir("go.universe.tf/metallb", version) / "config" / "manifests" / "metallb-native.yaml").read_text()
+    for part in ("controller", "speaker"):
+        text = text.replace(f"quay.io/metallb/{part}:{version}", f"docker.io/svc-harness/metallb-{part}:{version}")
+    return text
+
+
+def install_metallb(kube: Kube, mode: str) -> str:
+    """Install MetalLB and its pool; returns the provider name for the report."""
+    v = config.versions()["METALLB_VERSION"]
+    first, last = pool_range(engine.network_subnet(), mode)
+    with Step(f"installing MetalLB {v} (pool {first}-{last})"):
+        kube.kubectl("apply", "--server-side", "-f", "-", input=manifest(v), what="applying MetalLB")
+        kube.kubectl("-n", "metallb-system", "rollout", "status", "deployment/controller", "--timeout=180s",
+                     timeout=200, what="MetalLB controller rollout")
+        kube.kubectl("-n", "metallb-system", "rollout", "status", "daemonset/speaker", "--timeout=180s",
+                     timeout=200, what="MetalLB speaker rollout")
+        pool = f"""apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata:
+  name: kind-pool
+  namespace: metallb-system
+spec:
+  addresses:
+  - {first}-{last}
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata:
+  name: kind-l2
+  namespace: metallb-system
+"""
+        # The pool is validated by MetalLB's webhook, which answers a little after the rollout.
+        Wait("MetalLB's webhook to accept the address pool", timeout=120, interval=2).until(
+            lambda: kube.kubectl("apply", "-f", "-", input=pool, check=False), lambda r: r.ok)
+    return "metallb"
