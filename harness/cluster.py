@@ -59,7 +59,15 @@ def render_kind_config(mode: str, workers: int = config.DEFAULT_WORKERS,
         patch = {"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
                  **copy.deepcopy(kube_proxy_extra)}
         cfg.setdefault("kubeadmConfigPatches", []).append(yaml.safe_dump(patch, sort_keys=False))
-    return yaml.safe_dump(cfg, sort_keys=False)
+    return yaml.dump(cfg, Dumper=_BlockDumper, sort_keys=False)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Writes multi-line strings (kubeadm patches) as readable `|` blocks."""
+
+
+_BlockDumper.add_representer(str, lambda d, s: d.represent_scalar(
+    "tag:yaml.org,2002:str", s, style="|" if "\n" in s else None))
 
 
 @dataclass

@@ -17,6 +17,7 @@ from .runner import DEFAULT, Runner
 log = logging.getLogger(__name__)
 
 GUARD_COMMENT = "svc-harness egress guard"
+DNS_COMMENT = "svc-harness dns guard"
 
 
 class PreflightError(RuntimeError):
@@ -100,10 +101,25 @@ def ensure_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NET
     bridge = ensure_kind_network(runner, network)
     out_if = outside_interface(runner)
     rule = _guard_rule(bridge, out_if)
-    if not runner.run(["iptables", "-C", *rule], check=False).ok:
-        runner.run(["iptables", "-I", *rule], what="installing the egress guard in DOCKER-USER")
+    # kind nodes resolve names through Docker's embedded DNS, which forwards
+    # names it does not know from inside the node, i.e. through the kind bridge.
+    # Those lookups are rejected first (fast failure instead of timeouts) and
+    # counted apart, so the egress guard's own counter measures everything else.
+    wanted = [_dns_rule(bridge, out_if, "udp"), _dns_rule(bridge, out_if, "tcp"), rule]
+    present = [runner.run(["iptables", "-C", *r], check=False).ok for r in wanted]
+    if not all(present):
+        for r, there in zip(wanted, present):
+            if there:
+                runner.run(["iptables", "-D", *r])
+        for r in reversed(wanted):  # -I prepends: end with the DNS rules first, then the drop
+            runner.run(["iptables", "-I", *r], what="installing the egress guard in DOCKER-USER")
     check_egress_guard(runner, network)
     return " ".join(rule)
+
+
+def _dns_rule(bridge: str, out_if: str, proto: str) -> list[str]:
+    return ["DOCKER-USER", "-i", bridge, "-o", out_if, "-p", proto, "--dport", "53",
+            "-m", "comment", "--comment", DNS_COMMENT, "-j", "REJECT"]
 
 
 def check_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> None:
@@ -117,11 +133,7 @@ def check_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETW
                              "refusing to send traffic without it")
 
 
-def egress_drops(runner: Runner = DEFAULT) -> int:
-    """Packets the guard has dropped so far (should stay 0)."""
+def egress_drops(runner: Runner = DEFAULT, comment: str = GUARD_COMMENT) -> int:
+    """Packets a guard rule has stopped so far (the egress guard's should stay 0)."""
     res = runner.run(["iptables", "-L", "DOCKER-USER", "-v", "-x", "-n"], check=False)
-    total = 0
-    for line in res.stdout.splitlines():
-        if GUARD_COMMENT in line and " DROP " in f" {line} ":
-            total += int(line.split()[0])
-    return total
+    return sum(int(line.split()[0]) for line in res.stdout.splitlines() if f"/* {comment} */" in line)

@@ -127,6 +127,14 @@ EXPECTATIONS: dict[tuple[str, str, str], Expect] = {
     ("externalname-http", "pod", ANY): Expect(
         (ANSWERS,), "an ExternalName Service is a DNS CNAME; the pod reaches the named host "
                     "directly"),
+    # ipvs schedulers (kube-proxy ipvs.scheduler), sequential short requests from one client.
+    ("ipvs-scheduler-rr", "pod", "ipvs"): Expect((ANSWERS, ROUND_ROBIN), "rr rotates over the real servers"),
+    ("ipvs-scheduler-sh", "pod", "ipvs"): Expect((ANSWERS, ONE_BACKEND), "sh hashes the source address: one client, one server"),
+    ("ipvs-scheduler-dh", "pod", "ipvs"): Expect((ANSWERS, ONE_BACKEND), "dh hashes the destination (the ClusterIP): one server"),
+    ("ipvs-scheduler-lc", "pod", "ipvs"): Expect((ANSWERS, COVERED), "lc picks the server with the fewest connections; all get some"),
+    ("ipvs-scheduler-sed", "pod", "ipvs"): Expect((ANSWERS, COVERED), "sed (shortest expected delay) spreads over equal servers"),
+    ("ipvs-scheduler-nq", "pod", "ipvs"): Expect((ANSWERS, COVERED), "nq (never queue) sends to idle servers first; all get some"),
+    ("pod-to-pod", "pod", ANY): Expect((ANSWERS, CLIENT_IP_KEPT), "pods on different nodes reach each other directly, unNATed"),
     ("mode-change-keeps-service", "node", ANY): Expect(
         (ANSWERS,), "after switching proxy mode kube-proxy rebuilds the rules, so the Service "
                     "keeps answering"),

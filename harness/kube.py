@@ -5,6 +5,7 @@ command a user can paste; reads use the Python client, which is faster to poll.
 """
 from __future__ import annotations
 
+import json
 import logging
 import string
 from dataclasses import dataclass
@@ -70,7 +71,7 @@ class Kube:
     def patch(self, kind: str, name: str, namespace: str, patch: dict, check: bool = True,
               type_: str = "merge") -> Result:
         return self.kubectl("-n", namespace, "patch", kind, name, "--type", type_, "-p",
-                            yaml.safe_dump(patch, default_flow_style=True).strip(), check=check)
+                            json.dumps(patch), check=check)
 
     def rollout(self, deployment: str, namespace: str, timeout: int = config.ROLLOUT_TIMEOUT) -> None:
         self.kubectl("-n", namespace, "rollout", "status", f"deployment/{deployment}", f"--timeout={timeout}s",

@@ -8,6 +8,7 @@ harness.expectations. Everything a test observes is noted for the report.
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import random
@@ -94,11 +95,46 @@ class ClusterHandle:
         return self._allowed
 
     def assert_local(self, host: str) -> None:
-        """Refuse to send traffic anywhere but this machine's clusters and containers."""
+        """Refuse to send traffic anywhere but this machine's clusters and containers.
+
+        In-cluster DNS names are fine: CoreDNS resolves them itself and forwards nothing.
+        """
+        if host.endswith(".svc.cluster.local"):
+            return
         ip = ipaddress.ip_address(host)
         if not any(ip in net for net in self.allowed_networks()):
             raise AssertionError(f"refusing to send traffic to {host}: not in the cluster's networks "
                                  f"({', '.join(map(str, self.allowed_networks()))})")
+
+    def set_ipvs_scheduler(self, scheduler: str):
+        """Switch ipvs.scheduler via the ConfigMap and roll kube-proxy; returns a callable that restores it."""
+        before = modes.set_config(self.kube, {"ipvs": {"scheduler": scheduler}})
+        list(modes.rolling_restart(self.kube))
+
+        def restore() -> None:
+            modes.set_config(self.kube, {"ipvs": before.get("ipvs", {})})
+            list(modes.rolling_restart(self.kube))
+        return restore
+
+    def kind_subnet(self) -> str:
+        return engine.network_subnet(self.runner)
+
+    @contextlib.contextmanager
+    def cut_off(self, node: Node):
+        """Disconnect a node's container from the kind network; reconnect it with the same address."""
+        gateway = self.runner.run(["docker", "network", "inspect", "-f",
+                                   "{{range .IPAM.Config}}{{.Gateway}} {{end}}", config.KIND_NETWORK]).stdout.split()
+        self.runner.run(["docker", "network", "disconnect", config.KIND_NETWORK, node.name],
+                        what=f"cutting {node.name} off the kind network")
+        try:
+            yield
+        finally:
+            self.runner.run(["docker", "network", "connect", "--ip", node.ip, config.KIND_NETWORK, node.name],
+                            what=f"reconnecting {node.name} with {node.ip}")
+            # Docker may not restore the default route of a container that lost its only network.
+            if not self.runner.run(["docker", "exec", node.name, "ip", "route", "show", "default"]).stdout.strip():
+                gw = next(g for g in gateway if ":" not in g)
+                self.runner.run(["docker", "exec", node.name, "ip", "route", "add", "default", "via", gw])
 
     def close(self) -> None:
         for peer in self._external.values():
@@ -154,14 +190,17 @@ class Lab:
         self.kube.scale("demoapp", replicas, self.ns)
         self.kube.rollout("demoapp", self.ns)
         if service:
-            self.kube.wait_endpoints(service, self.ns, DEMO_SELECTOR, DEMO_PORT, replicas=replicas)
+            self.wait_endpoints(service, replicas=replicas)
         return self.pods()
 
-    def service(self, kind: str, name: str, **values) -> Service:
-        """Apply manifests/service-<kind>.yaml and return its addresses."""
+    def service(self, kind: str, name: str, spec: dict | None = None, **values) -> Service:
+        """Apply manifests/service-<kind>.yaml (placeholders from `values`, extra `spec` fields
+        merged in) and return its addresses once every node has programmed it."""
         self.step(f"kubectl -n {self.ns} apply -f service-{kind}.yaml (name={name}"
-                  + "".join(f", {k}={v}" for k, v in values.items()) + ")")
-        self.kube.apply(load_manifest(f"service-{kind}", NAME=name, **values), self.ns)
+                  + "".join(f", {k}={v}" for k, v in {**values, **(spec or {})}.items()) + ")")
+        objs = load_manifest(f"service-{kind}", NAME=name, **values)
+        objs[0]["spec"].update(spec or {})
+        self.kube.apply(objs, self.ns)
         svc = self.read_service(name)
         if svc.cluster_ip and svc.cluster_ip != "None":
             self.wait_programmed(svc.cluster_ip)
@@ -205,7 +244,11 @@ class Lab:
                        port.node_port if port else None, s.spec.type)
 
     def wait_endpoints(self, service: str, replicas: int | None = None) -> set[str]:
-        return self.kube.wait_endpoints(service, self.ns, DEMO_SELECTOR, DEMO_PORT, replicas=replicas)
+        """Endpoints and EndpointSlices equal the ready pods, and every node's data plane has them."""
+        eps = self.kube.wait_endpoints(service, self.ns, DEMO_SELECTOR, DEMO_PORT, replicas=replicas)
+        for ep in sorted(eps):
+            self.wait_programmed(ep.rsplit(":", 1)[0])
+        return eps
 
     # ---- vantage points ----------------------------------------------------
     def client(self, node: str | Node, name: str = "") -> PodPeer:
@@ -253,6 +296,9 @@ class Lab:
         return Wait(f"traffic {peer.describe()} -> {host}:{port} to converge ({want}); seen: sample",
                     timeout=timeout, interval=1.0).until(observe, done)
 
+    def assert_local(self, host: str) -> None:
+        self.cluster.assert_local(host)
+
     def await_status(self, peer: Peer, host: str, port: int, path: str, status: int,
                      timeout: float = config.CONVERGE_TIMEOUT) -> Sample:
         """Wait until GET host:port/path answers `status` (e.g. a health-check node port turning 503)."""
@@ -262,6 +308,15 @@ class Lab:
                     timeout=timeout, interval=1.0).until(
             lambda: run_probe(peer, f"http://{host}:{port}{path}", n=1, timeout_s=1.0),
             lambda s: bool(s.records) and s.records[0].status == status)
+
+    def await_blocked(self, peer: Peer, host: str, port: int, timeout: float = config.CONVERGE_TIMEOUT) -> Sample:
+        """Wait until `peer` gets no answer from host:port (e.g. a source range took effect)."""
+        from .waits import Wait
+        self.assert_local(host)
+        return Wait(f"{peer.describe()} -> {host}:{port} to stop answering; seen: sample",
+                    timeout=timeout, interval=1.0).until(
+            lambda: run_probe(peer, f"http://{host}:{port}/", n=2, timeout_s=1.0),
+            lambda s: not s.ok_records)
 
     def check(self, experiment: str, peer: Peer, sample: Sample, backends: set[str] | None = None) -> list[str]:
         """Compare the sample with the expectations table (the one assertion path)."""

@@ -113,3 +113,37 @@ def wait_programmed(nodes: list[Peer], mode: str, *needles: str, present: bool =
 
     Wait(f"a line with {' & '.join(needles)} to be {'in' if present else 'gone from'} the {mode} data plane "
          f"of every node (seen: nodes not yet done)", timeout=timeout).until(not_done, lambda m: not m)
+
+
+def set_config(kube: Kube, changes: dict) -> dict:
+    """Merge `changes` into the kube-proxy ConfigMap's config.conf (as the article's `kubectl edit`
+    does); returns the previous config. Takes effect when kube-proxy pods restart."""
+    import json
+    cm = kube.core.read_namespaced_config_map("kube-proxy", "kube-system")
+    before = yaml.safe_load(cm.data["config.conf"]) or {}
+    after = yaml.safe_load(cm.data["config.conf"]) or {}
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            after.setdefault(key, {}).update(value)
+        else:
+            after[key] = value
+    patch = {"data": {"config.conf": yaml.safe_dump(after, sort_keys=False)}}
+    kube.kubectl("-n", "kube-system", "patch", "configmap", "kube-proxy", "--type", "merge",
+                 "-p", json.dumps(patch), what="editing the kube-proxy ConfigMap")
+    return before
+
+
+def rolling_restart(kube: Kube):
+    """Restart kube-proxy pods one at a time, each time waiting for the DaemonSet to be whole
+    again; yields the command of each step (so callers can check traffic in between)."""
+    for pod in kube.pods(KUBE_PROXY_SELECTOR, "kube-system"):
+        kube.kubectl("-n", "kube-system", "delete", "pod", pod.name, "--wait=true", timeout=120)
+        kube.kubectl("-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", "--timeout=120s",
+                     timeout=150, what="kube-proxy DaemonSet after a restart")
+        yield f"kubectl -n kube-system delete pod {pod.name}  # on {pod.node}; DaemonSet recreates it"
+
+
+def change_mode(kube: Kube, mode: str, **extra):
+    """Edit the ConfigMap's mode and roll kube-proxy; yields each restart step."""
+    set_config(kube, {"mode": mode, **extra})
+    yield from rolling_restart(kube)

@@ -175,6 +175,8 @@ def cluster(request, proxy_mode):
 def lab(request, cluster):
     """A fresh namespace on the mode's cluster, deleted afterwards; artifacts on failure."""
     from .lab import Lab
+    if request.node.get_closest_marker("kind_only") and not cluster.is_kind:
+        pytest.skip("needs a kind cluster (this run uses --kubeconfig)")
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.originalname.lower().removeprefix("test_"))[:40].strip("-")
     ns = f"{base}-{worker}-{uuid.uuid4().hex[:5]}"
@@ -190,6 +192,16 @@ def lab(request, cluster):
         artifacts.collect_failure(dest, cluster.kube, ns, nodes)
         rep.sections.append(("svc-harness artifacts", str(dest)))
     cluster.kube.delete_namespace(ns)
+
+
+@pytest.fixture
+def mode_switch_cluster(request, cluster):
+    """A one-worker cluster of this mode, for experiments that change kube-proxy itself."""
+    from . import session
+    if not cluster.is_kind:
+        pytest.skip("needs a kind cluster (this run uses --kubeconfig)")
+    with session.switch_cluster(request.config, cluster) as bench:
+        yield bench
 
 
 @pytest.fixture(scope="session")
@@ -240,6 +252,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     for f in d.glob("evidence-*.jsonl"):
         f.unlink()
     session.config._svc_started = time.monotonic()
+    from . import engine
+    session.config._svc_drops_before = (engine.egress_drops(), engine.egress_drops(comment=engine.DNS_COMMENT))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

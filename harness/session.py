@@ -8,6 +8,7 @@ so the controller can delete even a half-made cluster after Ctrl-C.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -136,7 +137,10 @@ def finish_run(pyconfig: pytest.Config, failed: bool) -> None:
         else:
             KindCluster(name=name, mode="iptables").delete()
     if created:
-        summary.append(f"svc-harness: egress guard dropped {engine.egress_drops()} packets (expected 0)")
+        drops = engine.egress_drops() - getattr(pyconfig, "_svc_drops_before", (0, 0))[0]
+        dns = engine.egress_drops(comment=engine.DNS_COMMENT) - getattr(pyconfig, "_svc_drops_before", (0, 0))[1]
+        summary.append(f"svc-harness: egress guard dropped {drops} packets during this run (expected 0); "
+                       f"{dns} DNS lookups from the kind network to outside resolvers were rejected")
     from . import report
     if list(artifacts_dir.glob("evidence-*.jsonl")):
         md, js = report.write_report(artifacts_dir)
@@ -155,3 +159,40 @@ def _remove_external_clients(cluster: str) -> None:
                        "--filter", f"name={cluster}-ext"], check=False).stdout.split()
     if ids:
         DEFAULT.run(["docker", "rm", "-f", *ids], check=False)
+
+
+class SwitchBench:
+    """A small cluster of its own for the mode-change experiment (it changes kube-proxy for everyone)."""
+
+    def __init__(self, cluster: ClusterHandle, lab, target_mode: str):
+        self.cluster, self.lab, self.target_mode = cluster, lab, target_mode
+
+    def change_mode(self, mode: str):
+        from . import modes
+        yield from modes.change_mode(self.cluster.kube, mode)
+        self.cluster.mode = self.lab.mode = mode
+
+
+@contextlib.contextmanager
+def switch_cluster(pyconfig: pytest.Config, base: ClusterHandle):
+    from .lab import Lab
+    opts = pyconfig.option
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"{cluster_name(opts, base.mode)}-switch-{worker}"[:50]
+    node_image, images, baked = resolve_images(opts)
+    with open(pyconfig._svc_run_dir / "created", "a") as f:  # so an interrupted run still deletes it
+        f.write(name + "\n")
+    kc = KindCluster(name=name, mode=base.mode, workers=1, node_image=node_image)
+    try:
+        kc.start()
+        if not baked:
+            _load_images(name, [images.demoapp, images.toolbox])
+        handle = ClusterHandle(mode=base.mode, name=name, kube=Kube(kc.kubeconfig), nodes=kc.nodes(),
+                               images=images, kind=kc, worker=worker)
+        lab = Lab(handle, "mode-switch")
+        handle.kube.create_namespace(lab.ns)
+        target = "nftables" if base.mode == "iptables" else "iptables"
+        yield SwitchBench(handle, lab, target)
+        handle.close()
+    finally:
+        kc.delete()

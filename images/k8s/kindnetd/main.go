@@ -4,7 +4,9 @@
 // networking needs only three things, which this daemon keeps in place:
 //   - a CNI config on this node (ptp + host-local over the node's podCIDR),
 //   - a route to every other node's podCIDR via that node's InternalIP,
-//   - masquerading of pod traffic that leaves the pod network.
+//   - masquerading of pod traffic that leaves the pod network,
+//   - an "unreachable" route for the whole pod subnet, so packets for a pod
+//     that is gone stop at the node instead of heading for the default route.
 package main
 
 import (
@@ -110,6 +112,11 @@ func syncOnce(ctx context.Context, cs kubernetes.Interface, self, podSubnet stri
 				return err
 			}
 		}
+	}
+	// Traffic to a pod IP that no longer exists (a pod just deleted) must not
+	// follow the default route out of the node: answer it with "unreachable".
+	if err := run("ip", "route", "replace", "unreachable", podSubnet); err != nil {
+		return err
 	}
 	return ensureMasquerade(podSubnet)
 }

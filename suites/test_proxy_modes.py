@@ -1,0 +1,114 @@
+"""kube-proxy's modes: which one runs, what it builds, and what changes with it.
+
+Experiments 14-17 of the Services article ("kube-proxy代理模型", "修改代理模型"):
+the mode in the ConfigMap is the one kube-proxy reports and logs; each mode
+leaves its own data structures on the node; ipvs answers ping on a ClusterIP
+while iptables does not; the mode can be changed by editing the ConfigMap and
+restarting kube-proxy; ipvs schedulers each have their own pattern.
+"""
+import pytest
+
+from harness import expectations, modes
+
+SVC = "demoapp-svc"
+
+
+@pytest.mark.kind_only
+@pytest.mark.experiment("E14", "The active mode is the one asked for, everywhere, and holds the Service")
+def test_active_mode_agrees_everywhere(lab):
+    """The kube-proxy ConfigMap's mode, each node's /proxyMode answer and each kube-proxy log's
+    `Using <mode> Proxier` line agree with the requested mode, and every node's data plane holds the
+    Service (KUBE-SVC chains, the kube-proxy nftables table, or IPVS virtual servers).
+    """
+    assert modes.configmap_mode(lab.kube) == lab.mode
+    lab.note(f"kubectl -n kube-system get configmaps kube-proxy -o yaml | grep mode: mode: {lab.mode}")
+    for node in lab.cluster.node_peers():
+        seen = modes.endpoint_mode(node)
+        lab.note(f"{node.name}: curl 127.0.0.1:10249/proxyMode -> {seen}")
+        assert seen == lab.mode, f"{node.name} reports {seen!r}, expected {lab.mode!r}"
+    logged = modes.log_modes(lab.kube)
+    lab.note(*(f"kubectl -n kube-system logs {pod} | grep Using -> Using {m} Proxier" for pod, m in logged.items()))
+    assert set(logged.values()) == {lab.mode}, f"kube-proxy logs name {logged}, expected {lab.mode}"
+
+    lab.deploy_demoapp(replicas=1)
+    svc = lab.service("clusterip", SVC)
+    lab.wait_endpoints(SVC, replicas=1)
+    for node in lab.cluster.node_peers():
+        lines = modes.service_programmed(node, lab.mode, lab.ns, SVC, svc.cluster_ip, svc.port)
+        assert lines, f"{node.name}: no {lab.mode} data-plane entry for {lab.ns}/{SVC}"
+        lab.note(f"{node.name} ({lab.mode}):", *(f"  {l}" for l in lines.splitlines()[:3]))
+
+
+@pytest.mark.experiment("E15", "ping a ClusterIP: no reply in iptables/nftables, a reply in ipvs")
+def test_ping_cluster_ip(lab):
+    """A ClusterIP is only a rule target in iptables and nftables mode, so ping gets no echo reply;
+    in ipvs mode the address is bound to the kube-ipvs0 interface and the node answers.
+    """
+    lab.deploy_demoapp(replicas=1)
+    svc = lab.service("clusterip", SVC)
+    lab.wait_endpoints(SVC, replicas=1)
+    client = lab.client(lab.cluster.workers[0])
+    lab.assert_local(svc.cluster_ip)
+    lab.step(f"ping -c 2 -W 1 {svc.cluster_ip} (from {client.describe()})")
+    res = client.exec(["ping", "-c", "2", "-W", "1", svc.cluster_ip], check=False, timeout=30)
+    lab.note(*res.stdout.strip().splitlines()[-2:])
+    replied = res.returncode == 0
+    expected = expectations.PING_REPLIES[lab.mode]
+    assert replied == expected, (f"ping {svc.cluster_ip} in {lab.mode} mode: expected "
+                                 f"{'a reply' if expected else 'no reply'}, got {'a reply' if replied else 'none'}"
+                                 f"\n{res.stdout}")
+
+
+@pytest.mark.kind_only
+@pytest.mark.experiment("E16", "Changing the mode via the ConfigMap and a rolling kube-proxy restart")
+def test_change_proxy_mode(lab, mode_switch_cluster):
+    """Editing the kube-proxy ConfigMap's mode and restarting the kube-proxy pods one by one makes the
+    new mode take effect on every node, and an existing Service keeps answering throughout
+    (iptables <-> nftables here; ipvs where the kernel has it). Runs on a cluster of its own.
+    """
+    switch = mode_switch_cluster
+    target = switch.target_mode
+    svc = switch.lab.service("clusterip", SVC)
+    pods = switch.lab.deploy_demoapp(replicas=2)
+    switch.lab.wait_endpoints(SVC, replicas=len(pods))
+    node = switch.lab.node(switch.cluster.control_plane)
+    names = {p.name for p in pods}
+    switch.lab.converge(node, svc.cluster_ip, svc.port, names)
+
+    lab.step(f"kubectl -n kube-system edit configmaps kube-proxy  # mode: {switch.lab.mode} -> {target}")
+    for step in switch.change_mode(target):
+        lab.step(step)
+        # the Service must keep answering between restarts (a few requests; none may fail)
+        sample = switch.lab.probe(node, svc.cluster_ip, svc.port, n=10)
+        lab.check("mode-change-keeps-service", node, sample)
+    for peer in switch.cluster.node_peers():
+        seen = modes.endpoint_mode(peer)
+        lab.note(f"{peer.name}: /proxyMode -> {seen}")
+        assert seen == target
+    assert set(modes.log_modes(switch.cluster.kube).values()) == {target}
+    lab.note(f"kube-proxy logs: Using {target} Proxier")
+    sample = switch.lab.probe(node, svc.cluster_ip, svc.port, n=30)
+    lab.check("mode-change-keeps-service", node, sample)
+
+
+@pytest.mark.modes("ipvs")
+@pytest.mark.experiment("E17", "ipvs schedulers show their characteristic patterns")
+@pytest.mark.parametrize("scheduler", ["rr", "lc", "sh", "sed", "nq", "dh"])
+def test_ipvs_scheduler_patterns(lab, scheduler):
+    """With kube-proxy's ipvs.scheduler set to rr, lc, sh, sed, nq or dh, sequential short requests
+    from one client show the scheduler's pattern: rr rotates; sh and dh (hashing on source or
+    destination) stick to one backend; lc, sed and nq spread over the backends.
+    """
+    lab.deploy_demoapp(replicas=3)
+    svc = lab.service("clusterip", SVC)
+    names = {p.name for p in lab.scale(3, service=SVC)}
+    lab.step(f"kube-proxy ipvs.scheduler={scheduler}")
+    lab.kube.kubectl("-n", "kube-system", "get", "configmap", "kube-proxy")  # visible in the log
+    client = lab.client(lab.cluster.workers[0])
+    restore = lab.cluster.set_ipvs_scheduler(scheduler)
+    try:
+        lab.wait_programmed(svc.cluster_ip, scheduler)
+        sample = lab.probe(client, svc.cluster_ip, svc.port, n=60)
+        lab.check(f"ipvs-scheduler-{scheduler}", client, sample, backends=names)
+    finally:
+        restore()
