@@ -137,7 +137,7 @@ class KindCluster:
                     f"a kind cluster named {self.name!r} exists but was not created by this harness "
                     f"(no {self.marker}); it is left alone. Pick another --cluster-name, or use "
                     f"--kubeconfig to run against it")
-            if self.reuse and self._healthy():
+            if self.reuse and self._same_config() and self._healthy():
                 log.info("reusing cluster %s", self.name)
                 engine.ensure_egress_guard(self.runner)
                 return
@@ -145,6 +145,16 @@ class KindCluster:
             self._kind_delete()
         engine.ensure_egress_guard(self.runner)
         self._create_with_retries()
+
+    def _rendered(self) -> str:
+        return render_kind_config(self.mode, self.workers, self.kube_proxy_extra)
+
+    def _same_config(self) -> bool:
+        """Reuse only a cluster made from the same kind config (mode, workers, kube-proxy settings)."""
+        try:
+            return json.loads(self.marker.read_text()).get("config") == self._rendered()
+        except (OSError, ValueError):
+            return False
 
     def _healthy(self) -> bool:
         if not self.kubeconfig.exists():
@@ -158,11 +168,11 @@ class KindCluster:
     def _create_with_retries(self) -> None:
         self.marker.parent.mkdir(parents=True, exist_ok=True)
         self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-        cfg = render_kind_config(self.mode, self.workers, self.kube_proxy_extra)
+        cfg = self._rendered()
         cfg_path = config.CACHE / "clusters" / f"{self.name}.kind.yaml"
         cfg_path.write_text(cfg)
         # The marker goes down before kind starts, so an interrupted create is still ours to clean up.
-        self.marker.write_text(json.dumps({"created_by": "svc-harness", "mode": self.mode,
+        self.marker.write_text(json.dumps({"created_by": "svc-harness", "mode": self.mode, "config": cfg,
                                            "pid": os.getpid(), "time": time.time()}))
         self.created = True
         last: CommandError | None = None

@@ -18,6 +18,8 @@ from .waits import Wait
 log = logging.getLogger(__name__)
 
 POOL_SIZE = 16
+# A loadBalancerClass no provider serves: such a Service stays <pending> even where MetalLB runs.
+NO_PROVIDER_CLASS = "svc-harness.invalid/no-provider"
 
 
 def pool_range(subnet: str, mode: str) -> tuple[str, str]:

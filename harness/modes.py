@@ -135,15 +135,21 @@ def set_config(kube: Kube, changes: dict) -> dict:
 
 def rolling_restart(kube: Kube):
     """Restart kube-proxy pods one at a time, each time waiting for the DaemonSet to be whole
-    again; yields the command of each step (so callers can check traffic in between)."""
+    again; yields (node, command) per step (so callers can check traffic in between)."""
     for pod in kube.pods(KUBE_PROXY_SELECTOR, "kube-system"):
         kube.kubectl("-n", "kube-system", "delete", "pod", pod.name, "--wait=true", timeout=120)
         kube.kubectl("-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", "--timeout=120s",
                      timeout=150, what="kube-proxy DaemonSet after a restart")
-        yield f"kubectl -n kube-system delete pod {pod.name}  # on {pod.node}; DaemonSet recreates it"
+        yield pod.node, f"kubectl -n kube-system delete pod {pod.name}  # on {pod.node}; DaemonSet recreates it"
+
+
+def healthz(node: Peer) -> str:
+    """kube-proxy's /healthz on the node: 200 once its rules are in sync."""
+    return node.exec(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3",
+                      "http://127.0.0.1:10256/healthz"], check=False).stdout.strip()
 
 
 def change_mode(kube: Kube, mode: str, **extra):
-    """Edit the ConfigMap's mode and roll kube-proxy; yields each restart step."""
+    """Edit the ConfigMap's mode and roll kube-proxy; yields (node, command) per restart."""
     set_config(kube, {"mode": mode, **extra})
     yield from rolling_restart(kube)

@@ -58,6 +58,16 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise pytest.UsageError(f"--kube-proxy-config: not JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise pytest.UsageError(f"--kube-proxy-config: expected a JSON object, got {text!r}")
+    return value
+
+
 def _cluster_name(text: str) -> str:
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?", text):
         raise pytest.UsageError(f"--cluster-name={text!r}: use lower-case letters, digits and '-' "
@@ -90,6 +100,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="requests per distribution sample (default: 300)")
     g.addoption("--artifacts-dir", default="artifacts",
                 help="where failure artifacts and the report go (default: ./artifacts)")
+    g.addoption("--kube-proxy-config", type=_json_object, default=None, metavar="JSON",
+                help='extra KubeProxyConfiguration fields for the clusters, e.g. \'{"masqueradeAll": true}\' '
+                     "(useful to watch a suite fail when kube-proxy is configured against the article)")
     g.addoption("--demo-image", default=None,
                 help="demo app image (default: the offline build; ikubernetes/demoapp:v1.0 works too)")
 

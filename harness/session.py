@@ -67,7 +67,8 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
                             pytrace=False)
         else:
             kc = KindCluster(name=name, mode=mode, workers=opts.workers, node_image=node_image,
-                             reuse=opts.reuse_cluster, keep=True)
+                             reuse=opts.reuse_cluster, keep=True,
+                             kube_proxy_extra=opts.kube_proxy_config or {})
             with open(run_dir / "created", "a") as f:
                 f.write(name + "\n")
             try:
@@ -168,8 +169,14 @@ class SwitchBench:
         self.cluster, self.lab, self.target_mode = cluster, lab, target_mode
 
     def change_mode(self, mode: str):
+        """Yields each restart step once the restarted kube-proxy runs `mode` and is in sync."""
         from . import modes
-        yield from modes.change_mode(self.cluster.kube, mode)
+        from .waits import Wait
+        for node_name, step in modes.change_mode(self.cluster.kube, mode):
+            node = self.cluster.node(node_name)
+            Wait(f"kube-proxy on {node_name} to run {mode} and report healthy").until(
+                lambda: (modes.endpoint_mode(node), modes.healthz(node)), lambda s: s == (mode, "200"))
+            yield step
         self.cluster.mode = self.lab.mode = mode
 
 

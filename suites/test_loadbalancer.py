@@ -11,11 +11,10 @@ import time
 
 import pytest
 
-from harness.probe import Sample
+from harness.loadbalancer import NO_PROVIDER_CLASS
 from harness.waits import Wait
 
 SVC = "demoapp-lb-svc"
-NO_PROVIDER_CLASS = "svc-harness.invalid/no-provider"
 
 
 def _ingress_ip(lab, name):

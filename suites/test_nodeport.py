@@ -8,6 +8,7 @@ for pods.
 """
 import pytest
 
+from harness.loadbalancer import NO_PROVIDER_CLASS
 from harness.probe import Sample
 from harness.runner import CommandError
 
@@ -86,8 +87,15 @@ def test_external_traffic_policy_local_keeps_client_ip(lab):
     lab.wait_endpoints(SVC, replicas=len(pods))
     lab.step(f"kubectl -n {lab.ns} patch service {SVC} -p '{{\"spec\":{{\"externalTrafficPolicy\":\"Local\"}}}}'")
     lab.kube.patch("service", SVC, lab.ns, {"spec": {"externalTrafficPolicy": "Local"}})
-    hc_port = lab.kube.service(SVC, lab.ns).spec.health_check_node_port
-    lab.note(f"External Traffic Policy:  Local; HealthCheck NodePort: {hc_port}")
+    lab.note("External Traffic Policy:  Local")
+    # Health-check node ports exist only for LoadBalancer Services: a twin Service of that type
+    # (with a class no provider serves, so it stays a NodePort in practice) exposes it.
+    hc_spec = {"externalTrafficPolicy": "Local"}
+    if lab.cluster.lb_provider != "none":
+        hc_spec["loadBalancerClass"] = NO_PROVIDER_CLASS
+    lab.service("loadbalancer", f"{SVC}-hc", spec=hc_spec)
+    hc_port = lab.kube.service(f"{SVC}-hc", lab.ns).spec.health_check_node_port
+    lab.note(f"HealthCheck NodePort (of the LoadBalancer twin): {hc_port}")
     ext = lab.external()
 
     for worker in lab.cluster.workers:

@@ -63,7 +63,7 @@ def test_ping_cluster_ip(lab):
 @pytest.mark.experiment("E16", "Changing the mode via the ConfigMap and a rolling kube-proxy restart")
 def test_change_proxy_mode(lab, mode_switch_cluster):
     """Editing the kube-proxy ConfigMap's mode and restarting the kube-proxy pods one by one makes the
-    new mode take effect on every node, and an existing Service keeps answering throughout
+    new mode take effect on every node, and an existing Service answers after every restart
     (iptables <-> nftables here; ipvs where the kernel has it). Runs on a cluster of its own.
     """
     switch = mode_switch_cluster
@@ -78,7 +78,7 @@ def test_change_proxy_mode(lab, mode_switch_cluster):
     lab.step(f"kubectl -n kube-system edit configmaps kube-proxy  # mode: {switch.lab.mode} -> {target}")
     for step in switch.change_mode(target):
         lab.step(step)
-        # the Service must keep answering between restarts (a few requests; none may fail)
+        # once the restarted kube-proxy is in sync, the Service must answer (no request may fail)
         sample = switch.lab.probe(node, svc.cluster_ip, svc.port, n=10)
         lab.check("mode-change-keeps-service", node, sample)
     for peer in switch.cluster.node_peers():

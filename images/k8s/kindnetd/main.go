@@ -6,7 +6,8 @@
 //   - a route to every other node's podCIDR via that node's InternalIP,
 //   - masquerading of pod traffic that leaves the pod network,
 //   - an "unreachable" route for the whole pod subnet, so packets for a pod
-//     that is gone stop at the node instead of heading for the default route.
+//     that is gone stop at the node instead of heading for the default route,
+//   - the Service range routed into a dummy device, for the same reason.
 package main
 
 import (
@@ -118,7 +119,32 @@ func syncOnce(ctx context.Context, cs kubernetes.Interface, self, podSubnet stri
 	if err := run("ip", "route", "replace", "unreachable", podSubnet); err != nil {
 		return err
 	}
+	if err := ensureServiceSink(os.Getenv("SERVICE_SUBNET")); err != nil {
+		return err
+	}
 	return ensureMasquerade(podSubnet)
+}
+
+// ensureServiceSink routes the Service range into a dummy device, where a
+// packet that kube-proxy did not DNAT (ICMP to a ClusterIP, or any traffic in
+// the moment between two proxy modes) is dropped on the node instead of
+// following the default route off the machine. A route that exists (rather
+// than an "unreachable" one) keeps node-local connects working: the kernel
+// re-routes them after kube-proxy's DNAT, and ipvs's local addresses win anyway.
+func ensureServiceSink(serviceSubnet string) error {
+	if serviceSubnet == "" {
+		return nil
+	}
+	const dev = "kindnet-svc"
+	if run("ip", "link", "show", dev) != nil {
+		if err := run("ip", "link", "add", dev, "type", "dummy"); err != nil {
+			return err
+		}
+	}
+	if err := run("ip", "link", "set", dev, "up"); err != nil {
+		return err
+	}
+	return run("ip", "route", "replace", serviceSubnet, "dev", dev)
 }
 
 func main() {
