@@ -53,6 +53,7 @@ class GoBuild:
     rename: dict[str, str] = field(default_factory=dict)
     version_keys: tuple[str, ...] = ()
     ldflags: str = "-s -w"
+    pins: dict[str, str] = field(default_factory=dict)  # Go module path -> version (from versions.env)
 
     def outputs(self) -> list[Path]:
         names = [p.rstrip("/").split("/")[-1] for p in self.packages]
@@ -74,17 +75,27 @@ K8S_COMMANDS = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "
                 "kubelet", "kubeadm", "kubectl"]
 
 
+def staging_version(kubernetes_version: str) -> str:
+    """k8s.io/kubernetes v1.34.4 publishes its staging modules (k8s.io/api, ...) as v0.34.4."""
+    return "v0." + kubernetes_version.lstrip("v").split(".", 1)[1]
+
+
 def go_builds(v: dict[str, str]) -> list[GoBuild]:
+    k = v["KUBERNETES_VERSION"]
     return [
         GoBuild("kubernetes", "k8s", [f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS] + ["./kindnetd"],
-                version_keys=("KUBERNETES_VERSION",), ldflags=k8s_ldflags(v["KUBERNETES_VERSION"])),
+                version_keys=("KUBERNETES_VERSION",), ldflags=k8s_ldflags(k),
+                pins={"k8s.io/kubernetes": k}),
         GoBuild("tools", "tools", ["./demoapp", "./probe", "./pause"], rename={"probe": "svc-probe"}),
-        GoBuild("etcd", "etcd", ["."], rename={".": "etcd"}, version_keys=("ETCD_VERSION",)),
-        GoBuild("coredns", "coredns", ["."], rename={".": "coredns"}, version_keys=("COREDNS_VERSION",)),
-        GoBuild("crictl", "crictl", ["sigs.k8s.io/cri-tools/cmd/crictl"], version_keys=("CRICTL_VERSION",)),
+        GoBuild("etcd", "etcd", ["."], rename={".": "etcd"}, version_keys=("ETCD_VERSION",),
+                pins={"go.etcd.io/etcd/server/v3": v["ETCD_VERSION"]}),
+        GoBuild("coredns", "coredns", ["."], rename={".": "coredns"}, version_keys=("COREDNS_VERSION",),
+                pins={"github.com/coredns/coredns": v["COREDNS_VERSION"]}),
+        GoBuild("crictl", "crictl", ["sigs.k8s.io/cri-tools/cmd/crictl"], version_keys=("CRICTL_VERSION",),
+                pins={"sigs.k8s.io/cri-tools": v["CRICTL_VERSION"]}),
         GoBuild("metallb", "metallb", ["go.universe.tf/metallb/controller", "go.universe.tf/metallb/speaker"],
                 rename={"controller": "metallb-controller", "speaker": "metallb-speaker"},
-                version_keys=("METALLB_VERSION",)),
+                version_keys=("METALLB_VERSION",), pins={"go.universe.tf/metallb": v["METALLB_VERSION"]}),
     ]
 
 
@@ -238,12 +249,35 @@ class Builder:
                     tar.unlink(missing_ok=True)
         return tag
 
+    def sync_pins(self, b: GoBuild, mod: Path) -> None:
+        """Make the module's go.mod require what images/versions.env pins (one place for versions)."""
+        gomod = (mod / "go.mod").read_text()
+        stale = {p: ver for p, ver in b.pins.items() if f"{p} {ver}" not in gomod}
+        if not stale:
+            return
+        edits = [f"-require={p}@{ver}" for p, ver in stale.items()]
+        if "k8s.io/kubernetes" in stale:
+            staging = staging_version(stale["k8s.io/kubernetes"])
+            for line in gomod.splitlines():
+                parts = line.split()
+                if len(parts) >= 4 and parts[1] == "=>" and parts[0].startswith("k8s.io/"):
+                    edits.append(f"-replace={parts[0]}={parts[0]}@{staging}")
+        with Step(f"pinning {', '.join(f'{p}@{ver}' for p, ver in stale.items())} in images/{b.module}/go.mod"):
+            self.r.run(["go", "mod", "edit", *edits], cwd=str(mod))
+            try:
+                self.r.run(["go", "mod", "tidy"], cwd=str(mod), timeout=1200, env={"GOFLAGS": "-mod=mod"},
+                           what=f"resolving {b.name} at the pinned version")
+            except CommandError as e:
+                (mod / "go.mod").write_text(gomod)  # leave the tree as it was
+                raise BuildError(_explain_go_failure(e)) from e
+
     def go_binaries(self) -> None:
         self.stamps.mkdir(parents=True, exist_ok=True)
         config.BIN.mkdir(parents=True, exist_ok=True)
         gover = self.r.run(["go", "env", "GOVERSION"]).stdout.strip()
         for b in go_builds(self.v):
             mod = config.IMAGES_DIR / b.module
+            self.sync_pins(b, mod)
             inputs = _hash(mod, gover, b.ldflags, *[self.v[k] for k in b.version_keys])
             stamp = self.stamps / f"go-{b.name}"
             if (not self.force and stamp.exists() and stamp.read_text() == inputs
@@ -390,8 +424,8 @@ def _explain_go_failure(e: CommandError) -> str:
     if "dial tcp" in out or "lookup" in out or "proxy.golang.org" in out and "connect" in out:
         return ("Go module proxy unreachable while building; set GOPROXY to a reachable proxy "
                 f"or pre-fill the module cache.\n{e}")
-    if "unknown revision" in out or "invalid version" in out or "not found" in out:
-        return f"a pinned version is not published; check images/versions.env and the go.mod files.\n{e}"
+    if "unknown revision" in out or "invalid version" in out or "not found" in out or "not available" in out:
+        return f"a pinned version is not published; check images/versions.env.\n{e}"
     return str(e)
 
 

@@ -1,0 +1,187 @@
+"""Pure parts of the harness: option parsing, kind config rendering, pins, pools, parsing."""
+import ipaddress
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import config, engine, images, loadbalancer, modes, plugin
+from harness.cluster import render_kind_config
+from harness.probe import Sample, probe_argv
+from harness.runner import CommandError, FakeRunner
+
+
+# ---- --proxy-mode -----------------------------------------------------------
+def test_modes_default_to_iptables():
+    assert plugin.parse_modes(None) == ["iptables"]
+
+
+def test_modes_comma_separated_and_repeated_keep_order_without_repeats():
+    assert plugin.parse_modes(["nftables,iptables", "ipvs", "iptables"]) == ["nftables", "iptables", "ipvs"]
+
+
+def test_userspace_is_refused_with_its_removal_version():
+    with pytest.raises(pytest.UsageError, match="removed in Kubernetes v1.26"):
+        plugin.parse_modes(["userspace"])
+
+
+def test_unknown_mode_is_a_usage_error():
+    with pytest.raises(pytest.UsageError, match="unknown mode"):
+        plugin.parse_modes(["iptable"])
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "two"])
+def test_workers_must_be_a_positive_whole_number(text):
+    with pytest.raises(pytest.UsageError):
+        plugin._positive_int(text)
+
+
+@pytest.mark.parametrize("name", ["Svc", "a_b", "-x", "x" * 50])
+def test_cluster_names_must_be_dns_labels(name):
+    with pytest.raises(pytest.UsageError):
+        plugin._cluster_name(name)
+
+
+def test_kube_proxy_config_must_be_a_json_object():
+    assert plugin._json_object('{"masqueradeAll": true}') == {"masqueradeAll": True}
+    with pytest.raises(pytest.UsageError):
+        plugin._json_object("[1]")
+    with pytest.raises(pytest.UsageError):
+        plugin._json_object("{nope")
+
+
+# ---- kind config rendering ------------------------------------------------------
+@pytest.mark.parametrize("mode", config.PROXY_MODES)
+def test_kind_config_sets_mode_and_node_list(mode):
+    cfg = yaml.safe_load(render_kind_config(mode, workers=3))
+    assert cfg["networking"]["kubeProxyMode"] == mode
+    assert [n["role"] for n in cfg["nodes"]] == ["control-plane", "worker", "worker", "worker"]
+    assert "kubeadmConfigPatches" not in cfg
+
+
+def test_kind_config_carries_kube_proxy_patch():
+    cfg = yaml.safe_load(render_kind_config("iptables", 2, {"masqueradeAll": True}))
+    (patch,) = cfg["kubeadmConfigPatches"]
+    doc = yaml.safe_load(patch)
+    assert doc["kind"] == "KubeProxyConfiguration" and doc["masqueradeAll"] is True
+
+
+def test_kind_config_rejects_bad_input():
+    with pytest.raises(ValueError, match="unknown proxy mode"):
+        render_kind_config("userspace")
+    with pytest.raises(ValueError):
+        render_kind_config("iptables", workers=0)
+
+
+# ---- pins and image definitions -------------------------------------------------
+def test_versions_are_pinned_in_one_file():
+    v = config.versions()
+    for key in ("KUBERNETES_VERSION", "KIND_VERSION", "ETCD_VERSION", "COREDNS_VERSION", "PAUSE_IMAGE_TAG",
+                "CRICTL_VERSION", "METALLB_VERSION", "DEBIAN_SUITE"):
+        assert v.get(key), f"{key} missing from images/versions.env"
+    assert v["KUBERNETES_VERSION"].startswith("v1.34."), "kubelet 1.35+ refuses cgroup v1 hosts"
+
+
+def test_go_modules_pin_the_same_versions_as_versions_env():
+    v = config.versions()
+    expect = {"k8s": f"k8s.io/kubernetes {v['KUBERNETES_VERSION']}", "etcd": f"etcd/server/v3 {v['ETCD_VERSION']}",
+              "coredns": f"coredns/coredns {v['COREDNS_VERSION']}", "crictl": f"cri-tools {v['CRICTL_VERSION']}",
+              "metallb": f"metallb {v['METALLB_VERSION']}"}
+    for module, needle in expect.items():
+        assert needle in (config.IMAGES_DIR / module / "go.mod").read_text(), f"images/{module}/go.mod != {needle}"
+
+
+def test_control_plane_images_use_the_names_kubeadm_asks_for():
+    v = config.versions()
+    refs = {i.node_ref for i in images.cluster_images(v).values() if i.node_ref}
+    k = v["KUBERNETES_VERSION"]
+    assert {f"registry.k8s.io/kube-apiserver:{k}", f"registry.k8s.io/kube-proxy:{k}",
+            f"registry.k8s.io/etcd:{v['ETCD_IMAGE_TAG']}", f"registry.k8s.io/pause:{v['PAUSE_IMAGE_TAG']}",
+            f"registry.k8s.io/coredns/coredns:{v['COREDNS_VERSION']}"} <= refs
+
+
+def test_k8s_ldflags_stamp_the_version():
+    flags = images.k8s_ldflags("v1.34.4")
+    assert "k8s.io/component-base/version.gitVersion=v1.34.4" in flags
+    assert "gitMinor=34" in flags
+
+
+def test_static_image_dockerfile():
+    img = images.static_image("x/pause:1", "pause", ["/pause"], dest="/pause")
+    assert img.dockerfile.splitlines()[0] == "FROM scratch"
+    assert 'ENTRYPOINT ["/pause"]' in img.dockerfile
+
+
+# ---- engine: preflight and guard ------------------------------------------------
+def test_ipvs_preflight_names_the_missing_kernel_feature(tmp_path):
+    reason = engine.ipvs_missing_reason(proc=tmp_path / "proc", modules=tmp_path / "modules")
+    assert "no IPVS" in reason and "iptables or nftables" in reason
+
+
+def test_ipvs_preflight_passes_when_the_kernel_has_it(tmp_path):
+    (tmp_path / "proc" / "net").mkdir(parents=True)
+    (tmp_path / "proc" / "net" / "ip_vs").write_text("")
+    assert engine.ipvs_missing_reason(proc=tmp_path / "proc", modules=tmp_path / "modules") is None
+
+
+def test_egress_guard_check_fails_without_the_rule():
+    fake = (FakeRunner()
+            .on(["docker", "network", "inspect"], stdout="0123456789abcdef\n")
+            .on(["ip", "-o", "route"], stdout="default via 192.0.2.1 dev eth0\n")
+            .on(["iptables", "-C"], returncode=1))
+    with pytest.raises(engine.PreflightError, match="egress guard missing"):
+        engine.check_egress_guard(fake)
+    assert ["iptables", "-C", "DOCKER-USER", "-i", "br-0123456789ab", "-o", "eth0", "-m", "comment",
+            "--comment", engine.GUARD_COMMENT, "-j", "DROP"] in fake.calls
+
+
+def test_egress_drop_counter_sums_only_the_guard_rule():
+    listing = ("Chain DOCKER-USER (1 references)\n pkts bytes target prot opt in out source destination\n"
+               f"    3   180 REJECT 17 -- br-x eth0 0.0.0.0/0 0.0.0.0/0 udp dpt:53 /* {engine.DNS_COMMENT} */\n"
+               f"    2   120 DROP   0  -- br-x eth0 0.0.0.0/0 0.0.0.0/0 /* {engine.GUARD_COMMENT} */\n")
+    fake = FakeRunner().on(["iptables", "-L"], stdout=listing)
+    assert engine.egress_drops(fake) == 2
+    assert engine.egress_drops(fake, comment=engine.DNS_COMMENT) == 3
+
+
+def test_command_errors_show_the_command_and_output():
+    fake = FakeRunner().on(["kind"], returncode=1, stderr="boom")
+    with pytest.raises(CommandError, match=r"exit 1.*kind create cluster(.|\n)*boom"):
+        fake.run(["kind", "create", "cluster"], what="creating")
+
+
+# ---- small parsers -----------------------------------------------------------------
+def test_metallb_pools_are_inside_the_kind_network_and_disjoint_per_mode():
+    pools = [loadbalancer.pool_range("172.18.0.0/16", m) for m in config.PROXY_MODES]
+    assert pools[0] == ("172.18.255.200", "172.18.255.215")
+    net = ipaddress.ip_network("172.18.0.0/16")
+    ranges = [range(int(ipaddress.ip_address(a)), int(ipaddress.ip_address(b)) + 1) for a, b in pools]
+    assert all(ipaddress.ip_address(r[-1]) in net for r in ranges)
+    assert not set(ranges[0]) & set(ranges[1]) and not set(ranges[1]) & set(ranges[2])
+
+
+def test_using_proxier_log_line():
+    assert modes.parse_using_line('I1125 server_linux.go:53] "Using iptables Proxier"') == "iptables"
+    assert modes.parse_using_line("Using nftables Proxier") == "nftables"
+    assert modes.parse_using_line("nothing here") is None
+
+
+def test_data_plane_line_matching_needs_all_needles_on_one_line():
+    text = "-A KUBE-SVC-X -m comment --comment ns1/svc -m recent --rcheck\n-A KUBE-SVC-Y ns2/svc\n"
+    assert modes.has_line(text, ("ns1", "--rcheck"))
+    assert not modes.has_line(text, ("ns2", "--rcheck"))
+
+
+def test_probe_output_parses_into_records():
+    out = ('{"i":0,"status":200,"server_name":"a","client_ip":"10.0.0.1","server_ip":"10.0.0.9",'
+           '"latency_ms":1.5,"kind":"ok","error":""}\n'
+           '{"i":1,"status":0,"kind":"refused","error":"connection refused"}\nnoise\n')
+    s = Sample.parse("src", "dst", out, seconds=0.5)
+    assert [r.kind for r in s.records] == ["ok", "refused"]
+    assert s.backends() == {"a": 1} and s.requests_per_second == 4.0
+    assert s.curl_lines(1) == ["iKubernetes demoapp v1.0 !! ClientIP: 10.0.0.1, ServerName: a, ServerIP: 10.0.0.9!"]
+
+
+def test_probe_argv_is_bounded_in_count_and_time():
+    argv = probe_argv("http://10.96.0.1:80/", 300, timeout_s=2, max_duration_s=60)
+    assert argv[argv.index("-n") + 1] == "300" and argv[argv.index("-max-duration") + 1] == "60s"
