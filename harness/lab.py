@@ -275,48 +275,41 @@ class Lab:
         self.note(sample.summary())
         return sample
 
-    def converge(self, peer: Peer, host: str, port: int, backends: set[str] | None,
-                 timeout: float = config.CONVERGE_TIMEOUT) -> Sample:
-        """Wait until traffic reflects the endpoints: every request answered by exactly
-        `backends` (or, for None, every request refused). Returns the last sample."""
-        from .waits import Wait
-        n = 10 * len(backends) if backends else 3
-
-        self.assert_local(host)
-
-        def observe() -> Sample:
-            return run_probe(peer, f"http://{host}:{port}/", n=n, timeout_s=1.0)
-
-        def done(s: Sample) -> bool:
-            if backends is None:
-                return s.kinds() == {"refused": len(s.records)}
-            return len(s.ok_records) == len(s.records) and set(s.backends()) == backends
-
-        want = f"answers from exactly {sorted(backends)}" if backends else "every request refused"
-        return Wait(f"traffic {peer.describe()} -> {host}:{port} to converge ({want}); seen: sample",
-                    timeout=timeout, interval=1.0).until(observe, done)
-
     def assert_local(self, host: str) -> None:
         self.cluster.assert_local(host)
 
-    def await_status(self, peer: Peer, host: str, port: int, path: str, status: int,
-                     timeout: float = config.CONVERGE_TIMEOUT) -> Sample:
-        """Wait until GET host:port/path answers `status` (e.g. a health-check node port turning 503)."""
-        from .waits import Wait
-        self.assert_local(host)
-        return Wait(f"{peer.describe()} -> {host}:{port}{path} to answer HTTP {status}; seen: sample",
-                    timeout=timeout, interval=1.0).until(
-            lambda: run_probe(peer, f"http://{host}:{port}{path}", n=1, timeout_s=1.0),
-            lambda s: bool(s.records) and s.records[0].status == status)
+    def await_traffic(self, peer: Peer, host: str, port: int, done, want: str, n: int = 3, path: str = "/",
+                      timeout: float = config.CONVERGE_TIMEOUT) -> Sample:
+        """Probe small samples until done(sample) holds; on timeout the error shows the last one.
 
-    def await_blocked(self, peer: Peer, host: str, port: int, timeout: float = config.CONVERGE_TIMEOUT) -> Sample:
-        """Wait until `peer` gets no answer from host:port (e.g. a source range took effect)."""
+        Used only to wait for the data plane to settle (a real readiness signal),
+        never to retry a measured sample until it passes.
+        """
         from .waits import Wait
         self.assert_local(host)
-        return Wait(f"{peer.describe()} -> {host}:{port} to stop answering; seen: sample",
+        return Wait(f"{peer.describe()} -> {host}:{port}{path}: {want}; seen: sample",
                     timeout=timeout, interval=1.0).until(
-            lambda: run_probe(peer, f"http://{host}:{port}/", n=2, timeout_s=1.0),
-            lambda s: not s.ok_records)
+            lambda: run_probe(peer, f"http://{host}:{port}{path}", n=n, timeout_s=1.0), done)
+
+    def converge(self, peer: Peer, host: str, port: int, backends: set[str] | None,
+                 timeout: float = config.CONVERGE_TIMEOUT) -> Sample:
+        """Wait until traffic reflects the endpoints: every request answered by exactly
+        `backends` (or, for None, every request refused)."""
+        if backends is None:
+            return self.await_traffic(peer, host, port, lambda s: s.kinds() == {"refused": len(s.records)},
+                                      "every request refused", timeout=timeout)
+        return self.await_traffic(
+            peer, host, port, lambda s: len(s.ok_records) == len(s.records) and set(s.backends()) == backends,
+            f"answers from exactly {sorted(backends)}", n=10 * len(backends), timeout=timeout)
+
+    def await_status(self, peer: Peer, host: str, port: int, path: str, status: int) -> Sample:
+        """Wait until GET host:port/path answers `status` (e.g. a health-check node port turning 503)."""
+        return self.await_traffic(peer, host, port, lambda s: bool(s.records) and s.records[0].status == status,
+                                  f"HTTP {status}", n=1, path=path)
+
+    def await_blocked(self, peer: Peer, host: str, port: int) -> Sample:
+        """Wait until `peer` gets no answer from host:port (e.g. a source range took effect)."""
+        return self.await_traffic(peer, host, port, lambda s: not s.ok_records, "no answer", n=2)
 
     def check(self, experiment: str, peer: Peer, sample: Sample, backends: set[str] | None = None) -> list[str]:
         """Compare the sample with the expectations table (the one assertion path)."""

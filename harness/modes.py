@@ -85,7 +85,8 @@ def service_programmed(node: Peer, mode: str, namespace: str, service: str, clus
 
 
 # What a node's data plane shows once kube-proxy has programmed something.
-AFFINITY_MARKERS = {"iptables": "--rcheck", "nftables": "affinity", "ipvs": "persistent"}
+# (nftables: the affinity set is referenced as @affinity-...; a bare "affinity" would match names)
+AFFINITY_MARKERS = {"iptables": "--rcheck", "nftables": "@affinity", "ipvs": "persistent"}
 
 
 def dataplane_text(node: Peer, mode: str) -> str:
