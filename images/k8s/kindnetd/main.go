@@ -7,13 +7,14 @@
 //   - masquerading of pod traffic that leaves the pod network,
 //   - an "unreachable" route for the whole pod subnet, so packets for a pod
 //     that is gone stop at the node instead of heading for the default route,
-//   - the Service range routed into a dummy device, for the same reason.
+//   - the Service range routed to an unused neighbour address, for the same reason.
 package main
 
 import (
 	"context"
 	"fmt"
 	"log"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -90,8 +91,12 @@ func syncOnce(ctx context.Context, cs kubernetes.Interface, self, podSubnet stri
 	if err != nil {
 		return err
 	}
+	selfIP := ""
 	for i := range nodes.Items {
 		n := &nodes.Items[i]
+		if n.Name == self {
+			selfIP = nodeIP(n)
+		}
 		if n.Spec.PodCIDR == "" {
 			continue
 		}
@@ -119,32 +124,51 @@ func syncOnce(ctx context.Context, cs kubernetes.Interface, self, podSubnet stri
 	if err := run("ip", "route", "replace", "unreachable", podSubnet); err != nil {
 		return err
 	}
-	if err := ensureServiceSink(os.Getenv("SERVICE_SUBNET")); err != nil {
+	if err := ensureServiceSink(os.Getenv("SERVICE_SUBNET"), selfIP); err != nil {
 		return err
 	}
 	return ensureMasquerade(podSubnet)
 }
 
-// ensureServiceSink routes the Service range into a dummy device, where a
-// packet that kube-proxy did not DNAT (ICMP to a ClusterIP, or any traffic in
-// the moment between two proxy modes) is dropped on the node instead of
-// following the default route off the machine. A route that exists (rather
-// than an "unreachable" one) keeps node-local connects working: the kernel
-// re-routes them after kube-proxy's DNAT, and ipvs's local addresses win anyway.
-func ensureServiceSink(serviceSubnet string) error {
-	if serviceSubnet == "" {
+// ensureServiceSink routes the Service range to an address on the node
+// network that nobody holds. A packet kube-proxy did not DNAT (ICMP to a
+// ClusterIP, or anything in the moment between two proxy modes) then dies
+// unanswered on the local bridge instead of following the default route off
+// the machine. A real route (not "unreachable"/"blackhole", which fail local
+// connects before DNAT) keeps node-local connects to ClusterIPs working: the
+// kernel re-routes them after kube-proxy's DNAT, and ipvs's local addresses
+// win anyway. (No dummy device: not every kernel has the module.)
+func ensureServiceSink(serviceSubnet, nodeIP string) error {
+	if serviceSubnet == "" || nodeIP == "" {
 		return nil
 	}
-	const dev = "kindnet-svc"
-	if run("ip", "link", "show", dev) != nil {
-		if err := run("ip", "link", "add", dev, "type", "dummy"); err != nil {
-			return err
-		}
-	}
-	if err := run("ip", "link", "set", dev, "up"); err != nil {
+	sink, err := unusedAddressNear(nodeIP)
+	if err != nil {
 		return err
 	}
-	return run("ip", "route", "replace", serviceSubnet, "dev", dev)
+	return run("ip", "route", "replace", serviceSubnet, "via", sink)
+}
+
+// unusedAddressNear returns the last host address of the network that holds
+// nodeIP (e.g. 172.18.255.254 for 172.18.0.3/16), which the harness keeps free.
+func unusedAddressNear(nodeIP string) (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", err
+	}
+	for _, a := range addrs {
+		ipnet, ok := a.(*net.IPNet)
+		if !ok || ipnet.IP.String() != nodeIP || ipnet.IP.To4() == nil {
+			continue
+		}
+		last := make(net.IP, 4)
+		for i := range last {
+			last[i] = ipnet.IP.To4()[i] | ^ipnet.Mask[len(ipnet.Mask)-4+i]
+		}
+		last[3]--
+		return last.String(), nil
+	}
+	return "", fmt.Errorf("no interface holds %s", nodeIP)
 }
 
 func main() {
