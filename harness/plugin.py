@@ -242,7 +242,7 @@ def _record_evidence(item, marker, rep) -> None:
     lab = getattr(item, "_svc_lab", None)
     mode = item.callspec.params.get("proxy_mode", "?") if hasattr(item, "callspec") else "?"
     doc = (item.obj.__doc__ or "").strip()
-    claim = doc.split("\n\n")[0].replace("\n", " ").strip()
+    claim = " ".join(doc.split("\n\n")[0].split())
     verdict = "skip" if rep.skipped else ("fail" if rep.failed else "pass")
     detail = ""
     if rep.skipped and isinstance(rep.longrepr, tuple):

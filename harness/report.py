@@ -150,7 +150,9 @@ def render_markdown(evs: list[Evidence]) -> str:
             out += [f"**Claim:** {claim}", ""]
         for m in modes:
             for ev in (ev for ev in group if ev.mode == m):
-                out += [f"### {m}", "", f"**Action:** {ev.action}", ""]
+                out += [f"### {m}", ""]
+                if ev.action:
+                    out += ["**Action:**", "", *(f"- `{a}`" for a in ev.action.splitlines()), ""]
                 if ev.observed:
                     out += ["**Observed:**", "", *_fence(ev.observed), ""]
                 out.append(f"**Verdict:** {ev.verdict.upper()}")

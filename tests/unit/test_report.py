@@ -50,7 +50,7 @@ def test_markdown_has_matrix_and_sections(tmp_path):
     assert lines.index("| b: second | - | - | PASS |") < lines.index("| a: first | PASS | FAIL | SKIP |")
     assert md.index("| Experiment") < md.index("## b -- second") < md.index("## a -- first")
     assert "**Claim:** claim of a" in md
-    assert "**Action:** curl a" in md
+    assert "- `curl a`" in md
     assert "```text\na ipvs line\n```" in md
     assert "```text\nexpected refused\nobserved answers\n```" in md
     assert "**Detail:** not supported" in md
