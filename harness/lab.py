@@ -99,7 +99,7 @@ class ClusterHandle:
 
         In-cluster DNS names are fine: CoreDNS resolves them itself and forwards nothing.
         """
-        if host.endswith(".svc.cluster.local"):
+        if host.rstrip(".").endswith(".svc.cluster.local"):
             return
         ip = ipaddress.ip_address(host)
         if not any(ip in net for net in self.allowed_networks()):

@@ -44,7 +44,10 @@ def test_externalname_is_a_cname(lab):
     lab.note(f"dig +short {alias_fqdn} CNAME", f"  {answers[0]}")
     assert answers[0] == target_fqdn + ".", f"expected CNAME {target_fqdn}., got {answers[0]!r}"
 
-    sample = lab.probe(client, alias_fqdn, 80, n=5)
+    # The trailing dot makes the name absolute (no search-list expansion by the client's resolver).
+    lab.await_traffic(client, alias_fqdn + ".", 80, lambda s: len(s.ok_records) == len(s.records),
+                      "every request through the alias answered", n=10)
+    sample = lab.probe(client, alias_fqdn + ".", 80, n=20)
     lab.check("externalname-http", client, sample)
     assert set(sample.backends()) == {pods[0].name}
 
