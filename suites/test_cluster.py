@@ -42,4 +42,4 @@ def test_cluster_is_ready_in_requested_mode(lab, request):
         for node in lab.cluster.node_peers():
             seen = modes.endpoint_mode(node)
             lab.note(f"{node.name}: /proxyMode -> {seen}")
-            assert seen == lab.mode
+            assert seen == lab.mode, f"kube-proxy on {node.name} runs {seen!r}; the run asked for {lab.mode!r}"

@@ -20,8 +20,9 @@ def test_active_mode_agrees_everywhere(lab):
     `Using <mode> Proxier` line agree with the requested mode, and every node's data plane holds the
     Service (KUBE-SVC chains, the kube-proxy nftables table, or IPVS virtual servers).
     """
-    assert modes.configmap_mode(lab.kube) == lab.mode
-    lab.note(f"kubectl -n kube-system get configmaps kube-proxy -o yaml | grep mode: mode: {lab.mode}")
+    configured = modes.configmap_mode(lab.kube)
+    lab.note(f"kubectl -n kube-system get configmaps kube-proxy -o yaml | grep mode: mode: {configured}")
+    assert configured == lab.mode, f"kube-proxy ConfigMap says mode {configured!r}; the run asked for {lab.mode!r}"
     for node in lab.cluster.node_peers():
         seen = modes.endpoint_mode(node)
         lab.note(f"{node.name}: curl 127.0.0.1:10249/proxyMode -> {seen}")
@@ -84,7 +85,7 @@ def test_change_proxy_mode(lab, mode_switch_cluster):
     for peer in switch.cluster.node_peers():
         seen = modes.endpoint_mode(peer)
         lab.note(f"{peer.name}: /proxyMode -> {seen}")
-        assert seen == target
+        assert seen == target, f"kube-proxy on {peer.name} runs {seen!r} after the switch to {target!r}"
     assert set(modes.log_modes(switch.cluster.kube).values()) == {target}
     lab.note(f"kube-proxy logs: Using {target} Proxier")
     sample = switch.lab.probe(node, svc.cluster_ip, svc.port, n=30)
