@@ -124,7 +124,7 @@ def pytest_configure(config: pytest.Config) -> None:
         run_dir = hcfg.CACHE / "runs" / uuid.uuid4().hex[:12]
         run_dir.mkdir(parents=True, exist_ok=True)
         config._svc_run_dir = run_dir
-        _install_sigterm_handler()
+        _install_sigterm_handler(config)
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(_XdistHooks(run_dir), "svc-harness-xdist")
 
@@ -143,10 +143,18 @@ class _XdistHooks:
         node.workerinput["svc_run_dir"] = str(self.run_dir)
 
 
-def _install_sigterm_handler() -> None:
-    # SIGTERM becomes KeyboardInterrupt so pytest unwinds and sessionfinish deletes our clusters.
+def _install_sigterm_handler(config) -> None:
+    """On SIGTERM: stop this run's children, delete the clusters it created, exit.
+
+    Done here rather than by unwinding pytest, because under xdist the
+    controller can die inside execnet before sessionfinish runs.
+    """
     def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log.warning("signal %d: stopping workers and deleting the clusters this run created", signum)
+        from . import session
+        session.abort_run(config)
+        os._exit(128 + signum)
     try:
         signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -153,6 +154,43 @@ def finish_run(pyconfig: pytest.Config, failed: bool) -> None:
     pyconfig._svc_summary = summary
     if run_dir:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def abort_run(pyconfig: pytest.Config) -> None:
+    """SIGTERM path: end our child processes (workers, kind), then delete what this run created."""
+    for pid in _descendants(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _descendants(os.getpid()):
+        time.sleep(0.2)
+    run_dir: Path = getattr(pyconfig, "_svc_run_dir", None)
+    if not run_dir or not (run_dir / "created").exists():
+        return
+    for name in dict.fromkeys((run_dir / "created").read_text().split()):
+        _remove_external_clients(name)
+        if not pyconfig.option.keep_cluster:
+            KindCluster(name=name, mode="iptables").delete()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (from /proc; no extra dependency)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z":  # a killed worker stays a zombie until we (busy here) reap it
+                children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 def _remove_external_clients(cluster: str) -> None:
