@@ -111,15 +111,16 @@ class Kube:
                     out.add(f"{a.ip}:{p.port}")
         return out
 
-    def endpoint_slices(self, service: str, namespace: str) -> set[str]:
-        """Ready endpoints over all EndpointSlices of the Service, as ip:port."""
+    def endpoint_slices(self, service: str, namespace: str, ready_only: bool = True) -> set[str]:
+        """Endpoints over all EndpointSlices of the Service, as ip:port: the ready ones, or (with
+        ready_only=False) every one listed, terminating pods included."""
         out = set()
         slices = self.discovery.list_namespaced_endpoint_slice(
             namespace, label_selector=f"kubernetes.io/service-name={service}")
         for sl in slices.items:
             ports = [p.port for p in (sl.ports or [])]
             for e in sl.endpoints or []:
-                if e.conditions is None or e.conditions.ready is not False:
+                if not ready_only or e.conditions is None or e.conditions.ready is not False:
                     for ip in e.addresses:
                         for port in ports:
                             out.add(f"{ip}:{port}")
@@ -141,11 +142,14 @@ class Kube:
                        replicas: int | None = None, timeout: float = config.ENDPOINTS_TIMEOUT) -> set[str]:
         """Wait until Endpoints and EndpointSlices both equal the ready pods' ip:port
         (and, if given, there are exactly `replicas` of them)."""
+        # Terminating pods must be gone from the slices too: with no ready endpoint left,
+        # kube-proxy still sends traffic to terminating ones (KEP-1669).
         def observe():
             want = {f"{p.ip}:{port}" for p in self.ready_pods(selector, namespace)}
-            return want, self.endpoints(service, namespace), self.endpoint_slices(service, namespace)
+            return (want, self.endpoints(service, namespace), self.endpoint_slices(service, namespace),
+                    self.endpoint_slices(service, namespace, ready_only=False))
 
-        want, _, _ = Wait(f"Endpoints and EndpointSlices of {namespace}/{service} to equal the ready pods "
-                          f"({selector}, replicas={replicas}); seen as (pods, Endpoints, EndpointSlices)", timeout=timeout).until(
-            observe, lambda o: o[0] == o[1] == o[2] and (replicas is None or len(o[0]) == replicas))
+        want, *_ = Wait(f"Endpoints and EndpointSlices of {namespace}/{service} to equal the ready pods "
+                          f"({selector}, replicas={replicas}); seen as (pods, Endpoints, ready slices, all slices)", timeout=timeout).until(
+            observe, lambda o: o[0] == o[1] == o[2] == o[3] and (replicas is None or len(o[0]) == replicas))
         return want
