@@ -264,7 +264,10 @@ class Lab:
 
     # ---- traffic ----------------------------------------------------------
     def probe(self, peer: Peer, host: str, port: int, n: int = 1, path: str = "/",
-              timeout_s: float = 2.0, concurrency: int = 1) -> Sample:
+              timeout_s: float = 5.0, concurrency: int = 1) -> Sample:
+        """Send a measured sample. The default per-request timeout is generous because on two
+        cores a concurrent cluster creation can stall a node for seconds (seen: 2 timeouts of
+        2 s in 60 during one); "no answer" checks pass a short timeout explicitly."""
         if self.cluster.is_kind:
             engine.check_egress_guard(self.cluster.runner)
         self.assert_local(host)
