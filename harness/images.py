@@ -323,7 +323,9 @@ class Builder:
         with tempfile.TemporaryDirectory(prefix="svc-harness-nodefiles-") as tmp:
             files, binp = Path(tmp, "files"), Path(tmp, "bin")
             shutil.copytree(kind_files, files, ignore=shutil.ignore_patterns("LICENSES", "containerd-fuse-overlayfs.service"))
-            os.system(f"chmod -R u+w {files}")  # module cache files are read-only
+            for f in [files, *files.rglob("*")]:  # module cache files are read-only
+                if not f.is_symlink():
+                    f.chmod(f.stat().st_mode | 0o200)
             shutil.copytree(config.IMAGES_DIR / "node" / "files", files, dirs_exist_ok=True)
             (files / "kind" / "version").write_text(v["KUBERNETES_VERSION"] + "\n")
             binp.mkdir()

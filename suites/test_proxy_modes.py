@@ -111,8 +111,7 @@ def test_ipvs_scheduler_patterns(lab, scheduler):
     lab.deploy_demoapp(replicas=3)
     svc = lab.service("clusterip", SVC)
     names = {p.name for p in lab.scale(3, service=SVC)}
-    lab.step(f"kube-proxy ipvs.scheduler={scheduler}")
-    lab.kube.kubectl("-n", "kube-system", "get", "configmap", "kube-proxy")  # visible in the log
+    lab.step(f"kubectl -n kube-system edit configmaps kube-proxy  # ipvs.scheduler: {scheduler}")
     client = lab.client(lab.cluster.workers[0])
     restore = lab.cluster.set_ipvs_scheduler(scheduler)
     try:
