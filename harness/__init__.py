@@ -15,5 +15,6 @@ Module map (one concern each):
   modes         proxy-mode inspection and data-plane dumps
   artifacts     what is saved when a test fails
   report        the Markdown/JSON reproduction report
+  breaks        deliberate breaks that must turn experiments red
   plugin        pytest options, hooks and fixtures
 """

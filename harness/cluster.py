@@ -77,6 +77,7 @@ class KindCluster:
     workers: int = config.DEFAULT_WORKERS
     node_image: str = ""
     kube_proxy_extra: dict = field(default_factory=dict)
+    damage: str = ""                # deliberate breaks applied after creation (harness.breaks.identity)
     keep: bool = False
     reuse: bool = False
     runner: Runner = DEFAULT
@@ -147,7 +148,9 @@ class KindCluster:
         self._create_with_retries()
 
     def _rendered(self) -> str:
-        return render_kind_config(self.mode, self.workers, self.kube_proxy_extra)
+        cfg = render_kind_config(self.mode, self.workers, self.kube_proxy_extra)
+        # A deliberately broken cluster must never be mistaken for a healthy one on reuse.
+        return cfg + (f"# svc-harness breaks: {self.damage}\n" if self.damage else "")
 
     def _same_config(self) -> bool:
         """Reuse only a cluster made from the same kind config (mode, workers, kube-proxy settings)."""

@@ -45,6 +45,7 @@ class ClusterHandle:
     external_mode: str = "container"     # or "host"
     worker: str = "main"                 # xdist worker id: keeps container names apart
     lb_provider: str = "none"            # "metallb" once installed
+    breaks: tuple = ()                   # deliberate breaks of this run (harness.breaks)
     runner: Runner = field(default=DEFAULT, repr=False)
     _external: dict[int, ExternalPeer] = field(default_factory=dict, repr=False)
     _allowed: list | None = field(default=None, repr=False)
@@ -87,12 +88,17 @@ class ClusterHandle:
             for n in self.kube.core.list_node().items:
                 if n.spec.pod_cidr:
                     nets.append(ipaddress.ip_network(n.spec.pod_cidr))
-            for p in self.kube.core.list_namespaced_pod("kube-system", label_selector="component=kube-apiserver").items:
-                for arg in p.spec.containers[0].command or []:
-                    if arg.startswith("--service-cluster-ip-range="):
-                        nets += [ipaddress.ip_network(c) for c in arg.split("=", 1)[1].split(",") if ":" not in c]
-            self._allowed = nets
+            self._allowed = nets + self.service_cidrs()
         return self._allowed
+
+    def service_cidrs(self) -> list[ipaddress.IPv4Network]:
+        """The IPv4 Service range(s), from the API server's --service-cluster-ip-range."""
+        nets = []
+        for p in self.kube.core.list_namespaced_pod("kube-system", label_selector="component=kube-apiserver").items:
+            for arg in p.spec.containers[0].command or []:
+                if arg.startswith("--service-cluster-ip-range="):
+                    nets += [ipaddress.ip_network(c) for c in arg.split("=", 1)[1].split(",") if ":" not in c]
+        return list(dict.fromkeys(nets))
 
     def assert_local(self, host: str) -> None:
         """Refuse to send traffic anywhere but this machine's clusters and containers.
@@ -200,11 +206,23 @@ class Lab:
                   + "".join(f", {k}={v}" for k, v in {**values, **(spec or {})}.items()) + ")")
         objs = load_manifest(f"service-{kind}", NAME=name, **values)
         objs[0]["spec"].update(spec or {})
+        for b in self.cluster.breaks:
+            if b.on_service:
+                objs[0]["spec"] = b.on_service(self, objs[0]["spec"])
         self.kube.apply(objs, self.ns)
         svc = self.read_service(name)
         if svc.cluster_ip and svc.cluster_ip != "None":
             self.wait_programmed(svc.cluster_ip)
         return svc
+
+    def patch_service(self, name: str, **fields) -> None:
+        """`kubectl patch service <name> -p '{"spec": {...}}'`, as the article does it."""
+        import json
+        self.step(f"kubectl -n {self.ns} patch service {name} -p '{json.dumps({'spec': fields})}'")
+        for b in self.cluster.breaks:
+            if b.on_patch:
+                fields = b.on_patch(self, dict(fields))
+        self.kube.patch("service", name, self.ns, {"spec": fields})
 
     def wait_programmed(self, *needles: str, present: bool = True) -> None:
         """Wait until kube-proxy on every node has (or has dropped) a line with all `needles`.

@@ -150,7 +150,14 @@ def healthz(node: Peer) -> str:
                       "http://127.0.0.1:10256/healthz"], check=False).stdout.strip()
 
 
-def change_mode(kube: Kube, mode: str, **extra):
-    """Edit the ConfigMap's mode and roll kube-proxy; yields (node, command) per restart."""
+def change_mode(kube: Kube, mode: str, restart: bool = True, **extra):
+    """Edit the ConfigMap's mode and roll kube-proxy; yields (node, command) per restart.
+
+    restart=False leaves the pods alone (the article's second step skipped, see
+    harness.breaks): then yields one step per node without touching anything."""
     set_config(kube, {"mode": mode, **extra})
-    yield from rolling_restart(kube)
+    if restart:
+        yield from rolling_restart(kube)
+        return
+    for pod in kube.pods(KUBE_PROXY_SELECTOR, "kube-system"):
+        yield pod.node, f"(no restart of {pod.name} on {pod.node}: deliberately skipped)"

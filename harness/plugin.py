@@ -103,6 +103,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--kube-proxy-config", type=_json_object, default=None, metavar="JSON",
                 help='extra KubeProxyConfiguration fields for the clusters, e.g. \'{"masqueradeAll": true}\' '
                      "(useful to watch a suite fail when kube-proxy is configured against the article)")
+    g.addoption("--break", action="append", dest="breaks", metavar="NAME[,NAME]",
+                help="damage the clusters on purpose to watch experiments fail; names and the experiments "
+                     "each must break: python -m harness.breaks list")
+    g.addoption("--experiments", default=None, metavar="E01,E02",
+                help="run only these experiments (by id)")
     g.addoption("--demo-image", default=None,
                 help="demo app image (default: the offline build; ikubernetes/demoapp:v1.0 works too)")
 
@@ -113,6 +118,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "modes(*modes): run only in these proxy modes")
     opts = config.option
     opts.proxy_modes = parse_modes(opts.proxy_modes)
+    from . import breaks
+    try:
+        opts.breaks = breaks.parse(opts.breaks)
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
+    if opts.breaks and opts.kubeconfig:
+        raise pytest.UsageError("--break damages clusters on purpose; it is refused with --kubeconfig")
+    if opts.breaks:
+        log.warning("deliberately broken run: %s", breaks.describe(opts.breaks))
     opts.artifacts_dir = str(Path(opts.artifacts_dir).resolve())
     if opts.kubeconfig and not Path(opts.kubeconfig).exists():
         raise pytest.UsageError(f"--kubeconfig={opts.kubeconfig}: no such file")
@@ -161,6 +175,20 @@ def _install_sigterm_handler(config) -> None:
         pass
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    """--experiments E01,E04: deselect every other test."""
+    wanted = {e.strip().upper() for e in (config.option.experiments or "").split(",") if e.strip()}
+    if not wanted:
+        return
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("experiment")
+        (keep if marker and str(marker.args[0]).upper() in wanted else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 # ---------------------------------------------------------------- parametrization
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "proxy_mode" in metafunc.fixturenames:
@@ -204,6 +232,9 @@ def lab(request, cluster):
     cluster.kube.create_namespace(ns)
     the_lab = Lab(cluster, ns)
     request.node._svc_lab = the_lab
+    for b in cluster.breaks:
+        if b.on_namespace:
+            b.on_namespace(the_lab)
     yield the_lab
     rep = getattr(request.node, "_svc_call_report", None)
     if rep is not None and rep.failed:
@@ -246,6 +277,7 @@ def pytest_runtest_makereport(item, call):
 
 
 def _record_evidence(item, marker, rep) -> None:
+    from . import breaks
     from .report import Evidence, Recorder
     lab = getattr(item, "_svc_lab", None)
     mode = item.callspec.params.get("proxy_mode", "?") if hasattr(item, "callspec") else "?"
@@ -260,7 +292,7 @@ def _record_evidence(item, marker, rep) -> None:
     exp_id, title = (list(marker.args) + ["", ""])[:2]
     ev = Evidence(experiment=str(exp_id), mode=mode, title=str(title), claim=claim,
                   action="\n".join(lab.action) if lab else "", observed=list(lab.notes) if lab else [],
-                  verdict=verdict, detail=detail)
+                  verdict=verdict, detail=detail, broken=breaks.describe(item.config.option.breaks))
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     Recorder(Path(item.config.option.artifacts_dir), worker).record(ev)
 

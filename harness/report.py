@@ -29,6 +29,7 @@ class Evidence:
     observed: list[str]    # evidence lines (see expectations.check)
     verdict: str           # "pass", "fail" or "skip"
     detail: str = ""       # why it failed or was skipped
+    broken: str = ""       # deliberate breaks the run was made with (harness.breaks), if any
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
@@ -132,6 +133,10 @@ def render_markdown(evs: list[Evidence]) -> str:
            f"{len(evs)} checks: {n['pass']} passed, {n['fail']} failed, {n['skip']} skipped.", ""]
     if not evs:
         return "\n".join(out + ["No evidence was recorded."]) + "\n"
+    broken = sorted({ev.broken for ev in evs if ev.broken})
+    if broken:
+        out += ["> **This run was broken on purpose** (`--break`), so failures are the point: "
+                + " / ".join(broken), ""]
 
     # The matrix first: one row per experiment, one column per mode.
     out += ["| Experiment | " + " | ".join(modes) + " |",

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from . import config, engine
+from . import breaks, config, engine
 from .cluster import KindCluster
 from .kube import Kube
 from .lab import ClusterHandle, Images
@@ -69,7 +69,9 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
         else:
             kc = KindCluster(name=name, mode=mode, workers=opts.workers, node_image=node_image,
                              reuse=opts.reuse_cluster, keep=True,
-                             kube_proxy_extra=opts.kube_proxy_config or {})
+                             kube_proxy_extra={**(opts.kube_proxy_config or {}),
+                                               **breaks.kube_proxy_patch(opts.breaks, mode)},
+                             damage=breaks.identity(opts.breaks))
             with open(run_dir / "created", "a") as f:
                 f.write(name + "\n")
             try:
@@ -80,6 +82,8 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
                 if opts.lb_provider == "metallb":
                     from . import loadbalancer
                     lb = loadbalancer.install_metallb(Kube(kc.kubeconfig), mode)
+                if kc.created:
+                    _apply_cluster_breaks(opts.breaks, mode, name, kc, images)
             except Exception as e:
                 state_file.write_text(json.dumps({"error": str(e)}))
                 raise
@@ -89,8 +93,18 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     kc = KindCluster(name=name, mode=mode, workers=opts.workers)
     handle = ClusterHandle(mode=mode, name=name, kube=Kube(state["kubeconfig"]), nodes=kc.nodes(),
                            images=images, kind=kc, external_mode=opts.external_client, worker=worker,
-                           lb_provider=state.get("lb", "none"))
+                           lb_provider=state.get("lb", "none"), breaks=opts.breaks)
     return handle
+
+
+def _apply_cluster_breaks(active, mode: str, name: str, kc: KindCluster, images: Images) -> None:
+    """Damage a freshly made cluster on purpose (--break); see harness.breaks."""
+    handle = ClusterHandle(mode=mode, name=name, kube=Kube(kc.kubeconfig), nodes=kc.nodes(), images=images,
+                           kind=kc)
+    for b in active:
+        if b.on_cluster:
+            log.warning("breaking cluster %s on purpose: %s", name, b.fault)
+            b.on_cluster(handle)
 
 
 def _existing(opts, images: Images) -> ClusterHandle:
@@ -210,7 +224,8 @@ class SwitchBench:
         """Yields each restart step once the restarted kube-proxy runs `mode` and is in sync."""
         from . import modes
         from .waits import Wait
-        for node_name, step in modes.change_mode(self.cluster.kube, mode):
+        restart = not any(b.skip_restart for b in self.cluster.breaks)
+        for node_name, step in modes.change_mode(self.cluster.kube, mode, restart=restart):
             node = self.cluster.node(node_name)
             Wait(f"kube-proxy on {node_name} to run {mode} and report healthy").until(
                 lambda: (modes.endpoint_mode(node), modes.healthz(node)), lambda s: s == (mode, "200"))
@@ -233,7 +248,7 @@ def switch_cluster(pyconfig: pytest.Config, base: ClusterHandle):
         if not baked:
             _load_images(name, [images.demoapp, images.toolbox])
         handle = ClusterHandle(mode=base.mode, name=name, kube=Kube(kc.kubeconfig), nodes=kc.nodes(),
-                               images=images, kind=kc, worker=worker)
+                               images=images, kind=kc, worker=worker, breaks=base.breaks)
         lab = Lab(handle, "mode-switch")
         handle.kube.create_namespace(lab.ns)
         target = "nftables" if base.mode == "iptables" else "iptables"

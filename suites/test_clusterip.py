@@ -102,15 +102,13 @@ def test_session_affinity(lab):
     client = lab.client(lab.cluster.workers[0])
     lab.converge(client, svc.cluster_ip, svc.port, names)
 
-    lab.step(f"kubectl -n {lab.ns} patch service {SVC} -p '{{\"spec\":{{\"sessionAffinity\":\"ClientIP\"}}}}'")
-    lab.kube.patch("service", SVC, lab.ns, {"spec": {"sessionAffinity": "ClientIP"}})
+    lab.patch_service(SVC, sessionAffinity="ClientIP")
     affinity_line = (svc.cluster_ip if lab.mode == "ipvs" else lab.ns, AFFINITY_MARKERS[lab.mode])
     lab.wait_programmed(*affinity_line)
     pinned = lab.probe(client, svc.cluster_ip, svc.port, n=60)
     lab.check("affinity-clientip", client, pinned, backends=names)
 
-    lab.step(f"kubectl -n {lab.ns} patch service {SVC} -p '{{\"spec\":{{\"sessionAffinity\":\"None\"}}}}'")
-    lab.kube.patch("service", SVC, lab.ns, {"spec": {"sessionAffinity": "None"}})
+    lab.patch_service(SVC, sessionAffinity="None")
     lab.wait_programmed(*affinity_line, present=False)
     spread = lab.probe(client, svc.cluster_ip, svc.port, n=60)
     lab.check("affinity-none", client, spread, backends=names)

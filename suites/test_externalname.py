@@ -51,10 +51,8 @@ def test_externalname_is_a_cname(lab):
     lab.check("externalname-http", client, sample)
     assert set(sample.backends()) == {pods[0].name}
 
-    lab.step(f"kubectl -n {lab.ns} patch service {ALIAS}: type ClusterIP, selector app=demoapp")
-    lab.kube.patch("service", ALIAS, lab.ns, {"spec": {
-        "type": "ClusterIP", "externalName": None, "selector": {"app": "demoapp"},
-        "ports": [{"name": "http", "port": 80, "targetPort": 80}]}})
+    lab.patch_service(ALIAS, type="ClusterIP", externalName=None, selector={"app": "demoapp"},
+                      ports=[{"name": "http", "port": 80, "targetPort": 80}])
     changed = lab.read_service(ALIAS)
     lab.note(f"{ALIAS}: type={changed.type} clusterIP={changed.cluster_ip}")
     assert changed.type == "ClusterIP" and changed.cluster_ip not in ("", "None", None)

@@ -83,8 +83,7 @@ def test_metallb_address_policies_and_source_ranges(lab):
     # see a node's address. (Which node announces is MetalLB's choice; any remote pod counts.)
     assert ext.ip not in set(sample.client_ips()) or len(set(sample.client_ips())) > 1
 
-    lab.step(f"kubectl -n {lab.ns} patch service {SVC} -p '{{\"spec\":{{\"externalTrafficPolicy\":\"Local\"}}}}'")
-    lab.kube.patch("service", SVC, lab.ns, {"spec": {"externalTrafficPolicy": "Local"}})
+    lab.patch_service(SVC, externalTrafficPolicy="Local")
     local = Wait("answers through the LoadBalancer IP to come from one node's pods only (Local)",
                  timeout=90, interval=2).until(
         lambda: lab.probe(ext, lb_ip, svc.port, n=20, timeout_s=1.0),
@@ -94,9 +93,7 @@ def test_metallb_address_policies_and_source_ranges(lab):
     lab.check("etp-local-backend-node", ext, sample, backends=lab.pods_on(node))
     lab.note(f"Local: MetalLB announces {lb_ip} from {node}; its pods saw the client's own IP {ext.ip}")
 
-    lab.step(f"kubectl -n {lab.ns} patch service {SVC} -p "
-             f"'{{\"spec\":{{\"loadBalancerSourceRanges\":[\"{ext.ip}/32\"]}}}}'")
-    lab.kube.patch("service", SVC, lab.ns, {"spec": {"loadBalancerSourceRanges": [f"{ext.ip}/32"]}})
+    lab.patch_service(SVC, loadBalancerSourceRanges=[f"{ext.ip}/32"])
     lab.await_blocked(other, lb_ip, svc.port)
     denied = lab.probe(other, lb_ip, svc.port, n=3, timeout_s=1.0)
     lab.check("lb-source-range-denied", other, denied)

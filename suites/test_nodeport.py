@@ -85,8 +85,7 @@ def test_external_traffic_policy_local_keeps_client_ip(lab):
     pods = _spread_demoapp(lab)
     svc = lab.nodeport_service(SVC)
     lab.wait_endpoints(SVC, replicas=len(pods))
-    lab.step(f"kubectl -n {lab.ns} patch service {SVC} -p '{{\"spec\":{{\"externalTrafficPolicy\":\"Local\"}}}}'")
-    lab.kube.patch("service", SVC, lab.ns, {"spec": {"externalTrafficPolicy": "Local"}})
+    lab.patch_service(SVC, externalTrafficPolicy="Local")
     lab.note("External Traffic Policy:  Local")
     # Health-check node ports exist only for LoadBalancer Services: a twin Service of that type
     # (with a class no provider serves, so it stays a NodePort in practice) exposes it.
@@ -122,8 +121,7 @@ def test_internal_traffic_policy_local(lab):
     pods = _spread_demoapp(lab)
     svc = lab.service("clusterip", "demoapp-svc")
     lab.wait_endpoints("demoapp-svc", replicas=len(pods))
-    lab.step(f"kubectl -n {lab.ns} patch service demoapp-svc -p '{{\"spec\":{{\"internalTrafficPolicy\":\"Local\"}}}}'")
-    lab.kube.patch("service", "demoapp-svc", lab.ns, {"spec": {"internalTrafficPolicy": "Local"}})
+    lab.patch_service("demoapp-svc", internalTrafficPolicy="Local")
 
     worker = lab.cluster.workers[0]
     local = lab.pods_on(worker)

@@ -1,0 +1,224 @@
+"""Deliberate breaks: run the suites against a cluster that is wrong on purpose.
+
+A test that cannot fail proves nothing. Each `Break` here damages one thing
+the article's claims rest on (a kube-proxy setting, a Service field, cluster
+DNS, the node's routes) and names the experiments that must go red under it:
+
+    pytest suites/ --proxy-mode=iptables --break=sticky-sessions --experiments=E04
+
+`python -m harness.breaks prove` runs every break against its experiments and
+fails if any of them still passes (see `prove`). The damage lives only in the
+clusters of that run: a cluster made with a cluster-level break is never
+reused by a run without it (the break is part of the cluster's identity).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from . import config
+
+if TYPE_CHECKING:
+    from .lab import ClusterHandle, Lab
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Break:
+    name: str
+    fault: str                     # what is wrong, in words (logged, and put in the report)
+    must_fail: tuple[str, ...]     # experiments that must go red under it
+    kube_proxy: Callable[[str], dict] | None = None          # mode -> KubeProxyConfiguration patch
+    on_cluster: Callable[["ClusterHandle"], None] | None = None  # once, after the cluster is up
+    on_namespace: Callable[["Lab"], None] | None = None          # in every test namespace
+    on_service: Callable[["Lab", dict], dict] | None = None      # rewrites each Service spec applied
+    on_patch: Callable[["Lab", dict], dict] | None = None        # rewrites each Service spec patch
+    skip_restart: bool = False     # a mode change edits the ConfigMap but restarts nothing
+
+    @property
+    def changes_cluster(self) -> bool:
+        return bool(self.kube_proxy or self.on_cluster)
+
+
+# ---------------------------------------------------------------- the damage
+def _other_mode(mode: str) -> str:
+    return "nftables" if mode == "iptables" else "iptables"
+
+
+def _stray_backend(lab: "Lab") -> None:
+    """A bare pod that carries the demo app's label: the Service selects it too."""
+    from .kube import load_manifest
+    lab.kube.apply(load_manifest("stray-backend", IMAGE=lab.cluster.images.demoapp), lab.ns)
+    lab.kube.wait_pod_ready("stray-backend", lab.ns)
+
+
+def _dns_down(cluster: "ClusterHandle") -> None:
+    from .waits import Wait
+    cluster.kube.kubectl("-n", "kube-system", "scale", "deployment", "coredns", "--replicas=0")
+    Wait("CoreDNS pods to be gone").until(lambda: cluster.kube.pods("k8s-app=kube-dns", "kube-system"),
+                                          lambda pods: not pods)
+
+
+def _service_range_local(cluster: "ClusterHandle") -> None:
+    """Make every ClusterIP a local address of each node, as ipvs's kube-ipvs0 device does."""
+    for node in cluster.node_peers():
+        for cidr in cluster.service_cidrs():
+            node.exec(["ip", "route", "replace", "local", str(cidr), "dev", "lo", "table", "local"])
+
+
+def _every_node_holds_external_ips(lab: "Lab", spec: dict) -> dict:
+    if spec.get("externalIPs"):
+        spec["externalIPs"] = [n.ip for n in lab.cluster.nodes]
+    return spec
+
+
+def _sticky(lab: "Lab", spec: dict) -> dict:
+    if spec.get("type") != "ExternalName":
+        spec["sessionAffinity"] = "ClientIP"
+    return spec
+
+
+LOST_FIELDS = ("externalTrafficPolicy", "internalTrafficPolicy", "sessionAffinity", "loadBalancerSourceRanges")
+
+
+def _lose_policy_fields(lab: "Lab", spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k not in LOST_FIELDS}
+
+
+BREAKS = {b.name: b for b in [
+    Break("masquerade-all", "kube-proxy SNATs all Service traffic (iptables/nftables masqueradeAll: true)",
+          ("E02",), kube_proxy=lambda mode: {"iptables": {"masqueradeAll": True},
+                                              "nftables": {"masqueradeAll": True}}),
+    Break("wrong-mode", "kube-proxy is configured for another proxy mode than the run asks for",
+          ("E00", "E14"), kube_proxy=lambda mode: {"mode": _other_mode(mode)}),
+    Break("nodeports-on-loopback", "kube-proxy opens node ports only on 127.0.0.0/8 (nodePortAddresses)",
+          ("E06", "E07", "E10"), kube_proxy=lambda mode: {"nodePortAddresses": ["127.0.0.0/8"]}),
+    Break("stray-backend", "a bare pod with the demo app's label sits in every test namespace",
+          ("E01", "E02", "E03"), on_namespace=_stray_backend),
+    Break("sticky-sessions", "every Service is pinned to sessionAffinity: ClientIP",
+          ("E04", "E05"), on_service=_sticky, on_patch=_sticky),
+    Break("policy-patches-lost", "patches to traffic policies, affinity and source ranges never reach the "
+          "Service", ("E05", "E08", "E09", "E11"), on_patch=_lose_policy_fields),
+    Break("dns-down", "cluster DNS is down (CoreDNS scaled to 0)", ("E00", "E12"), on_cluster=_dns_down),
+    Break("external-ips-everywhere", "a Service's externalIPs list every node's IP instead of one",
+          ("E13",), on_service=_every_node_holds_external_ips),
+    Break("service-range-local", "the Service range is a local address range on every node (like kube-ipvs0)",
+          ("E15",), on_cluster=_service_range_local),
+    Break("mode-restart-skipped", "a mode change edits the kube-proxy ConfigMap but restarts no kube-proxy pod",
+          ("E16",), skip_restart=True),
+]}
+
+
+def parse(values: list[str] | None) -> tuple[Break, ...]:
+    """'--break a,b --break c' -> the Break objects, validated, order kept."""
+    out: list[Break] = []
+    for value in values or []:
+        for name in filter(None, (v.strip() for v in value.split(","))):
+            if name not in BREAKS:
+                raise ValueError(f"--break={name}: unknown break; expected one of {', '.join(BREAKS)}")
+            if BREAKS[name] not in out:
+                out.append(BREAKS[name])
+    return tuple(out)
+
+
+def kube_proxy_patch(breaks: tuple[Break, ...], mode: str) -> dict:
+    patch: dict = {}
+    for b in breaks:
+        if b.kube_proxy:
+            patch.update(b.kube_proxy(mode))
+    return patch
+
+
+def identity(breaks: tuple[Break, ...]) -> str:
+    """What a cluster made under these breaks differs by (empty for a healthy cluster)."""
+    return ",".join(b.name for b in breaks if b.changes_cluster)
+
+
+def describe(breaks: tuple[Break, ...]) -> str:
+    return "; ".join(f"{b.name}: {b.fault}" for b in breaks)
+
+
+# ---------------------------------------------------------------- proving that tests fail
+def _pytest_argv(b: Break, mode: str, artifacts: Path, extra: list[str]) -> list[str]:
+    argv = [sys.executable, "-m", "pytest", str(config.REPO / "suites"), "-p", "no:cacheprovider", "-q",
+            f"--proxy-mode={mode}", f"--break={b.name}", f"--experiments={','.join(b.must_fail)}",
+            f"--artifacts-dir={artifacts}", "--cluster-name=svc-breaks"]
+    if not b.changes_cluster:
+        # A healthy cluster serves every break that damages only namespaces or Services.
+        argv += ["--reuse-cluster", "--keep-cluster"]
+    return argv + extra
+
+
+def prove(mode: str, names: list[str], artifacts: Path, extra: list[str]) -> int:
+    """Run each break against its experiments; every one of them must fail. Returns an exit code."""
+    from . import report
+    from .cluster import KindCluster
+    rows, missed = [], []
+    try:
+        # Breaks that damage only namespaces or Services go first and share one kept cluster.
+        for b in sorted((BREAKS[n] for n in names), key=lambda b: b.changes_cluster):
+            out = artifacts / b.name
+            log.info("break %s (%s): expecting %s to fail", b.name, b.fault, ", ".join(b.must_fail))
+            started = time.monotonic()
+            rc = subprocess.run(_pytest_argv(b, mode, out, extra), cwd=config.REPO).returncode
+            took = time.monotonic() - started
+            verdicts = {}
+            for ev in report.load(out):
+                if ev.mode == mode:  # a parametrized experiment fails if any of its cases fails
+                    prev = verdicts.get(ev.experiment)
+                    verdicts[ev.experiment] = "fail" if "fail" in (prev, ev.verdict) else ev.verdict
+            for exp in b.must_fail:
+                seen = verdicts.get(exp, "not run")
+                ok = seen == "fail"
+                if not ok:
+                    missed.append(f"{b.name} -> {exp}: {seen}")
+                rows.append(f"| {b.name} | {b.fault} | {exp} | {seen.upper()} | {'yes' if ok else 'NO'} | "
+                            f"{took:.0f}s |")
+            log.info("break %s: pytest exit %d in %.0fs; verdicts %s", b.name, rc, took, verdicts)
+    finally:
+        KindCluster(name=f"svc-breaks-{mode}", mode=mode).delete()
+    table = ["| break | fault | experiment | verdict | red as it must be | run time |",
+             "|---|---|---|---|---|---|", *rows]
+    summary = artifacts / f"breaks-{mode}.md"
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.write_text(f"# Deliberate breaks, {mode} mode\n\n" + "\n".join(table) + "\n", encoding="utf-8")
+    print("\n".join(table))
+    print(f"summary: {summary}")
+    if missed:
+        print("these experiments did NOT fail under their break (the test cannot see the fault):\n  "
+              + "\n  ".join(missed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.breaks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="the breaks and the experiments each must turn red")
+    pr = sub.add_parser("prove", help="run each break; exit non-zero if one of its experiments passes")
+    pr.add_argument("--proxy-mode", default="iptables", choices=config.PROXY_MODES)
+    pr.add_argument("--only", default="", help="comma-separated break names (default: all)")
+    pr.add_argument("--artifacts-dir", default="artifacts/breaks")
+    args, extra = p.parse_known_args(argv)
+    if args.cmd == "list":
+        for b in BREAKS.values():
+            print(f"{b.name:24} {', '.join(b.must_fail):18} {b.fault}")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    names = [n for n in args.only.split(",") if n] or list(BREAKS)
+    unknown = [n for n in names if n not in BREAKS]
+    if unknown:
+        p.error(f"unknown break(s) {', '.join(unknown)}; expected some of {', '.join(BREAKS)}")
+    return prove(args.proxy_mode, names, Path(args.artifacts_dir).resolve(), extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The deliberate breaks: parsing, what each one changes, and that a broken cluster is never reused."""
+import json
+
+import pytest
+import yaml
+
+from harness import breaks
+from harness.cluster import KindCluster
+
+
+def test_break_names_parse_comma_separated_without_repeats():
+    got = breaks.parse(["sticky-sessions,dns-down", "sticky-sessions"])
+    assert [b.name for b in got] == ["sticky-sessions", "dns-down"]
+    assert breaks.parse(None) == ()
+
+
+def test_unknown_break_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown break.*masquerade-all"):
+        breaks.parse(["masquerade"])
+
+
+def test_every_break_names_experiments_that_must_fail_and_does_something():
+    for b in breaks.BREAKS.values():
+        assert b.must_fail and all(e.startswith("E") for e in b.must_fail), b.name
+        assert any([b.kube_proxy, b.on_cluster, b.on_namespace, b.on_service, b.on_patch, b.skip_restart]), b.name
+
+
+def test_wrong_mode_asks_kube_proxy_for_the_other_mode():
+    wrong = breaks.parse(["wrong-mode"])
+    assert breaks.kube_proxy_patch(wrong, "iptables") == {"mode": "nftables"}
+    assert breaks.kube_proxy_patch(wrong, "nftables") == {"mode": "iptables"}
+
+
+def test_masquerade_all_is_set_where_kube_proxy_reads_it():
+    # A top-level masqueradeAll is silently ignored by kube-proxy v1.34.
+    patch = breaks.kube_proxy_patch(breaks.parse(["masquerade-all"]), "iptables")
+    assert patch["iptables"]["masqueradeAll"] is True and "masqueradeAll" not in patch
+
+
+def test_sticky_sessions_pins_services_but_not_externalname():
+    sticky = breaks.BREAKS["sticky-sessions"].on_service
+    assert sticky(None, {"type": "NodePort"})["sessionAffinity"] == "ClientIP"
+    assert sticky(None, {"sessionAffinity": "None"})["sessionAffinity"] == "ClientIP"
+    assert "sessionAffinity" not in sticky(None, {"type": "ExternalName"})
+
+
+def test_lost_patches_keep_only_unrelated_fields():
+    lose = breaks.BREAKS["policy-patches-lost"].on_patch
+    assert lose(None, {"externalTrafficPolicy": "Local", "type": "ClusterIP"}) == {"type": "ClusterIP"}
+
+
+def test_only_cluster_level_breaks_change_a_clusters_identity():
+    assert breaks.identity(breaks.parse(["sticky-sessions", "stray-backend"])) == ""
+    assert breaks.identity(breaks.parse(["dns-down", "sticky-sessions", "wrong-mode"])) == "dns-down,wrong-mode"
+
+
+def test_a_cluster_broken_on_purpose_is_not_reused_by_a_healthy_run(tmp_path, monkeypatch):
+    from harness import config
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    broken = KindCluster(name="c", mode="iptables", damage="dns-down")
+    broken.marker.parent.mkdir(parents=True)
+    broken.marker.write_text(json.dumps({"config": broken._rendered()}))
+    assert broken._same_config()
+    assert not KindCluster(name="c", mode="iptables")._same_config()
+    yaml.safe_load(broken._rendered())  # still a valid kind config (the note is a comment)
+
+
+def test_prove_runs_pytest_on_exactly_the_experiments_the_break_names(tmp_path):
+    b = breaks.BREAKS["policy-patches-lost"]
+    argv = breaks._pytest_argv(b, "nftables", tmp_path, ["-x"])
+    assert "--experiments=E05,E08,E09,E11" in argv and "--break=policy-patches-lost" in argv
+    assert "--reuse-cluster" in argv  # Service-level damage: a healthy cluster can be shared
+    assert "--reuse-cluster" not in breaks._pytest_argv(breaks.BREAKS["dns-down"], "iptables", tmp_path, [])
+    assert argv[-1] == "-x"
