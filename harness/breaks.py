@@ -62,8 +62,11 @@ def _stray_backend(lab: "Lab") -> None:
 def _dns_down(cluster: "ClusterHandle") -> None:
     from .waits import Wait
     cluster.kube.kubectl("-n", "kube-system", "scale", "deployment", "coredns", "--replicas=0")
-    Wait("CoreDNS pods to be gone").until(lambda: cluster.kube.pods("k8s-app=kube-dns", "kube-system"),
-                                          lambda pods: not pods)
+    # Terminating CoreDNS pods keep answering (lameduck) and kube-proxy still sends to terminating
+    # endpoints when no ready one is left: wait until the slices list none at all (seen: a dig 4 s
+    # after the scale-down was still answered).
+    Wait("kube-dns EndpointSlices to list no endpoint, terminating ones included").until(
+        lambda: cluster.kube.endpoint_slices("kube-dns", "kube-system", ready_only=False), lambda eps: not eps)
 
 
 def _service_range_local(cluster: "ClusterHandle") -> None:

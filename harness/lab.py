@@ -23,7 +23,9 @@ from .runner import DEFAULT, CommandError, Runner
 
 log = logging.getLogger(__name__)
 
-DEMO_SELECTOR = "app=demoapp"
+# The demo Deployment's own pods (a ReplicaSet stamps pod-template-hash): a stray pod that merely
+# carries app=demoapp is then an extra endpoint the checks notice, not a backend they expect.
+DEMO_SELECTOR = "app=demoapp,pod-template-hash"
 NODE_PORT_RANGE = (30000, 32767)  # the API server's default --service-node-port-range
 DEMO_PORT = 80
 
