@@ -255,6 +255,7 @@ class KindCluster:
             self._kind_delete()
         self.marker.unlink(missing_ok=True)
         self.kubeconfig.unlink(missing_ok=True)
+        self.marker.with_suffix(".kind.yaml").unlink(missing_ok=True)
 
 
 def delete_owned(name: str, runner: Runner = DEFAULT) -> None:

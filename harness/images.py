@@ -232,6 +232,8 @@ class Builder:
             return tag
         with Step(f"debian base image {tag} (debootstrap)"):
             if not shutil.which("debootstrap"):
+                # The package lists may never have been fetched (engine-up skips apt when dockerd exists).
+                self.r.run(["apt-get", "update", "-qq"], timeout=600, what="apt-get update (for debootstrap)")
                 self.r.run(["apt-get", "install", "-y", "-qq", "debootstrap"], timeout=600,
                            what="installing debootstrap (Debian package source needed)")
             mirror = _debian_mirror()

@@ -149,7 +149,8 @@ def finish_run(pyconfig: pytest.Config, failed: bool) -> None:
             artifacts.export_kind_logs(artifacts_dir / "kind-logs", name)
         _remove_external_clients(name)
         if opts.keep_cluster:
-            summary.append(f"svc-harness: kept cluster {name}; kubeconfig: {state.get('kubeconfig')}")
+            if KindCluster(name=name, mode="iptables").exists():  # E16's own cluster is always gone
+                summary.append(f"svc-harness: kept cluster {name}; kubeconfig: {state.get('kubeconfig')}")
         else:
             KindCluster(name=name, mode="iptables").delete()
     if created:
