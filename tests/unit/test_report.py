@@ -70,3 +70,12 @@ def test_fence_survives_backticks():
 def test_empty_report(tmp_path):
     md, _ = write_report(tmp_path)
     assert "No evidence was recorded." in md.read_text()
+
+
+def test_a_deliberately_broken_run_says_so_at_the_top():
+    healthy = render_markdown([ev("E12", "iptables", "pass")])
+    assert "broken on purpose" not in healthy
+    broken = Evidence(experiment="E12", mode="iptables", title="T", claim="c", action="", observed=[],
+                      verdict="fail", detail="x", broken="dns-down: cluster DNS is down")
+    md = render_markdown([broken])
+    assert md.index("broken on purpose") < md.index("| Experiment |") and "dns-down" in md
