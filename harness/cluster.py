@@ -46,7 +46,7 @@ def render_kind_config(mode: str, workers: int = config.DEFAULT_WORKERS,
     """kind-configs/<mode>.yaml with the node list and kube-proxy settings filled in.
 
     `kube_proxy_extra` becomes a KubeProxyConfiguration patch, e.g.
-    {"masqueradeAll": True} or {"ipvs": {"scheduler": "lc"}}.
+    {"iptables": {"masqueradeAll": True}} or {"ipvs": {"scheduler": "lc"}}.
     """
     if mode not in config.PROXY_MODES:
         raise ValueError(f"unknown proxy mode {mode!r}; expected one of {', '.join(config.PROXY_MODES)}")

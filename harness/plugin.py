@@ -65,6 +65,11 @@ def _json_object(text: str) -> dict:
         raise pytest.UsageError(f"--kube-proxy-config: not JSON ({e}): {text!r}") from None
     if not isinstance(value, dict):
         raise pytest.UsageError(f"--kube-proxy-config: expected a JSON object, got {text!r}")
+    if "masqueradeAll" in value:
+        # kube-proxy's v1alpha1 config has no top-level masqueradeAll and silently drops it.
+        raise pytest.UsageError('--kube-proxy-config: masqueradeAll belongs under "iptables" or "nftables" '
+                                '(kube-proxy ignores it at the top level), e.g. '
+                                "'{\"iptables\": {\"masqueradeAll\": true}, \"nftables\": {\"masqueradeAll\": true}}'")
     return value
 
 
@@ -101,7 +106,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--artifacts-dir", default="artifacts",
                 help="where failure artifacts and the report go (default: ./artifacts)")
     g.addoption("--kube-proxy-config", type=_json_object, default=None, metavar="JSON",
-                help='extra KubeProxyConfiguration fields for the clusters, e.g. \'{"masqueradeAll": true}\' '
+                help='extra KubeProxyConfiguration fields for the clusters, e.g. \'{"iptables": {"masqueradeAll": true}}\' '
                      "(useful to watch a suite fail when kube-proxy is configured against the article)")
     g.addoption("--break", action="append", dest="breaks", metavar="NAME[,NAME]",
                 help="damage the clusters on purpose to watch experiments fail; names and the experiments "

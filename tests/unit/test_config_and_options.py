@@ -43,11 +43,17 @@ def test_cluster_names_must_be_dns_labels(name):
 
 
 def test_kube_proxy_config_must_be_a_json_object():
-    assert plugin._json_object('{"masqueradeAll": true}') == {"masqueradeAll": True}
+    assert plugin._json_object('{"iptables": {"masqueradeAll": true}}') == {"iptables": {"masqueradeAll": True}}
     with pytest.raises(pytest.UsageError):
         plugin._json_object("[1]")
     with pytest.raises(pytest.UsageError):
         plugin._json_object("{nope")
+
+
+def test_top_level_masquerade_all_is_refused_with_where_it_belongs():
+    # kube-proxy silently drops it there: a run "with masqueradeAll" would change nothing.
+    with pytest.raises(pytest.UsageError, match='under "iptables" or "nftables"'):
+        plugin._json_object('{"masqueradeAll": true}')
 
 
 # ---- kind config rendering ------------------------------------------------------
@@ -60,10 +66,10 @@ def test_kind_config_sets_mode_and_node_list(mode):
 
 
 def test_kind_config_carries_kube_proxy_patch():
-    cfg = yaml.safe_load(render_kind_config("iptables", 2, {"masqueradeAll": True}))
+    cfg = yaml.safe_load(render_kind_config("iptables", 2, {"iptables": {"masqueradeAll": True}}))
     (patch,) = cfg["kubeadmConfigPatches"]
     doc = yaml.safe_load(patch)
-    assert doc["kind"] == "KubeProxyConfiguration" and doc["masqueradeAll"] is True
+    assert doc["kind"] == "KubeProxyConfiguration" and doc["iptables"]["masqueradeAll"] is True
 
 
 def test_kind_config_rejects_bad_input():
