@@ -159,6 +159,20 @@ def _pytest_argv(b: Break, mode: str, artifacts: Path, extra: list[str]) -> list
     return argv + extra
 
 
+def _verdicts(evs, mode: str) -> dict[str, str]:
+    """Experiment -> "fail" if any of its cases failed in the test itself, else what was seen.
+
+    A failure while setting up (no cluster, say) is "setup error": it proves nothing about the test."""
+    out: dict[str, str] = {}
+    for ev in evs:
+        if ev.mode != mode:
+            continue
+        seen = "setup error" if ev.verdict == "fail" and ev.phase != "call" else ev.verdict
+        if out.get(ev.experiment) != "fail":
+            out[ev.experiment] = seen
+    return out
+
+
 def prove(mode: str, names: list[str], artifacts: Path, extra: list[str]) -> int:
     """Run each break against its experiments; every one of them must fail. Returns an exit code."""
     from . import report
@@ -172,11 +186,7 @@ def prove(mode: str, names: list[str], artifacts: Path, extra: list[str]) -> int
             started = time.monotonic()
             rc = subprocess.run(_pytest_argv(b, mode, out, extra), cwd=config.REPO).returncode
             took = time.monotonic() - started
-            verdicts = {}
-            for ev in report.load(out):
-                if ev.mode == mode:  # a parametrized experiment fails if any of its cases fails
-                    prev = verdicts.get(ev.experiment)
-                    verdicts[ev.experiment] = "fail" if "fail" in (prev, ev.verdict) else ev.verdict
+            verdicts = _verdicts(report.load(out), mode)
             for exp in b.must_fail:
                 seen = verdicts.get(exp, "not run")
                 ok = seen == "fail"

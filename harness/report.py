@@ -30,6 +30,7 @@ class Evidence:
     verdict: str           # "pass", "fail" or "skip"
     detail: str = ""       # why it failed or was skipped
     broken: str = ""       # deliberate breaks the run was made with (harness.breaks), if any
+    phase: str = "call"    # pytest phase the verdict comes from ("setup": the bench, not the claim)
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:

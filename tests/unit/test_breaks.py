@@ -72,3 +72,14 @@ def test_prove_runs_pytest_on_exactly_the_experiments_the_break_names(tmp_path):
     assert "--reuse-cluster" in argv  # Service-level damage: a healthy cluster can be shared
     assert "--reuse-cluster" not in breaks._pytest_argv(breaks.BREAKS["dns-down"], "iptables", tmp_path, [])
     assert argv[-1] == "-x"
+
+
+def test_only_a_failure_inside_the_test_counts_as_red():
+    from harness.report import Evidence
+
+    def ev(exp, verdict, phase="call", mode="iptables"):
+        return Evidence(experiment=exp, mode=mode, title="", claim="", action="", observed=[],
+                        verdict=verdict, phase=phase)
+    got = breaks._verdicts([ev("E01", "fail"), ev("E02", "fail", phase="setup"), ev("E03", "pass"),
+                            ev("E17", "pass"), ev("E17", "fail"), ev("E04", "fail", mode="nftables")], "iptables")
+    assert got == {"E01": "fail", "E02": "setup error", "E03": "pass", "E17": "fail"}
