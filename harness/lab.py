@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -219,7 +220,6 @@ class Lab:
 
     def patch_service(self, name: str, **fields) -> None:
         """`kubectl patch service <name> -p '{"spec": {...}}'`, as the article does it."""
-        import json
         self.step(f"kubectl -n {self.ns} patch service {name} -p '{json.dumps({'spec': fields})}'")
         for b in self.cluster.breaks:
             if b.on_patch:
