@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from . import config
+from . import config, modes
 
 if TYPE_CHECKING:
     from .lab import ClusterHandle, Lab
@@ -48,10 +48,6 @@ class Break:
 
 
 # ---------------------------------------------------------------- the damage
-def _other_mode(mode: str) -> str:
-    return "nftables" if mode == "iptables" else "iptables"
-
-
 def _stray_backend(lab: "Lab") -> None:
     """A bare pod that carries the demo app's label: the Service selects it too."""
     from .kube import load_manifest
@@ -100,7 +96,7 @@ BREAKS = {b.name: b for b in [
           ("E02",), kube_proxy=lambda mode: {"iptables": {"masqueradeAll": True},
                                               "nftables": {"masqueradeAll": True}}),
     Break("wrong-mode", "kube-proxy is configured for another proxy mode than the run asks for",
-          ("E00", "E14"), kube_proxy=lambda mode: {"mode": _other_mode(mode)}),
+          ("E00", "E14"), kube_proxy=lambda mode: {"mode": modes.other_mode(mode)}),
     Break("nodeports-on-loopback", "kube-proxy opens node ports only on 127.0.0.0/8 (nodePortAddresses)",
           ("E06", "E07", "E10"), kube_proxy=lambda mode: {"nodePortAddresses": ["127.0.0.0/8"]}),
     Break("stray-backend", "a bare pod with the demo app's label sits in every test namespace",

@@ -150,6 +150,11 @@ def healthz(node: Peer) -> str:
                       "http://127.0.0.1:10256/healthz"], check=False).stdout.strip()
 
 
+def other_mode(mode: str) -> str:
+    """The mode to switch to from `mode` on a kernel without IPVS (iptables <-> nftables)."""
+    return "nftables" if mode == "iptables" else "iptables"
+
+
 def change_mode(kube: Kube, mode: str, restart: bool = True, **extra):
     """Edit the ConfigMap's mode and roll kube-proxy; yields (node, command) per restart.
 

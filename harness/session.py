@@ -252,7 +252,8 @@ def switch_cluster(pyconfig: pytest.Config, base: ClusterHandle):
                                images=images, kind=kc, worker=worker, breaks=base.breaks)
         lab = Lab(handle, "mode-switch")
         handle.kube.create_namespace(lab.ns)
-        target = "nftables" if base.mode == "iptables" else "iptables"
+        from . import modes
+        target = modes.other_mode(base.mode)
         yield SwitchBench(handle, lab, target)
         handle.close()
     finally:
