@@ -16,5 +16,6 @@ Module map (one concern each):
   artifacts     what is saved when a test fails
   report        the Markdown/JSON reproduction report
   breaks        deliberate breaks that must turn experiments red
+  gate          the run as a CI gate: mode preflight, PASS/FAIL/NOT RUN per mode, exit codes
   plugin        pytest options, hooks and fixtures
 """

@@ -47,6 +47,13 @@ def ipvs_missing_reason(proc: Path = Path("/proc"), modules: Path = Path("/lib/m
             f"or a host whose kernel has CONFIG_IP_VS")
 
 
+def mode_unavailable_reason(mode: str) -> str | None:
+    """Why kube-proxy cannot run in `mode` on this machine, or None if it can (the preflight)."""
+    if mode == "ipvs":
+        return ipvs_missing_reason()
+    return None
+
+
 def outside_interface(runner: Runner = DEFAULT) -> str:
     out = runner.run(["ip", "-o", "route", "show", "default"]).stdout.split()
     return out[out.index("dev") + 1] if "dev" in out else "eth0"

@@ -25,6 +25,8 @@ from . import config as hcfg
 
 log = logging.getLogger("harness")
 
+EXIT_NOT_RUN_TEXT = "6"  # harness.gate.EXIT_NOT_RUN, spelled here so option help needs no import
+
 REMOVED_MODES = {"userspace": "the userspace proxy mode was removed in Kubernetes v1.26; "
                               "use iptables, ipvs or nftables"}
 
@@ -112,7 +114,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="damage the clusters on purpose to watch experiments fail; names and the experiments "
                      "each must break: python -m harness.breaks list")
     g.addoption("--experiments", default=None, metavar="E01,E02",
-                help="run only these experiments (by id)")
+                help="run only these experiments (by id); an unknown id is a usage error")
+    g.addoption("--skip-unavailable-modes", action="store_true",
+                help="a requested mode that cannot run on this machine is reported NOT RUN instead of "
+                     f"stopping the run (exit {EXIT_NOT_RUN_TEXT})")
     g.addoption("--demo-image", default=None,
                 help="demo app image (default: the offline build; ikubernetes/demoapp:v1.0 works too)")
 
@@ -140,12 +145,41 @@ def pytest_configure(config: pytest.Config) -> None:
     if _is_worker(config):
         config._svc_run_dir = Path(config.workerinput["svc_run_dir"])
     else:
+        _preflight_modes(config)
         run_dir = hcfg.CACHE / "runs" / uuid.uuid4().hex[:12]
         run_dir.mkdir(parents=True, exist_ok=True)
         config._svc_run_dir = run_dir
         _install_sigterm_handler(config)
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(_XdistHooks(run_dir), "svc-harness-xdist")
+
+
+def _preflight_modes(config: pytest.Config) -> None:
+    """Controller: stop before any cluster is made if a requested mode cannot run here."""
+    from . import gate
+    opts = config.option
+    requested = [] if opts.kubeconfig else opts.proxy_modes  # with --kubeconfig the cluster's mode is found later
+    unavailable = gate.unavailable_modes(requested) if not opts.help else {}
+    if unavailable and not opts.skip_unavailable_modes:
+        pytest.exit(gate.not_run_message(unavailable), returncode=gate.EXIT_NOT_RUN)
+    config._svc_gate = gate.Gate(requested=list(requested), unavailable=unavailable)
+    config.pluginmanager.register(_GateHooks(config._svc_gate), "svc-harness-gate")
+
+
+class _GateHooks:
+    """Controller only (it sees every xdist worker's reports too): the per-mode gate tally."""
+
+    def __init__(self, gate):
+        self.gate = gate
+
+    def pytest_runtest_logreport(self, report) -> None:
+        mode = dict(report.user_properties).get("proxy_mode")
+        if not mode:
+            return
+        reason = ""
+        if report.skipped and isinstance(report.longrepr, tuple):
+            reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        self.gate.record(mode, report.when, report.outcome, reason)
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -184,6 +218,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     """--experiments E01,E04: deselect every other test."""
     wanted = {e.strip().upper() for e in (config.option.experiments or "").split(",") if e.strip()}
     if not wanted:
+        return
+    known = {str(m.args[0]).upper() for item in items for m in item.iter_markers("experiment")}
+    unknown = sorted(wanted - known)
+    if unknown:
+        message = (f"--experiments: unknown experiment id(s) {', '.join(unknown)}; the collected tests have "
+                   f"{', '.join(sorted(known)) or 'none'}")
+        if not _is_worker(config):
+            raise pytest.UsageError(message)
+        # A worker cannot stop the run cleanly; it selects nothing and tells the controller.
+        (config._svc_run_dir / "usage-error").write_text(message)
+        config.hook.pytest_deselected(items=list(items))
+        items[:] = []
         return
     keep, drop = [], []
     for item in items:
@@ -273,6 +319,9 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     if rep.when == "call":
         item._svc_call_report = rep
+    mode = item.callspec.params.get("proxy_mode") if hasattr(item, "callspec") else None
+    if mode:  # travels with the report to the xdist controller (and into the JUnit file)
+        rep.user_properties.append(("proxy_mode", mode))
     # One evidence record per experiment test, written at its last phase that matters.
     marker = item.get_closest_marker("experiment")
     if marker is None:
@@ -316,10 +365,20 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _is_worker(session.config):
+    config = session.config
+    if _is_worker(config):
         return
+    from . import gate
     from . import session as clusters
-    clusters.finish_run(session.config, failed=exitstatus not in (0, 5))
+    usage = config._svc_run_dir / "usage-error"
+    if usage.exists():  # a worker found an unknown --experiments id
+        config._svc_usage_error = usage.read_text()
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
+    the_gate = getattr(config, "_svc_gate", None)
+    if the_gate is not None and session.exitstatus == pytest.ExitCode.OK and the_gate.not_run() \
+            and not config.option.skip_unavailable_modes:
+        session.exitstatus = gate.EXIT_NOT_RUN
+    clusters.finish_run(config, failed=exitstatus not in (0, 5), gate=the_gate)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: F811
@@ -327,3 +386,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
         return
     for line in getattr(config, "_svc_summary", []):
         terminalreporter.write_line(line)
+    if getattr(config, "_svc_usage_error", None):
+        terminalreporter.write_line(f"ERROR: {config._svc_usage_error}", red=True)
+    the_gate = getattr(config, "_svc_gate", None)
+    if the_gate is not None and the_gate.verdicts():
+        terminalreporter.write_sep("=", "svc-harness gate: one verdict per mode")
+        for line in the_gate.lines():
+            verdict = line.split(": ", 1)[1]
+            terminalreporter.write_line(line, green=verdict.startswith("PASS"), red=not verdict.startswith("PASS"))

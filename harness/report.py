@@ -126,14 +126,22 @@ def _fence(lines: list[str]) -> list[str]:
     return [ticks + "text", *lines, ticks]
 
 
-def render_markdown(evs: list[Evidence]) -> str:
+def render_markdown(evs: list[Evidence], gate=None) -> str:
+    """`gate` (harness.gate.Gate): modes that did not run go on top, one verdict line per mode at the end."""
     modes = _modes(evs)
     groups = _by_experiment(evs)
     n = {v: sum(ev.verdict == v for ev in evs) for v in VERDICTS}
-    out = [f"# {TITLE}", "",
-           f"{len(evs)} checks: {n['pass']} passed, {n['fail']} failed, {n['skip']} skipped.", ""]
+    out = [f"# {TITLE}", ""]
+    gate_lines = gate.lines() if gate is not None else []
+    not_run = [line for line in gate_lines if ": NOT RUN" in line]
+    if not_run:
+        out += ["> **NOT RUN** -- these requested modes tested nothing:", ">",
+                *(f"> - {line}" for line in not_run), ""]
+    out += [f"{len(evs)} checks: {n['pass']} passed, {n['fail']} failed, {n['skip']} skipped.", ""]
+    gate_section = ["", "## Gate: one verdict per mode", "", *(f"- {line}" for line in gate_lines)] \
+        if gate_lines else []
     if not evs:
-        return "\n".join(out + ["No evidence was recorded."]) + "\n"
+        return "\n".join(out + ["No evidence was recorded.", *gate_section]) + "\n"
     broken = sorted({ev.broken for ev in evs if ev.broken})
     if broken:
         out += ["> **This run was broken on purpose** (`--break`), so failures are the point: "
@@ -168,15 +176,20 @@ def render_markdown(evs: list[Evidence]) -> str:
                     out += ["", *(_fence(lines) if len(lines) > 1
                                   else [f"**Detail:** {ev.detail}"])]
                 out.append("")
+    out = [*(out[:-1] if out[-1] == "" else out), *gate_section]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def write_report(directory: Path) -> tuple[Path, Path]:
+def write_report(directory: Path, gate=None) -> tuple[Path, Path]:
     """Merge every worker's evidence into report.md and report.json in `directory`."""
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     evs = load(directory)
     md, js = directory / "report.md", directory / "report.json"
-    md.write_text(render_markdown(evs), encoding="utf-8")
-    js.write_text(json.dumps(render_json(evs), indent=2) + "\n", encoding="utf-8")
+    md.write_text(render_markdown(evs, gate), encoding="utf-8")
+    data = render_json(evs)
+    if gate is not None:
+        data["gate"] = gate.as_dict()
+    js.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     log.info("report: %d checks -> %s, %s", len(evs), md, js)
     return md, js

@@ -53,10 +53,9 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     if opts.kubeconfig:
         return _existing(opts, images)
-    if mode == "ipvs":
-        reason = engine.ipvs_missing_reason()
-        if reason:
-            pytest.skip(reason)
+    reason = engine.mode_unavailable_reason(mode)
+    if reason:  # only reached with --skip-unavailable-modes; otherwise the run stopped at configure
+        pytest.skip(reason)
     run_dir: Path = pyconfig._svc_run_dir
     name = cluster_name(opts, mode)
     state_file = run_dir / f"{name}.json"
@@ -128,7 +127,7 @@ def _load_images(name: str, tags: list[str]) -> None:
                         what=f"loading {tag} into {name}")
 
 
-def finish_run(pyconfig: pytest.Config, failed: bool) -> None:
+def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
     """Controller only: export logs on failure, delete what this run created, write the report."""
     opts = pyconfig.option
     run_dir: Path = getattr(pyconfig, "_svc_run_dir", None)
@@ -159,8 +158,8 @@ def finish_run(pyconfig: pytest.Config, failed: bool) -> None:
         summary.append(f"svc-harness: egress guard dropped {drops} packets during this run (expected 0); "
                        f"{dns} DNS lookups from the kind network to outside resolvers were rejected")
     from . import report
-    if list(artifacts_dir.glob("evidence-*.jsonl")):
-        md, js = report.write_report(artifacts_dir)
+    if list(artifacts_dir.glob("evidence-*.jsonl")) or (gate is not None and gate.verdicts()):
+        md, js = report.write_report(artifacts_dir, gate)
         summary.append(f"svc-harness: report {md} (+ {js.name})")
     started = getattr(pyconfig, "_svc_started", None)
     if started:

@@ -1,0 +1,109 @@
+"""Gate semantics: a run never goes green having tested nothing.
+
+The plugin runs in-process (pytester) on small test files that use only the
+`proxy_mode` parameter, so no cluster is made; which modes "cannot run here" is
+set by a conftest that replaces the preflight.
+"""
+import json
+
+import pytest
+
+from harness import config
+from harness.gate import EXIT_NOT_RUN, Gate
+
+pytest_plugins = ["pytester"]
+
+PREFLIGHT = """
+from harness import engine
+engine.mode_unavailable_reason = lambda mode: "no IPVS in this kernel (test)" if mode == "ipvs" else None
+"""
+
+TESTS = """
+import pytest
+from harness import engine
+
+@pytest.fixture
+def cluster(proxy_mode):  # stands in for the plugin's: skips a mode the preflight refused
+    reason = engine.mode_unavailable_reason(proxy_mode)
+    if reason:
+        pytest.skip(reason)
+
+@pytest.mark.experiment("E01", "one")
+def test_one(cluster):
+    pass
+
+@pytest.mark.experiment("E02", "two")
+@pytest.mark.modes("ipvs")
+def test_two(cluster):
+    pass
+"""
+
+
+@pytest.fixture
+def suite(pytester):
+    pytester.makeconftest(PREFLIGHT)
+    pytester.makepyfile(test_suite=TESTS)
+    return pytester
+
+
+def test_unavailable_mode_stops_the_run_with_the_reason(suite):
+    res = suite.runpytest_inprocess("--proxy-mode=iptables,ipvs", "-p", "no:cacheprovider")
+    assert res.ret == EXIT_NOT_RUN
+    res.stderr.fnmatch_lines(["*ipvs: no IPVS in this kernel (test)*", "*--skip-unavailable-modes*"])
+    assert "passed" not in res.stdout.str()  # nothing ran
+
+
+def test_skip_option_runs_the_rest_and_reports_not_run(suite):
+    res = suite.runpytest_inprocess("--proxy-mode=iptables,ipvs", "--skip-unavailable-modes",
+                                    "-p", "no:cacheprovider")
+    assert res.ret == 0
+    res.stdout.fnmatch_lines(["*gate: one verdict per mode*",
+                              "iptables: PASS (1 passed, 0 failed, 1 skipped)",
+                              "ipvs: NOT RUN (0 passed, 0 failed, 2 skipped) -- no IPVS in this kernel (test)"])
+    report = (suite.path / "artifacts" / "report.md").read_text()
+    assert "**NOT RUN**" in report.split("checks:")[0]          # on top
+    assert report.rstrip().endswith("ipvs: NOT RUN (0 passed, 0 failed, 2 skipped) -- no IPVS in this kernel (test)")
+    gate = json.loads((suite.path / "artifacts" / "report.json").read_text())["gate"]
+    assert gate["iptables"]["verdict"] == "PASS" and gate["ipvs"]["verdict"] == "NOT RUN"
+
+
+def test_a_mode_where_everything_skipped_is_not_a_pass(suite):
+    res = suite.runpytest_inprocess("--proxy-mode=iptables", "--experiments=E02", "-p", "no:cacheprovider")
+    assert res.ret == EXIT_NOT_RUN
+    res.stdout.fnmatch_lines(["iptables: NOT RUN (0 passed, 0 failed, 1 skipped) -- skipped: experiment applies "
+                              "to ipvs only"])
+
+
+def test_a_failure_is_fail_for_its_mode(pytester):
+    pytester.makeconftest(PREFLIGHT)
+    pytester.makepyfile("def test_x(proxy_mode):\n    assert proxy_mode != 'nftables'\n")
+    res = pytester.runpytest_inprocess("--proxy-mode=iptables,nftables", "-p", "no:cacheprovider")
+    assert res.ret == 1
+    res.stdout.fnmatch_lines(["iptables: PASS (1 passed, 0 failed, 0 skipped)",
+                              "nftables: FAIL (0 passed, 1 failed, 0 skipped)"])
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_unknown_experiment_is_a_usage_error_listing_the_known_ones(suite, xdist, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(config.REPO))  # this checkout's harness, not an installed one
+    res = suite.runpytest_subprocess("--experiments=E99,E01", "-p", "no:cacheprovider", *xdist)
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert "unknown experiment id(s) E99; the collected tests have E01, E02" in res.stdout.str() + res.stderr.str()
+
+
+def test_tests_without_a_mode_have_no_gate(pytester):
+    pytester.makepyfile("def test_pure():\n    pass\n")
+    res = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    assert res.ret == 0
+    assert "gate: one verdict per mode" not in res.stdout.str()
+
+
+def test_tally_counts_each_test_once():
+    g = Gate(requested=["iptables"])
+    g.record("iptables", "setup", "passed")
+    g.record("iptables", "call", "passed")
+    g.record("iptables", "teardown", "passed")
+    g.record("iptables", "setup", "skipped", "no LB")
+    g.record("iptables", "call", "passed")
+    g.record("iptables", "teardown", "failed")   # an error in teardown is a failure
+    assert g.lines() == ["iptables: FAIL (2 passed, 1 failed, 1 skipped)"]
