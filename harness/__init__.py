@@ -16,5 +16,7 @@ Module map (one concern each):
   artifacts     what is saved when a test fails
   report        the Markdown/JSON reproduction report
   breaks        deliberate breaks that must turn experiments red
+  upstream/     upstream Kubernetes' own Services e2e specs as results beside the experiments
+                (build, specs, run, coverage, report; see harness/upstream/__init__.py)
   plugin        pytest options, hooks and fixtures
 """

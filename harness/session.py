@@ -159,7 +159,7 @@ def finish_run(pyconfig: pytest.Config, failed: bool) -> None:
         summary.append(f"svc-harness: egress guard dropped {drops} packets during this run (expected 0); "
                        f"{dns} DNS lookups from the kind network to outside resolvers were rejected")
     from . import report
-    if list(artifacts_dir.glob("evidence-*.jsonl")):
+    if list(artifacts_dir.glob("evidence-*.jsonl")) or list(artifacts_dir.glob("upstream-*.jsonl")):
         md, js = report.write_report(artifacts_dir)
         summary.append(f"svc-harness: report {md} (+ {js.name})")
     started = getattr(pyconfig, "_svc_started", None)
