@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .coverage import COVERAGE
-from .specs import PREFIX
+from .specs import PREFIX, plain
 
 FILE_GLOB = "upstream-*.jsonl"
 
@@ -86,12 +86,12 @@ def coverage_markdown(rows: list[Row]) -> list[str]:
     """Each article experiment beside the upstream specs that check the same behaviour, with their verdicts."""
     verdicts: dict[str, list[str]] = {}
     for r in rows:
-        verdicts.setdefault(_short(r.spec), []).append(f"{r.mode} {r.verdict.upper()}")
+        verdicts.setdefault(plain(r.spec), []).append(f"{r.mode} {r.verdict.upper()}")
     out = ["## Article experiments beside upstream specs", "",
            "| experiment | upstream specs checking the same behaviour (verdicts this run) | only this harness checks |",
            "|---|---|---|"]
     for c in COVERAGE:
-        specs = "<br>".join(f"{s} ({', '.join(verdicts.get(s, ['not run']))})" for s in c.specs) or "none"
+        specs = "<br>".join(f"{s} ({', '.join(verdicts.get(plain(s), ['not run']))})" for s in c.specs) or "none"
         out.append(f"| {c.experiment} | {_cell(specs)} | {_cell(c.only_here or '-')} |")
     return out + [""]
 

@@ -36,6 +36,12 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
 
 
+def plain(name: str) -> str:
+    """A spec's words without the common prefix and [Tags], for matching names written by hand."""
+    text = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    return " ".join(re.sub(r"\[[^\]]*\]", " ", text).split())
+
+
 def to_specs(names: list[str]) -> list[Spec]:
     """Names -> Specs with unique ids (a clash gets -2, -3, ...), in the given order."""
     out, seen = [], {}
@@ -81,7 +87,8 @@ def read_report(path: Path) -> dict[str, SpecResult]:
         for r in suite.get("SpecReports") or []:
             if r.get("LeafNodeType") != "It":
                 continue
-            name = " ".join([*(r.get("ContainerHierarchyTexts") or []), r.get("LeafNodeText", "")]).strip()
+            # ginkgo's FullText(): texts joined by one space, kept as they are (some end in a space).
+            name = " ".join([*(r.get("ContainerHierarchyTexts") or []), r.get("LeafNodeText", "")])
             failure = r.get("Failure") or {}
             loc = failure.get("Location") or {}
             out[name] = SpecResult(
