@@ -311,10 +311,10 @@ def mode_switch_cluster(request, cluster):
 
 
 @pytest.fixture
-def upstream_run(request, cluster):
+def upstream_run(request, cluster, proxy_mode):
     """This mode's upstream e2e run: made by the first item that needs it, shared by all."""
     from .upstream import run
-    return run.for_mode(request.config, cluster, run.selected(request.session.items, cluster.mode))
+    return run.for_mode(request.config, cluster, run.selected(request.session.items, proxy_mode))
 
 
 @pytest.fixture

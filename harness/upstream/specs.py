@@ -113,7 +113,7 @@ def list_specs(e2e_test: Path, focus: str, skip: str, runner: Runner = DEFAULT) 
                     f"--ginkgo.json-report={report}", "--ginkgo.no-color", "--provider=skeleton",
                     f"--kubeconfig={Path(tmp) / 'none'}"],
                    timeout=300, cwd=tmp, what="listing upstream specs (e2e.test --ginkgo.dry-run)")
-        names = [n for n, r in read_report(report).items() if r.state == "passed"]
+        names = sorted(n for n, r in read_report(report).items() if r.state == "passed")
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(names, indent=1))
     return names
