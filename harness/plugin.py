@@ -186,7 +186,8 @@ def _upstream_specs(config: pytest.Config) -> list:
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config):
     """suites/test_upstream.py exists only with --upstream-conformance (its items come from e2e.test)."""
-    if collection_path.name == "test_upstream.py" and not config.option.upstream_conformance:
+    if (collection_path.name == "test_upstream.py" and collection_path.parent.name == "suites"
+            and not config.option.upstream_conformance):
         return True
     return None
 

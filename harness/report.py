@@ -178,10 +178,10 @@ def write_report(directory: Path) -> tuple[Path, Path]:
     from .upstream import report as upstream  # upstream e2e specs (--upstream-conformance), if any ran
     ups = upstream.load(directory)
     md, js = directory / "report.md", directory / "report.json"
-    md.write_text(render_markdown(evs) + upstream.render_markdown(ups), encoding="utf-8")
+    md.write_text(render_markdown(evs) + upstream.render_markdown(ups, directory), encoding="utf-8")
     data = render_json(evs)
     if ups:
-        data["upstream"] = upstream.render_json(ups)
+        data["upstream"] = upstream.render_json(ups, directory)
     js.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     log.info("report: %d checks -> %s, %s", len(evs), md, js)
     return md, js

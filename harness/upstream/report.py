@@ -63,14 +63,35 @@ def counts(rows: list[Row]) -> dict[str, dict[str, int]]:
     return out
 
 
-def render_markdown(rows: list[Row]) -> str:
+def runs(directory: Path) -> dict[str, dict]:
+    """Each mode's e2e run as harness.upstream.run wrote it (upstream/<mode>/run.json)."""
+    out = {}
+    for p in sorted(Path(directory).glob("upstream/*/run.json")):
+        try:
+            out[p.parent.name] = json.loads(p.read_text())
+        except ValueError:
+            continue
+    return out
+
+
+def _run_line(run: dict | None) -> list[str]:
+    if not run:
+        return []
+    pulled = ", ".join(run.get("pulled") or []) or "none (every image was on the nodes already)"
+    return [f"e2e.test run: {run['specs']} specs in {run['seconds']:.0f}s, ginkgo exit {run['returncode']}; "
+            f"log `{run['out_dir']}/e2e.log`; images pulled from a registry: {pulled}", ""]
+
+
+def render_markdown(rows: list[Row], directory: Path | None = None) -> str:
     if not rows:
         return ""
+    by_mode = runs(directory) if directory else {}
     out = ["", "# Upstream Kubernetes `[sig-network] Services` e2e specs", "",
            "Upstream's own specs (e2e.test of the pinned Kubernetes version), run on each mode's cluster "
            "in the same session (`--upstream-conformance`).", ""]
     for mode, c in counts(rows).items():
         out += [f"## {mode}: {c['pass']} passed, {c['fail']} failed, {c['skip']} skipped", "",
+                *_run_line(by_mode.get(mode)),
                 "| spec | verdict | duration | failure / skip reason |", "|---|---|---|---|"]
         for r in (r for r in rows if r.mode == mode):
             why = ""
@@ -96,7 +117,7 @@ def coverage_markdown(rows: list[Row]) -> list[str]:
     return out + [""]
 
 
-def render_json(rows: list[Row]) -> dict:
-    return {"counts": counts(rows), "specs": [asdict(r) for r in rows],
+def render_json(rows: list[Row], directory: Path | None = None) -> dict:
+    return {"counts": counts(rows), "runs": runs(directory) if directory else {}, "specs": [asdict(r) for r in rows],
             "coverage": [{"experiment": c.experiment, "specs": list(c.specs), "only_here": c.only_here}
                          for c in COVERAGE]}

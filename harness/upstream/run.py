@@ -128,7 +128,9 @@ def execute(opts, cluster, wanted: list[str], runner: Runner = DEFAULT) -> ModeR
         log.warning("upstream e2e on %s pulled images from a registry: %s", cluster.name, pulled)
     error = "" if (out_dir / "report.json").exists() else (
         f"ginkgo exited {res.returncode} after {seconds:.0f}s and wrote no report; last output:\n{res.stderr[-1500:]}")
-    return ModeRun(cluster.mode, str(out_dir), res.returncode, seconds, len(wanted), pulled, error)
+    run = ModeRun(cluster.mode, str(out_dir), res.returncode, seconds, len(wanted), pulled, error)
+    (out_dir / "run.json").write_text(json.dumps(asdict(run), indent=1))  # for the report's header line
+    return run
 
 
 def _images(node) -> set[str]:
