@@ -93,7 +93,7 @@ def for_mode(pyconfig: pytest.Config, cluster, wanted: list[str], runner: Runner
 
 def ginkgo_argv(bins: dict[str, Path], opts, out_dir: Path, kubeconfig: str, wanted: list[str]) -> list[str]:
     procs = max(1, min(opts.upstream_procs, len(wanted)))
-    return [str(bins["ginkgo"]), f"--procs={procs}", "-v", "--no-color",
+    return [str(bins["ginkgo"]), f"--procs={procs}", "-v", "--no-color", "--silence-skips",
             # Exactly the specs this session selected (-k and all), still minus the skip expression.
             f"--focus={focus_on(wanted)}", f"--skip={opts.upstream_skip}",
             f"--timeout={RUN_TIMEOUT - 300}s", f"--output-dir={out_dir}",
