@@ -17,5 +17,7 @@ Module map (one concern each):
   report        the Markdown/JSON reproduction report
   breaks        deliberate breaks that must turn experiments red
   gate          the run as a CI gate: mode preflight, PASS/FAIL/NOT RUN per mode, exit codes
+  upstream/     upstream Kubernetes' own Services e2e specs as results beside the experiments
+                (build, specs, run, coverage, report; see harness/upstream/__init__.py)
   plugin        pytest options, hooks and fixtures
 """

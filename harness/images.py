@@ -54,9 +54,10 @@ class GoBuild:
     version_keys: tuple[str, ...] = ()
     ldflags: str = "-s -w"
     pins: dict[str, str] = field(default_factory=dict)  # Go module path -> version (from versions.env)
+    test: bool = False               # `go test -c`: the package's test binary (<name>.test), e.g. e2e.test
 
     def outputs(self) -> list[Path]:
-        names = [p.rstrip("/").split("/")[-1] for p in self.packages]
+        names = [p.rstrip("/").split("/")[-1] + (".test" if self.test else "") for p in self.packages]
         return [config.BIN / self.rename.get(n, n) for n in names]
 
 
@@ -81,8 +82,9 @@ def staging_version(kubernetes_version: str) -> str:
 
 
 def go_builds(v: dict[str, str]) -> list[GoBuild]:
+    from .upstream import build as upstream  # agnhost is baked into the node image (see there)
     k = v["KUBERNETES_VERSION"]
-    return [
+    return [upstream.agnhost_build(v),
         GoBuild("kubernetes", "k8s", [f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS] + ["./kindnetd"],
                 version_keys=("KUBERNETES_VERSION",), ldflags=k8s_ldflags(k),
                 pins={"k8s.io/kubernetes": k}),
@@ -278,28 +280,39 @@ class Builder:
         config.BIN.mkdir(parents=True, exist_ok=True)
         gover = self.r.run(["go", "env", "GOVERSION"]).stdout.strip()
         for b in go_builds(self.v):
-            mod = config.IMAGES_DIR / b.module
-            self.sync_pins(b, mod)
-            inputs = _hash(mod, gover, b.ldflags, *[self.v[k] for k in b.version_keys])
-            stamp = self.stamps / f"go-{b.name}"
-            if (not self.force and stamp.exists() and stamp.read_text() == inputs
-                    and all(o.exists() for o in b.outputs())):
-                continue
-            with Step(f"go build {b.name}"):
-                with tempfile.TemporaryDirectory(prefix="svc-harness-go-") as out:
-                    argv = ["go", "build", "-trimpath", "-ldflags", b.ldflags, "-o", out + "/", *b.packages]
-                    try:
-                        self.r.run(argv, cwd=str(mod), timeout=3600, what=f"go build {b.name}",
-                                   env={"CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"})
-                    except CommandError as e:
-                        raise BuildError(_explain_go_failure(e)) from e
-                    produced = {p.name: p for p in Path(out).iterdir()}
-                    if "." in b.rename and len(produced) == 1:  # `go build .` names it after the module
-                        produced = {".": next(iter(produced.values()))}
-                    for name, p in produced.items():
-                        dst = config.BIN / b.rename.get(name, name)
-                        shutil.move(str(p), dst)
-            stamp.write_text(inputs)
+            self.go_build(b, gover)
+
+    def go_build(self, b: GoBuild, gover: str = "") -> list[Path]:
+        """One Go build, skipped when its module, pins and flags are unchanged; returns its outputs."""
+        self.stamps.mkdir(parents=True, exist_ok=True)
+        config.BIN.mkdir(parents=True, exist_ok=True)
+        gover = gover or self.r.run(["go", "env", "GOVERSION"]).stdout.strip()
+        mod = config.IMAGES_DIR / b.module
+        self.sync_pins(b, mod)
+        # A test binary adds a word to its inputs; plain builds keep the hashes they always had.
+        inputs = _hash(mod, gover, b.ldflags, *(["go test -c"] if b.test else []),
+                       *[self.v[k] for k in b.version_keys])
+        stamp = self.stamps / f"go-{b.name}"
+        if (not self.force and stamp.exists() and stamp.read_text() == inputs
+                and all(o.exists() for o in b.outputs())):
+            return b.outputs()
+        with Step(f"go build {b.name}"):
+            with tempfile.TemporaryDirectory(prefix="svc-harness-go-") as out:
+                verb = ["test", "-c"] if b.test else ["build"]
+                argv = ["go", *verb, "-trimpath", "-ldflags", b.ldflags, "-o", out + "/", *b.packages]
+                try:
+                    self.r.run(argv, cwd=str(mod), timeout=3600, what=f"go build {b.name}",
+                               env={"CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"})
+                except CommandError as e:
+                    raise BuildError(_explain_go_failure(e)) from e
+                produced = {p.name: p for p in Path(out).iterdir()}
+                if "." in b.rename and len(produced) == 1:  # `go build .` names it after the module
+                    produced = {".": next(iter(produced.values()))}
+                for name, p in produced.items():
+                    dst = config.BIN / b.rename.get(name, name)
+                    shutil.move(str(p), dst)
+        stamp.write_text(inputs)
+        return b.outputs()
 
     def image(self, img: Image) -> None:
         inputs = _hash(img.dockerfile, sorted(img.build_args.items()), *img.files.values(),
@@ -382,9 +395,11 @@ class Builder:
         self.netbase()
         work = workload_images(self.v)
         cl = cluster_images(self.v)
-        for img in [*cl.values(), *work.values()]:
+        from .upstream import build as upstream
+        agnhost = upstream.agnhost_image(self.v)
+        for img in [*cl.values(), *work.values(), agnhost]:
             self.image(img)
-        tag = self.node_image([*cl.values(), *work.values()])
+        tag = self.node_image([*cl.values(), *work.values(), agnhost])
         total = time.monotonic() - started
         print(f"images ready: node image {tag}; total {total:.1f}s", file=sys.stderr)
         return tag

@@ -120,12 +120,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      f"stopping the run (exit {EXIT_NOT_RUN_TEXT})")
     g.addoption("--demo-image", default=None,
                 help="demo app image (default: the offline build; ikubernetes/demoapp:v1.0 works too)")
+    from .upstream.specs import DEFAULT_FOCUS, DEFAULT_SKIP
+    g.addoption("--upstream-conformance", action="store_true",
+                help="also run upstream Kubernetes' own Services e2e specs (e2e.test) on each mode's cluster, "
+                     "one pytest result per spec and mode (suites/test_upstream.py)")
+    g.addoption("--upstream-focus", default=DEFAULT_FOCUS, metavar="REGEX",
+                help=f"ginkgo focus for --upstream-conformance (default: {DEFAULT_FOCUS})")
+    g.addoption("--upstream-skip", default=DEFAULT_SKIP, metavar="REGEX",
+                help=f"ginkgo skip for --upstream-conformance (default: {DEFAULT_SKIP})")
+    g.addoption("--upstream-procs", type=_positive_int, default=2,
+                help="parallel ginkgo processes per upstream run (default: 2)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "experiment(id, title): an experiment of the Services article")
     config.addinivalue_line("markers", "kind_only: needs a kind cluster (skipped with --kubeconfig)")
     config.addinivalue_line("markers", "modes(*modes): run only in these proxy modes")
+    config.addinivalue_line("markers", "upstream: an upstream Kubernetes e2e spec (--upstream-conformance)")
     opts = config.option
     opts.proxy_modes = parse_modes(opts.proxy_modes)
     from . import breaks
@@ -152,6 +163,39 @@ def pytest_configure(config: pytest.Config) -> None:
         _install_sigterm_handler(config)
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(_XdistHooks(run_dir), "svc-harness-xdist")
+    if opts.upstream_conformance:
+        config._svc_upstream_specs = _upstream_specs(config)
+
+
+def _upstream_specs(config: pytest.Config) -> list:
+    """The upstream specs to collect: listed once by the controller (building e2e.test if needed),
+    read by every xdist worker, so all collect the same items."""
+    from .upstream import build, specs
+    shared = config._svc_run_dir / "upstream-specs.json"
+    if _is_worker(config):
+        names = json.loads(shared.read_text())
+    else:
+        opts = config.option
+        try:
+            bins = build.ensure()
+            names = specs.list_specs(bins["e2e.test"], opts.upstream_focus, opts.upstream_skip)
+        except Exception as e:
+            raise pytest.UsageError(f"--upstream-conformance: could not build or list upstream's e2e specs: {e}")
+        if not names:
+            raise pytest.UsageError(f"--upstream-conformance: --upstream-focus={opts.upstream_focus!r} with "
+                                    f"--upstream-skip={opts.upstream_skip!r} selects no spec")
+        shared.write_text(json.dumps(names))
+        log.info("upstream e2e: %d specs selected (focus %s, skip %s)", len(names), opts.upstream_focus,
+                 opts.upstream_skip)
+    return specs.to_specs(names)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config):
+    """suites/test_upstream.py exists only with --upstream-conformance (its items come from e2e.test)."""
+    if (collection_path.name == "test_upstream.py" and collection_path.parent.name == "suites"
+            and not config.option.upstream_conformance):
+        return True
+    return None
 
 
 def _preflight_modes(config: pytest.Config) -> None:
@@ -215,7 +259,9 @@ def _install_sigterm_handler(config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
-    """--experiments E01,E04: deselect every other test."""
+    """--experiments E01,E04: deselect every other experiment. Upstream specs go last, so a mode's
+    e2e run starts when its experiments are (nearly) done and does not compete with them."""
+    items.sort(key=lambda item: item.get_closest_marker("upstream") is not None)  # stable
     wanted = {e.strip().upper() for e in (config.option.experiments or "").split(",") if e.strip()}
     if not wanted:
         return
@@ -234,7 +280,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     keep, drop = [], []
     for item in items:
         marker = item.get_closest_marker("experiment")
-        (keep if marker and str(marker.args[0]).upper() in wanted else drop).append(item)
+        upstream = item.get_closest_marker("upstream") is not None  # selected with -k, not by id
+        (keep if upstream or (marker and str(marker.args[0]).upper() in wanted) else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -254,6 +301,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 marks.append(pytest.mark.skip(reason=f"experiment applies to {', '.join(marker.args)} only"))
             params.append(pytest.param(m, marks=marks, id=m))
         metafunc.parametrize("proxy_mode", params, scope="session")
+    if "upstream_spec" in metafunc.fixturenames:
+        specs = metafunc.config._svc_upstream_specs
+        metafunc.parametrize("upstream_spec", specs, ids=[s.id for s in specs])
 
 
 # ---------------------------------------------------------------- fixtures
@@ -307,6 +357,19 @@ def mode_switch_cluster(request, cluster):
         yield bench
 
 
+@pytest.fixture
+def upstream_run(request, cluster, proxy_mode):
+    """This mode's upstream e2e run: made by the first item that needs it, shared by all."""
+    from .upstream import run
+    return run.for_mode(request.config, cluster, run.selected(request.session.items, proxy_mode))
+
+
+@pytest.fixture
+def upstream_recorder(request):
+    from .upstream.report import Recorder
+    return Recorder(Path(request.config.option.artifacts_dir), os.environ.get("PYTEST_XDIST_WORKER", "main"))
+
+
 @pytest.fixture(scope="session")
 def samples(request) -> int:
     return request.config.option.samples
@@ -357,7 +420,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     # Evidence of an earlier run must not leak into this run's report.
     d = Path(session.config.option.artifacts_dir)
-    for f in d.glob("evidence-*.jsonl"):
+    for f in [*d.glob("evidence-*.jsonl"), *d.glob("upstream-*.jsonl")]:
         f.unlink()
     session.config._svc_started = time.monotonic()
     from . import engine

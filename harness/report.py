@@ -127,7 +127,7 @@ def _fence(lines: list[str]) -> list[str]:
 
 
 def render_markdown(evs: list[Evidence], gate=None) -> str:
-    """`gate` (harness.gate.Gate): modes that did not run go on top, one verdict line per mode at the end."""
+    """`gate` (harness.gate.Gate): modes that did not run go on top (its verdict lines: render_gate)."""
     modes = _modes(evs)
     groups = _by_experiment(evs)
     n = {v: sum(ev.verdict == v for ev in evs) for v in VERDICTS}
@@ -138,10 +138,8 @@ def render_markdown(evs: list[Evidence], gate=None) -> str:
         out += ["> **NOT RUN** -- these requested modes tested nothing:", ">",
                 *(f"> - {line}" for line in not_run), ""]
     out += [f"{len(evs)} checks: {n['pass']} passed, {n['fail']} failed, {n['skip']} skipped.", ""]
-    gate_section = ["", "## Gate: one verdict per mode", "", *(f"- {line}" for line in gate_lines)] \
-        if gate_lines else []
     if not evs:
-        return "\n".join(out + ["No evidence was recorded.", *gate_section]) + "\n"
+        return "\n".join(out + ["No evidence was recorded."]) + "\n"
     broken = sorted({ev.broken for ev in evs if ev.broken})
     if broken:
         out += ["> **This run was broken on purpose** (`--break`), so failures are the point: "
@@ -176,8 +174,15 @@ def render_markdown(evs: list[Evidence], gate=None) -> str:
                     out += ["", *(_fence(lines) if len(lines) > 1
                                   else [f"**Detail:** {ev.detail}"])]
                 out.append("")
-    out = [*(out[:-1] if out[-1] == "" else out), *gate_section]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def render_gate(gate) -> str:
+    """The report's last lines: one verdict per mode (harness.gate)."""
+    lines = gate.lines() if gate is not None else []
+    if not lines:
+        return ""
+    return "\n".join(["", "## Gate: one verdict per mode", "", *(f"- {line}" for line in lines)]) + "\n"
 
 
 def write_report(directory: Path, gate=None) -> tuple[Path, Path]:
@@ -185,9 +190,15 @@ def write_report(directory: Path, gate=None) -> tuple[Path, Path]:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     evs = load(directory)
+    from .upstream import report as upstream  # upstream e2e specs (--upstream-conformance), if any ran
+    ups = upstream.load(directory)
     md, js = directory / "report.md", directory / "report.json"
-    md.write_text(render_markdown(evs, gate), encoding="utf-8")
+    # The gate's per-mode lines close the report, after the upstream specs' tables.
+    md.write_text(render_markdown(evs, gate) + upstream.render_markdown(ups, directory)
+                  + render_gate(gate), encoding="utf-8")
     data = render_json(evs)
+    if ups:
+        data["upstream"] = upstream.render_json(ups, directory)
     if gate is not None:
         data["gate"] = gate.as_dict()
     js.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

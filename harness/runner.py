@@ -46,14 +46,24 @@ class Runner:
 
     def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = 600,
             check: bool = True, env: dict | None = None, cwd: str | None = None,
-            what: str = "") -> Result:
+            what: str = "", output: str | os.PathLike | None = None) -> Result:
+        """`output`: a file that gets stdout and stderr as they come (long runs you can tail);
+        the Result then holds only the output's last 2000 characters, as stderr."""
         argv = [str(a) for a in argv]
-        log.debug("$ %s", shlex.join(argv))
+        log.debug("$ %s%s", shlex.join(argv), f" >{output} 2>&1" if output else "")
         started = time.monotonic()
         full_env = {**os.environ, **env} if env else None
         try:
-            p = subprocess.run(argv, input=input, capture_output=True, text=True,
-                               timeout=timeout, env=full_env, cwd=cwd)
+            if output is None:
+                p = subprocess.run(argv, input=input, capture_output=True, text=True,
+                                   timeout=timeout, env=full_env, cwd=cwd)
+            else:
+                with open(output, "w") as out:
+                    p = subprocess.run(argv, input=input, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                       timeout=timeout, env=full_env, cwd=cwd)
+                with open(output, "rb") as out:
+                    out.seek(max(0, os.path.getsize(output) - 2000))
+                    p.stdout, p.stderr = "", out.read().decode(errors="replace")
             res = Result(argv, p.returncode, p.stdout, p.stderr, time.monotonic() - started)
         except subprocess.TimeoutExpired as e:
             out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -78,7 +88,7 @@ class FakeRunner(Runner):
         self.responses.append((prefix, stdout, returncode, stderr))
         return self
 
-    def run(self, argv, *, input=None, timeout=None, check=True, env=None, cwd=None, what=""):
+    def run(self, argv, *, input=None, timeout=None, check=True, env=None, cwd=None, what="", output=None):
         argv = [str(a) for a in argv]
         self.calls.append(argv)
         for prefix, stdout, rc, stderr in self.responses:

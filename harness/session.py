@@ -158,7 +158,8 @@ def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
         summary.append(f"svc-harness: egress guard dropped {drops} packets during this run (expected 0); "
                        f"{dns} DNS lookups from the kind network to outside resolvers were rejected")
     from . import report
-    if list(artifacts_dir.glob("evidence-*.jsonl")) or (gate is not None and gate.verdicts()):
+    if list(artifacts_dir.glob("evidence-*.jsonl")) or list(artifacts_dir.glob("upstream-*.jsonl")) \
+            or (gate is not None and gate.verdicts()):
         md, js = report.write_report(artifacts_dir, gate)
         summary.append(f"svc-harness: report {md} (+ {js.name})")
     started = getattr(pyconfig, "_svc_started", None)

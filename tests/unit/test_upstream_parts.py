@@ -1,0 +1,117 @@
+"""Pure parts of harness.upstream: spec ids, focus regexps, ginkgo's report read back, verdicts, tables."""
+import json
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from harness.upstream import coverage, report, run, specs
+
+NAMES = ["[sig-network] Services should serve a basic endpoint from pods  [Conformance]",
+         "[sig-network] Services should be updated after adding or deleting ports ",
+         "[sig-network] Services should have session affinity work for NodePort service [LinuxOnly] [Conformance]"]
+
+
+def ginkgo_report(tmp_path, states):
+    """A ginkgo --json-report with one It per (name, state), plus a suite node that must be ignored."""
+    reports = [{"LeafNodeType": "SynchronizedBeforeSuite", "State": "passed", "LeafNodeText": ""}]
+    for name, state in states:
+        leaf = name[len("[sig-network] Services "):]
+        r = {"ContainerHierarchyTexts": ["[sig-network] Services"], "LeafNodeText": leaf, "LeafNodeType": "It",
+             "State": state, "RunTime": 2_500_000_000, "CapturedGinkgoWriterOutput": "STEP: curl ...\n"}
+        if state == "failed":
+            r["Failure"] = {"Message": "service is not reachable within 2m0s timeout on endpoint 10.96.0.10:80",
+                            "Location": {"FileName": "test/e2e/network/service.go", "LineNumber": 1310}}
+        if state == "skipped":
+            r["Failure"] = {"Message": "Only supported for providers [gce gke] (not skeleton)"}
+        reports.append(r)
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps([{"SuitePath": "/e2e", "SpecReports": reports}]))
+    return path
+
+
+def test_ids_drop_the_common_prefix_and_are_k_selectable_words():
+    ids = [s.id for s in specs.to_specs(NAMES)]
+    assert ids == ["should-serve-a-basic-endpoint-from-pods-Conformance",
+                   "should-be-updated-after-adding-or-deleting-ports",
+                   "should-have-session-affinity-work-for-NodePort-service-LinuxOnly-Conformance"]
+
+
+def test_clashing_ids_get_a_number():
+    ids = [s.id for s in specs.to_specs(["[sig-network] Services a b", "[sig-network] Services a  b"])]
+    assert ids == ["a-b", "a-b-2"]
+
+
+def test_focus_matches_each_name_literally_and_nothing_else():
+    focus = specs.focus_on(NAMES[:2])
+    rx = re.compile(focus)  # RE2's syntax for these escapes is Python's
+    assert rx.search(NAMES[0]) and rx.search(NAMES[1])
+    assert not rx.search(NAMES[2])
+    assert "\\[Conformance\\]" in focus and "\\ " not in focus  # RE2 refuses an escaped space
+
+
+def test_report_maps_ginkgo_states_to_verdicts(tmp_path):
+    path = ginkgo_report(tmp_path, [(NAMES[0], "passed"), (NAMES[1], "failed"), (NAMES[2], "skipped")])
+    got = specs.read_report(path)
+    assert set(got) == set(NAMES)  # the suite node is not a spec
+    assert [got[n].verdict for n in NAMES] == ["pass", "fail", "skip"]
+    assert got[NAMES[1]].seconds == 2.5 and got[NAMES[1]].location.endswith("service.go:1310")
+    assert specs.SpecResult("x", "timedout", 1).verdict == "fail"
+    assert specs.SpecResult("x", "panicked", 1).verdict == "fail"
+
+
+def mode_run(tmp_path, states, **kw):
+    out = tmp_path / "iptables"
+    out.mkdir()
+    (out / "report.json").write_text(ginkgo_report(tmp_path, states).read_text())
+    return run.ModeRun("iptables", str(out), kw.get("returncode", 1), 60.0, len(states), **kw.get("extra", {}))
+
+
+def test_a_failed_upstream_spec_fails_its_item_with_message_and_log(tmp_path):
+    mr = mode_run(tmp_path, [(NAMES[1], "failed")])
+    rec = report.Recorder(tmp_path, "gw0")
+    with pytest.raises(pytest.fail.Exception) as e:
+        mr.check(specs.to_specs([NAMES[1]])[0], rec)
+    assert "not reachable within 2m0s" in str(e.value) and "spec log:" in str(e.value)
+    assert (tmp_path / "iptables" / "specs" / "should-be-updated-after-adding-or-deleting-ports.log").exists()
+    assert [r.verdict for r in report.load(tmp_path)] == ["fail"]
+
+
+def test_a_spec_missing_from_the_report_fails_never_passes(tmp_path):
+    mr = mode_run(tmp_path, [(NAMES[0], "passed")])
+    with pytest.raises(pytest.fail.Exception, match="has no result"):
+        mr.check(specs.to_specs([NAMES[1]])[0], report.Recorder(tmp_path, "gw0"))
+
+
+def test_passed_passes_and_skipped_skips_with_upstreams_reason(tmp_path):
+    mr = mode_run(tmp_path, [(NAMES[0], "passed"), (NAMES[2], "skipped")])
+    s = specs.to_specs(NAMES)
+    mr.check(s[0], report.Recorder(tmp_path, "gw0"))
+    with pytest.raises(pytest.skip.Exception, match="Only supported for providers"):
+        mr.check(s[2], report.Recorder(tmp_path, "gw0"))
+
+
+def test_ginkgo_runs_exactly_the_selected_specs_in_parallel(tmp_path):
+    opts = SimpleNamespace(upstream_procs=2, upstream_skip=specs.DEFAULT_SKIP)
+    argv = run.ginkgo_argv({"ginkgo": "/b/ginkgo", "e2e.test": "/b/e2e.test"}, opts, tmp_path, "/kc", NAMES[:1])
+    assert argv[0] == "/b/ginkgo" and "--procs=1" in argv  # never more processes than specs
+    assert argv.index("/b/e2e.test") < argv.index("--") < argv.index("--kubeconfig=/kc")
+    assert f"--focus={specs.focus_on(NAMES[:1])}" in argv and "--json-report=report.json" in argv
+
+
+def test_report_has_a_table_per_mode_and_the_coverage_table():
+    rows = [report.Row("iptables", NAMES[0], "pass", 3.0),
+            report.Row("nftables", NAMES[0], "fail", 9.0, "boom\nmore", "/a/b.log")]
+    md = report.render_markdown(rows)
+    assert "## iptables: 1 passed, 0 failed, 0 skipped" in md and "## nftables: 0 passed, 1 failed" in md
+    assert "| should serve a basic endpoint from pods  [Conformance] | FAIL | 9.0s | boom (log: `/a/b.log`) |" in md
+    assert "should serve a basic endpoint from pods (iptables PASS, nftables FAIL)" in md
+    assert report.render_markdown([]) == ""
+
+
+def test_coverage_names_every_experiment_once_and_real_service_specs():
+    assert [c.experiment for c in coverage.COVERAGE] == [f"E{i:02d}" for i in range(18)]
+    for c in coverage.COVERAGE:
+        assert c.specs or c.only_here, f"{c.experiment}: say what only this harness checks"
+        for s in c.specs:
+            assert s == s.strip() and s.startswith("should "), s
