@@ -1,7 +1,7 @@
 """Integration-test harness for Kubernetes Services on real kind clusters.
 
 Module map (one concern each):
-  runner        the single seam for running commands (kind, docker, kubectl)
+  runner        the single seam for running commands (kind, docker, kubectl) and host-side HTTP
   config        defaults, pinned versions, paths
   engine        Docker engine checks, IPVS preflight, the egress guard
   images        offline image build (node image, workload images)
@@ -16,5 +16,6 @@ Module map (one concern each):
   artifacts     what is saved when a test fails
   report        the Markdown/JSON reproduction report
   breaks        deliberate breaks that must turn experiments red
+  bench/        benchmarks apart from the suites (python -m harness.bench): scale
   plugin        pytest options, hooks and fixtures
 """
