@@ -82,7 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     md, js = results.write(data, opts.out)
     print(md.read_text())
     print(f"svc-harness bench: {js} (raw samples), {md}; run time {data['seconds']:.0f}s")
-    return 0
+    # A benchmark of Services that did not answer measured nothing: say so and fail.
+    failed = [f"{r['mode']} {r['size']}: {r['programming_failed']} new Service(s) never answered, "
+              f"{r['fp_failed']} first-packet request(s) failed"
+              for r in results.summarise(data) if r["programming_failed"] or r["fp_failed"]]
+    for line in failed:
+        print(f"svc-harness bench: FAILED {line} (raw records in {js})", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
