@@ -356,10 +356,12 @@ def run(opts: Options) -> dict:
     data = {"benchmark": "scale", "started": started, "machine": machine(),
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
             "modes": []}
+    from . import results
     for mode in opts.modes:
         with Step(f"scale benchmark, {mode} mode, sizes {opts.sizes}, {opts.repeats} repeat(s)") as st:
             res = measure_mode(mode, opts)
         res["seconds"] = st.seconds
         data["modes"].append(res)
-    data["seconds"] = time.monotonic() - t0
+        data["seconds"] = time.monotonic() - t0
+        results.write(data, opts.out)  # what is done so far survives a later mode's failure
     return data
