@@ -21,7 +21,6 @@ ones deleted and gone from every kube-proxy). Every raw sample is kept.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
