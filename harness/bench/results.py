@@ -84,6 +84,7 @@ def summarise(data: dict) -> list[dict]:
                                    / 2**20 for st in steps]),
                 "create_rate_per_s": spread([st["create_rate_per_s"] for st in steps if st["created"]]),
                 "settled_after_s": spread([st["settled_after_s"] for st in steps]),
+                "loadavg": spread([x for st in steps for x in (st.get("loadavg_start"), st.get("loadavg_end"))]),
                 "dataplane": dp,
             })
     return rows
@@ -144,11 +145,13 @@ def render_markdown(data: dict, charts: list[str]) -> str:
            f"repeat); {o['probes']} programming samples per size and repeat; first packet: "
            f"{o['fp_requests']} requests to each of {o['fp_services']} early and late Services and to a pod "
            f"IP. Benchmark run time: {data.get('seconds', 0) / 60:.1f} min.", "",
-           "Spreads are `median (min–max)` over repeats; p50/p95 pool every sample of every repeat.", "",
+           "Spreads are `median (min–max)` over repeats; p50/p95 pool every sample of every repeat. "
+           "Host load avg: the 1-minute load average at the start and end of each size (2 CPUs; "
+           "other sessions' builds and clusters shared the machine).", "",
            "| mode | Services | programming p50 / p95 / max (s) | p50 per repeat | first packet p50: pod / early / "
            "late Service (ms) | late − pod (ms) | sync p50 / p95 (s) | network programming p50 (s) | "
-           "create rate (/s) | rules on the client's node | kube-proxy RSS (MiB) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "create rate (/s) | rules on the client's node | kube-proxy RSS (MiB) | host load avg |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(
             f"| {r['mode']} | {r['size']} | {_f(r['programming_p50_s'])} / {_f(r['programming_p95_s'])} / "
@@ -158,7 +161,7 @@ def render_markdown(data: dict, charts: list[str]) -> str:
             f"{_f(r['fp_late_p50_ms'])}" + (f" ({r['fp_failed']} failed)" if r['fp_failed'] else "") + " | "
             f"{_s(r['fp_late_minus_pod_spread_ms'])} | {_s(r['sync_p50_s'], '{:.3f}')} / "
             f"{_s(r['sync_p95_s'], '{:.3f}')} | {_s(r['netprog_p50_s'])} | {_s(r['create_rate_per_s'], '{:.0f}')} | "
-            f"{_rules(r['dataplane'])} | {_s(r['rss_mib'], '{:.0f}')} |")
+            f"{_rules(r['dataplane'])} | {_s(r['rss_mib'], '{:.0f}')} | {_s(r['loadavg'], '{:.0f}')} |")
     rat = ratios(rows)
     if rat:
         out += ["", "## iptables ÷ nftables, same run", "",
@@ -230,7 +233,40 @@ def charts(data: dict, out: Path) -> list[str]:
                [("sync_p50_med", "-", "p50"), ("sync_p95_med", "--", "p95")])
     line_chart("dataplane-size.png", "Data-plane size on the client's node", "rules (+ nft map elements)",
                [("rules", "-", "")])
+    if by_position(data):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for size, pts in sorted(by_position(data).items()):
+            ax.scatter([p for p, _ in pts], [d for _, d in pts], s=14, label=f"{size} Services")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xlabel("position of the Service's rule in KUBE-SERVICES")
+        ax.set_ylabel("p50 through the Service − p50 to the pod (ms)")
+        ax.set_title("iptables: first-packet overhead against the rule's position")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "first-packet-by-rule-position.png", dpi=110)
+        plt.close(fig)
+        made.append("first-packet-by-rule-position.png")
     return made
+
+
+def by_position(data: dict) -> dict[int, list[tuple[int, float]]]:
+    """iptables: size -> [(KUBE-SERVICES position, p50 through that Service − p50 to the pod in ms)].
+
+    Creation order says nothing about the chain order (kube-proxy writes the chain in its own
+    order), so the position recorded at measurement time is what the first packet walks."""
+    out: dict[int, list[tuple[int, float]]] = {}
+    for m in data["modes"]:
+        if m["mode"] != "iptables":
+            continue
+        for r in m["repeats"]:
+            for st in r["steps"]:
+                targets = st["first_packet"]["targets"]
+                pod = pct([x for t in targets if t["group"] == "pod" for x in t["latency_ms"]], 50)
+                for t in targets:
+                    if t["group"] != "pod" and t.get("rule_position") and t["latency_ms"] and pod is not None:
+                        out.setdefault(st["size"], []).append((t["rule_position"], pct(t["latency_ms"], 50) - pod))
+    return out
 
 
 def write(data: dict, out: Path) -> tuple[Path, Path]:
