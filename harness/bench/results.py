@@ -192,6 +192,7 @@ def charts(data: dict, out: Path) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rows = summarise(data)
     modes = list(dict.fromkeys(r["mode"] for r in rows))
@@ -208,6 +209,9 @@ def charts(data: dict, out: Path) -> list[str]:
                     ax.plot(xs, [y if y is not None else float("nan") for y in ys], style, marker="o",
                             color=MODE_COLOURS.get(mode), label=f"{mode} {label}".strip())
         ax.set_xscale("log")
+        ax.set_xticks(sorted({r["size"] for r in rows}))  # the measured sizes, as plain numbers
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel("Services")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
