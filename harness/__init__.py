@@ -1,7 +1,7 @@
 """Integration-test harness for Kubernetes Services on real kind clusters.
 
 Module map (one concern each):
-  runner        the single seam for running commands (kind, docker, kubectl)
+  runner        the single seam for running commands (kind, docker, kubectl) and host-side HTTP
   config        defaults, pinned versions, paths
   engine        Docker engine checks, IPVS preflight, the egress guard
   images        offline image build (node image, workload images)
@@ -19,5 +19,6 @@ Module map (one concern each):
   gate          the run as a CI gate: mode preflight, PASS/FAIL/NOT RUN per mode, exit codes
   upstream/     upstream Kubernetes' own Services e2e specs as results beside the experiments
                 (build, specs, run, coverage, report; see harness/upstream/__init__.py)
+  bench/        benchmarks apart from the suites (python -m harness.bench): scale
   plugin        pytest options, hooks and fixtures
 """

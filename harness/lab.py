@@ -168,6 +168,7 @@ class Lab:
         self.kube = cluster.kube
         self.mode = cluster.mode
         self.notes: list[str] = []
+        self.samples: list[dict] = []   # counts of every checked sample, for the report's charts
         self.action: list[str] = []
 
     # ---- recording ------------------------------------------------------
@@ -335,6 +336,9 @@ class Lab:
 
     def check(self, experiment: str, peer: Peer, sample: Sample, backends: set[str] | None = None) -> list[str]:
         """Compare the sample with the expectations table (the one assertion path)."""
+        self.samples.append({"check": experiment, "vantage": peer.where, "target": sample.target,
+                             "backends": dict(sample.backends()), "outcomes": dict(sample.kinds()),
+                             "expected_backends": sorted(backends or ())})
         try:
             lines = expectations.check(experiment, peer.where, self.mode, sample,
                                        backends=backends, own_ip=peer.ip)

@@ -4,6 +4,7 @@
   endpoint_mode    GET 127.0.0.1:10249/proxyMode on a node (kube-proxy's own answer)
   log_modes        the `Using <mode> Proxier` line of each kube-proxy pod's log
   dump_dataplane   iptables-save / nft list ruleset / ipvsadm -Ln of a node
+  dataplane_size   how big that data plane is (rules, map elements, virtual services)
 """
 from __future__ import annotations
 
@@ -62,6 +63,58 @@ def dump_dataplane(node: Peer) -> dict[str, str]:
     for name, argv in DATAPLANE_COMMANDS.items():
         res = node.exec(argv, check=False, timeout=60)
         out[name] = res.stdout if res.ok else f"(exit {res.returncode}) {res.stderr.strip()}"
+    return out
+
+
+def count_iptables_rules(save_text: str) -> int:
+    """Rules in an iptables-save listing (every table): its `-A` lines."""
+    return sum(1 for line in save_text.splitlines() if line.startswith("-A "))
+
+
+def kube_services_positions(nat_text: str) -> dict[str, int]:
+    """ClusterIP -> 1-based position of its rule in the KUBE-SERVICES chain (iptables-save -t nat).
+
+    The first packet of a connection walks this chain rule by rule until its Service matches,
+    which is why first-packet latency in iptables mode depends on the position."""
+    out: dict[str, int] = {}
+    n = 0
+    for line in nat_text.splitlines():
+        if line.startswith("-A KUBE-SERVICES "):
+            n += 1
+            parts = line.split()
+            if "-d" in parts:
+                out.setdefault(parts[parts.index("-d") + 1].split("/")[0], n)
+    return out
+
+
+def count_nft(json_text: str) -> tuple[int, int]:
+    """(rules, set and map elements) in `nft -j list table ...` output."""
+    import json
+    rules = elements = 0
+    for obj in json.loads(json_text or "{}").get("nftables", []):
+        if "rule" in obj:
+            rules += 1
+        for kind in ("map", "set"):
+            if kind in obj:
+                elements += len(obj[kind].get("elem", []))
+    return rules, elements
+
+
+def count_ipvs_services(ipvsadm_text: str) -> int:
+    """Virtual services in `ipvsadm -Ln` output (one line each, real servers are indented)."""
+    return sum(1 for line in ipvsadm_text.splitlines() if line.split()[:1] in (["TCP"], ["UDP"], ["SCTP"]))
+
+
+def dataplane_size(node: Peer, mode: str) -> dict[str, int]:
+    """How big a node's data plane is in `mode`: what kube-proxy wrote, counted its own way."""
+    if mode == "nftables":
+        res = node.exec(["nft", "-j", "list", "table", "ip", "kube-proxy"], timeout=120)
+        rules, elements = count_nft(res.stdout)
+        return {"nft_rules": rules, "nft_elements": elements,
+                "iptables_rules": count_iptables_rules(node.exec(["iptables-save"], timeout=120).stdout)}
+    out = {"iptables_rules": count_iptables_rules(node.exec(["iptables-save"], timeout=120).stdout)}
+    if mode == "ipvs":
+        out["ipvs_virtual_services"] = count_ipvs_services(node.exec(["ipvsadm", "-Ln"], timeout=120).stdout)
     return out
 
 

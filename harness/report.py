@@ -2,7 +2,8 @@
 
 Tests record `Evidence` as they run; each pytest-xdist worker appends to its
 own JSON-lines file, so no locking is needed. At the end the files are merged
-into report.md (for people) and report.json (for tools).
+into report.md (for people) and report.json (for tools), with PNG charts where
+a picture says more than counts (the per-backend distribution of E04 per mode).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class Evidence:
     detail: str = ""       # why it failed or was skipped
     broken: str = ""       # deliberate breaks the run was made with (harness.breaks), if any
     phase: str = "call"    # pytest phase the verdict comes from ("setup": the bench, not the claim)
+    samples: list = field(default_factory=list)  # counts per checked sample (Lab.check), for charts
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
@@ -126,7 +128,48 @@ def _fence(lines: list[str]) -> list[str]:
     return [ticks + "text", *lines, ticks]
 
 
-def render_markdown(evs: list[Evidence], gate=None) -> str:
+# Experiments drawn as charts: experiment id -> what the chart shows.
+CHARTS = {"E04": "answers per backend through one ClusterIP, per mode (dashed: a uniform share)"}
+
+
+def chart_distribution(evs: list[Evidence], experiment: str, path: Path) -> bool:
+    """Bar chart per mode of answers per backend in `experiment`'s checked samples; False if none."""
+    per_mode: dict[str, dict[str, int]] = {}
+    for ev in evs:
+        if ev.experiment != experiment:
+            continue
+        for s in ev.samples:
+            counts = per_mode.setdefault(ev.mode, {})
+            for name in s.get("expected_backends", []):
+                counts.setdefault(name, 0)  # a backend that never answered is a bar of 0
+            for name, n in s.get("backends", {}).items():
+                counts[name] = counts.get(name, 0) + n
+    modes = [m for m in _modes(evs) if per_mode.get(m)]
+    if not modes:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(modes), figsize=(3.6 * len(modes), 3.2), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        counts = per_mode[mode]
+        names = sorted(counts)
+        total = sum(counts.values())
+        # Pod names differ per cluster; the suffix after the ReplicaSet hash tells them apart.
+        ax.bar([n.rsplit("-", 1)[-1] for n in names], [counts[n] for n in names], color="tab:blue")
+        if names:
+            ax.axhline(total / len(names), color="black", linestyle="--", linewidth=1)
+        ax.set_title(f"{mode} ({total} answers)", fontsize=9)
+        ax.set_ylabel("answers")
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(f"{experiment}: {CHARTS.get(experiment, '')}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def render_markdown(evs: list[Evidence], gate=None, charts: dict[str, str] | None = None) -> str:
     """`gate` (harness.gate.Gate): modes that did not run go on top (its verdict lines: render_gate)."""
     modes = _modes(evs)
     groups = _by_experiment(evs)
@@ -160,6 +203,8 @@ def render_markdown(evs: list[Evidence], gate=None) -> str:
         out += ["", f"## {exp}" + (f" -- {title}" if title else ""), ""]
         if claim:
             out += [f"**Claim:** {claim}", ""]
+        if charts and exp in charts:
+            out += [f"![{exp}: {CHARTS.get(exp, 'chart')}]({charts[exp]})", ""]
         for m in modes:
             for ev in (ev for ev in group if ev.mode == m):
                 out += [f"### {m}", ""]
@@ -193,8 +238,14 @@ def write_report(directory: Path, gate=None) -> tuple[Path, Path]:
     from .upstream import report as upstream  # upstream e2e specs (--upstream-conformance), if any ran
     ups = upstream.load(directory)
     md, js = directory / "report.md", directory / "report.json"
+    charts = {}
+    for exp in CHARTS:
+        png = directory / f"report-{exp}.png"
+        png.unlink(missing_ok=True)  # never show a chart of an earlier run
+        if chart_distribution(evs, exp, png):
+            charts[exp] = png.name
     # The gate's per-mode lines close the report, after the upstream specs' tables.
-    md.write_text(render_markdown(evs, gate) + upstream.render_markdown(ups, directory)
+    md.write_text(render_markdown(evs, gate, charts) + upstream.render_markdown(ups, directory)
                   + render_gate(gate), encoding="utf-8")
     data = render_json(evs)
     if ups:

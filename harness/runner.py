@@ -1,8 +1,11 @@
-"""The one seam through which the harness runs commands.
+"""The one seam through which the harness runs commands and host-side HTTP.
 
 kind, docker, `docker exec` into nodes and `kubectl` all go through a Runner,
 so every command is logged (DEBUG, pasteable into a shell), timed, and can be
 replaced by `FakeRunner` in unit tests. Modelled on kind's exec.Cmder.
+HTTP requests the host itself sends (kube-proxy's metrics and health
+endpoints on a node's address) go through `Runner.http`, logged and timed the
+same way, through `requests`.
 """
 from __future__ import annotations
 
@@ -41,8 +44,48 @@ class CommandError(RuntimeError):
                          f"{result.seconds:.1f}s): {shlex.join(result.argv)}\n{tail}")
 
 
+@dataclass
+class HttpResult:
+    url: str
+    status: int            # 0 when no HTTP answer came (connection refused, timeout)
+    text: str
+    seconds: float
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class HttpError(RuntimeError):
+    """A host-side HTTP request failed: says what was asked, what came back and how long it took."""
+
+    def __init__(self, res: HttpResult, what: str = ""):
+        self.result = res
+        head = f"{what}: " if what else ""
+        seen = f"HTTP {res.status}" if res.status else res.error
+        super().__init__(f"{head}GET {res.url} failed after {res.seconds:.2f}s: {seen}\n{res.text[-500:]}")
+
+
 class Runner:
     """Runs host commands. `check=True` raises CommandError on non-zero exit."""
+
+    def http(self, url: str, *, timeout: float = 5.0, check: bool = True, what: str = "") -> HttpResult:
+        """GET `url` from this host (never through a proxy from the environment)."""
+        import requests  # only host-side HTTP needs it
+        log.debug("GET %s", url)
+        started = time.monotonic()
+        try:
+            with requests.Session() as s:
+                s.trust_env = False  # an HTTP(S)_PROXY variable must not route cluster traffic elsewhere
+                r = s.get(url, timeout=timeout)
+            res = HttpResult(url, r.status_code, r.text, time.monotonic() - started)
+        except requests.RequestException as e:
+            res = HttpResult(url, 0, "", time.monotonic() - started, error=f"{type(e).__name__}: {e}")
+        log.debug("  -> %s in %.2fs", res.status or res.error, res.seconds)
+        if check and not res.ok:
+            raise HttpError(res, what)
+        return res
 
     def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = 600,
             check: bool = True, env: dict | None = None, cwd: str | None = None,
@@ -81,12 +124,30 @@ class Runner:
 class FakeRunner(Runner):
     """Records argv and answers from a script: [(predicate or argv-prefix, Result-ish)]."""
     responses: list = field(default_factory=list)
+    http_responses: list = field(default_factory=list)
     calls: list[list[str]] = field(default_factory=list)
 
     def on(self, prefix: Sequence[str] | Callable[[list[str]], bool], stdout: str = "",
            returncode: int = 0, stderr: str = "") -> "FakeRunner":
         self.responses.append((prefix, stdout, returncode, stderr))
         return self
+
+    def on_http(self, url_prefix: str, text: str = "", status: int = 200) -> "FakeRunner":
+        """Answer GETs whose URL starts with `url_prefix` (recorded in `calls` as ["GET", url])."""
+        self.http_responses.append((url_prefix, text, status))
+        return self
+
+    def http(self, url, *, timeout=5.0, check=True, what=""):
+        self.calls.append(["GET", url])
+        for prefix, text, status in self.http_responses:
+            if url.startswith(prefix):
+                res = HttpResult(url, status, text, 0.0)
+                break
+        else:
+            res = HttpResult(url, 0, "", 0.0, error="no fake answer")
+        if check and not res.ok:
+            raise HttpError(res, what)
+        return res
 
     def run(self, argv, *, input=None, timeout=None, check=True, env=None, cwd=None, what="", output=None):
         argv = [str(a) for a in argv]

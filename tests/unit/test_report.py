@@ -79,3 +79,25 @@ def test_a_deliberately_broken_run_says_so_at_the_top():
                       verdict="fail", detail="x", broken="dns-down: cluster DNS is down")
     md = render_markdown([broken])
     assert md.index("broken on purpose") < md.index("| Experiment |") and "dns-down" in md
+
+
+def test_e04_distribution_chart_per_mode(tmp_path):
+    rec = Recorder(tmp_path, "gw0")
+    for mode, counts in (("iptables", {"demoapp-x-a": 90, "demoapp-x-b": 110}), ("nftables", {"demoapp-y-a": 200})):
+        e = ev("E04", mode, "pass")
+        e.samples = [{"check": "distribution", "vantage": "pod", "target": "10.96.0.5:80", "backends": counts,
+                      "outcomes": {"ok": 200}, "expected_backends": sorted(counts) + ["demoapp-y-z"] * (mode == "nftables")}]
+        rec.record(e)
+    rec.record(ev("E05", "iptables", "pass"))
+    md, js = write_report(tmp_path)
+    assert (tmp_path / "report-E04.png").read_bytes()[:4] == b"\x89PNG"
+    text = md.read_text()
+    assert text.count("](report-E04.png)") == 1 and "report-E05.png" not in text
+    assert json.loads(js.read_text())["experiments"][0]["evidence"][0]["samples"][0]["backends"]["demoapp-x-a"] == 90
+
+
+def test_no_chart_without_samples(tmp_path):
+    (tmp_path / "report-E04.png").write_bytes(b"stale")
+    Recorder(tmp_path, "gw0").record(ev("E04", "iptables", "pass"))
+    md, _ = write_report(tmp_path)
+    assert not (tmp_path / "report-E04.png").exists() and "report-E04.png" not in md.read_text()

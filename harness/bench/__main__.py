@@ -1,0 +1,95 @@
+"""Entry point of the benchmarks.
+
+    python -m harness.bench scale --proxy-mode=iptables,nftables --services=100,1000,5000 --repeats=2
+    python -m harness.bench report artifacts/bench/results.json   # redraw table and charts
+
+Writes artifacts/bench/results.json (every raw sample), results.md and PNG charts.
+Clusters it creates are deleted at the end, also after Ctrl-C or SIGTERM.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .. import config
+from . import results, scale
+
+
+def _modes(text: str) -> list[str]:
+    modes = [m.strip().lower() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in config.PROXY_MODES]
+    if bad or not modes:
+        raise argparse.ArgumentTypeError(f"unknown proxy mode(s) {bad}; expected some of {', '.join(config.PROXY_MODES)}")
+    return list(dict.fromkeys(modes))
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--services: expected comma-separated whole numbers, got {text!r}") from None
+    if not sizes or sizes[0] < 1 or sizes[-1] > 20000:
+        raise argparse.ArgumentTypeError(f"--services: sizes between 1 and 20000, got {text!r}")
+    return sizes
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("scale", help="programming and first-packet latency against the number of Services")
+    s.add_argument("--proxy-mode", type=_modes, default=["iptables", "nftables"])
+    s.add_argument("--services", type=_sizes, default=[100, 1000, 5000], help="sizes, e.g. 100,1000,5000")
+    s.add_argument("--repeats", type=int, default=2)
+    s.add_argument("--probes", type=int, default=10, help="programming-latency samples per size and repeat")
+    s.add_argument("--fp-services", type=int, default=3, help="early and late Services sampled for first packet")
+    s.add_argument("--fp-requests", type=int, default=30, help="requests per first-packet target")
+    s.add_argument("--cluster-name", default="bench", help="prefix; the mode is appended")
+    s.add_argument("--workers", type=int, default=1, help="worker nodes (fewer kube-proxies compete for CPU)")
+    s.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+    s.add_argument("--keep-cluster", action="store_true")
+    r = sub.add_parser("report", help="redraw results.md and the charts from a results.json")
+    r.add_argument("results", type=Path)
+    return p
+
+
+def _interrupt(signum, frame):
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks delete the clusters this run made.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    if args.command == "report":
+        data = json.loads(args.results.read_text())
+        md, _ = results.write(data, args.results.parent)
+        print(md.read_text())
+        return 0
+    if args.repeats < 1 or args.probes < 1 or args.fp_requests < 1 or args.fp_requests > 1000:
+        print("--repeats, --probes and --fp-requests (<= 1000) must be at least 1", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)
+    opts = scale.Options(modes=args.proxy_mode, sizes=args.services, repeats=args.repeats, probes=args.probes,
+                         fp_services=args.fp_services, fp_requests=args.fp_requests,
+                         cluster_name=args.cluster_name, workers=args.workers, out=args.out,
+                         keep_cluster=args.keep_cluster)
+    data = scale.run(opts)
+    md, js = results.write(data, opts.out)
+    print(md.read_text())
+    print(f"svc-harness bench: {js} (raw samples), {md}; run time {data['seconds']:.0f}s")
+    # A benchmark of Services that did not answer measured nothing: say so and fail.
+    failed = [f"{r['mode']} {r['size']}: {r['programming_failed']} new Service(s) never answered, "
+              f"{r['fp_failed']} first-packet request(s) failed"
+              for r in results.summarise(data) if r["programming_failed"] or r["fp_failed"]]
+    for line in failed:
+        print(f"svc-harness bench: FAILED {line} (raw records in {js})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""kube-proxy's own view: its Prometheus metrics, read from the host.
+
+The benchmark's clusters bind kube-proxy's metrics server to the node address
+(`metricsBindAddress: 0.0.0.0:10249`), so the host reads
+http://<node ip>:10249/metrics through `Runner.http` (requests). Histograms are
+compared between two snapshots: the difference is what happened in between
+(e.g. the syncs that programmed the probe Services of one size).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..runner import Runner
+
+METRICS_PORT = 10249
+KUBE_PROXY_METRICS_CONFIG = {"metricsBindAddress": f"0.0.0.0:{METRICS_PORT}"}
+
+SYNC = "kubeproxy_sync_proxy_rules_duration_seconds"
+NETPROG = "kubeproxy_network_programming_duration_seconds"
+LAST_SYNC = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
+PENDING = ("kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+           "kubeproxy_sync_proxy_rules_service_changes_pending")
+CPU = "process_cpu_seconds_total"
+RSS = "process_resident_memory_bytes"
+
+
+@dataclass
+class Histogram:
+    """Cumulative buckets (upper bound -> count), as Prometheus exposes them."""
+    buckets: dict[float, float] = field(default_factory=dict)
+    count: float = 0.0
+    sum: float = 0.0
+
+    def minus(self, before: "Histogram") -> "Histogram":
+        return Histogram({le: n - before.buckets.get(le, 0.0) for le, n in self.buckets.items()},
+                         self.count - before.count, self.sum - before.sum)
+
+    @property
+    def mean(self) -> float | None:
+        return self.sum / self.count if self.count else None
+
+    def quantile(self, q: float) -> float | None:
+        """Prometheus' histogram_quantile: linear interpolation inside the bucket that holds q.
+        An estimate bounded by the bucket edges; None without observations."""
+        if self.count <= 0:
+            return None
+        rank = q * self.count
+        lower, below = 0.0, 0.0
+        for le in sorted(self.buckets):
+            n = self.buckets[le]
+            if n >= rank:
+                if math.isinf(le):
+                    return lower  # beyond the last finite bucket: its edge is all we know
+                width = n - below
+                return lower + (le - lower) * ((rank - below) / width if width else 1.0)
+            lower, below = le, n
+        return lower
+
+
+@dataclass
+class Snapshot:
+    """One scrape of one kube-proxy."""
+    node: str
+    at: float                                   # host time.time() of the scrape
+    histograms: dict[str, Histogram]
+    gauges: dict[str, float]
+
+    def pending(self) -> float:
+        return sum(self.gauges.get(name, 0.0) for name in PENDING)
+
+
+def parse(text: str, node: str = "", at: float = 0.0) -> Snapshot:
+    """The metrics we use from a /metrics text (unlabelled series; labels are summed over)."""
+    hists: dict[str, Histogram] = {}
+    gauges: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.type == "histogram" and fam.name in (SYNC, NETPROG):
+            h = hists.setdefault(fam.name, Histogram())
+            for s in fam.samples:
+                if s.name.endswith("_bucket"):
+                    le = float(s.labels["le"])
+                    h.buckets[le] = h.buckets.get(le, 0.0) + s.value
+                elif s.name.endswith("_count"):
+                    h.count += s.value
+                elif s.name.endswith("_sum"):
+                    h.sum += s.value
+        elif fam.name in (*PENDING, LAST_SYNC, CPU, RSS) or fam.name + "_total" == CPU:
+            for s in fam.samples:
+                gauges[s.name] = gauges.get(s.name, 0.0) + s.value
+    return Snapshot(node, at, hists, gauges)
+
+
+def scrape(runner: Runner, node_name: str, node_ip: str, at: float) -> Snapshot:
+    res = runner.http(f"http://{node_ip}:{METRICS_PORT}/metrics", timeout=10,
+                      what=f"kube-proxy metrics of {node_name}")
+    return parse(res.text, node_name, at)
+
+
+def histogram_summary(h: Histogram) -> dict:
+    """count, mean and estimated p50/p95/p99 of a (difference) histogram, in seconds."""
+    return {"count": int(h.count), "mean_s": h.mean, "p50_s": h.quantile(0.5),
+            "p95_s": h.quantile(0.95), "p99_s": h.quantile(0.99)}
+
+
+def between(before: Snapshot, after: Snapshot) -> dict:
+    """What one kube-proxy did between two scrapes: sync and programming histograms, CPU, memory."""
+    out = {"node": after.node, "seconds": after.at - before.at}
+    for name, key in ((SYNC, "sync_proxy_rules"), (NETPROG, "network_programming")):
+        if name in after.histograms:
+            out[key] = histogram_summary(after.histograms[name].minus(before.histograms.get(name, Histogram())))
+    out["cpu_seconds"] = after.gauges.get(CPU, 0.0) - before.gauges.get(CPU, 0.0)
+    out["rss_bytes"] = after.gauges.get(RSS)
+    return out

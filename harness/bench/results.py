@@ -1,0 +1,284 @@
+"""The scale benchmark's results: summary per mode and size, Markdown table, PNG charts.
+
+Everything is computed from the raw samples in results.json, so
+`python -m harness.bench report results.json` redraws the table and charts
+from a saved run.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+MODE_COLOURS = {"iptables": "tab:red", "nftables": "tab:blue", "ipvs": "tab:green"}
+
+
+def pct(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0..100) by linear interpolation; None for no values."""
+    v = sorted(values)
+    if not v:
+        return None
+    pos = (len(v) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def spread(values: list[float]) -> dict | None:
+    """min / median / max of per-repeat figures."""
+    v = [x for x in values if x is not None]
+    if not v:
+        return None
+    return {"min": min(v), "median": statistics.median(v), "max": max(v)}
+
+
+def _client_view(views: list[dict], node: str) -> dict:
+    return next((v for v in views if v.get("node") == node), views[0] if views else {})
+
+
+def summarise(data: dict) -> list[dict]:
+    """One row per (mode, size): pooled percentiles over all repeats, and per-repeat spreads."""
+    rows = []
+    for m in data["modes"]:
+        sizes = sorted({st["size"] for r in m["repeats"] for st in r["steps"]})
+        for size in sizes:
+            steps = [st for r in m["repeats"] for st in r["steps"] if st["size"] == size]
+            prog = [p["latency_s"] for st in steps for p in st["programming"] if p["latency_s"] is not None]
+            prog_fail = sum(p["latency_s"] is None for st in steps for p in st["programming"])
+            per_rep_p50 = [pct([p["latency_s"] for p in st["programming"] if p["latency_s"] is not None], 50)
+                           for st in steps]
+
+            def fp(group: str, st_list=steps) -> list[float]:
+                return [x for st in st_list for t in st["first_packet"]["targets"] if t["group"] == group
+                        for x in t["latency_ms"]]
+            fp_fail = sum(sum(t["failures"].values()) for st in steps for t in st["first_packet"]["targets"])
+            pod, early, late = fp("pod"), fp("early"), fp("late")
+            sync = [_client_view(st["probe_kube_proxy"], st["client_node"]).get("sync_proxy_rules", {})
+                    for st in steps]
+            netprog = [_client_view(st["probe_kube_proxy"], st["client_node"]).get("network_programming", {})
+                       for st in steps]
+            bulk = [_client_view(st["bulk_kube_proxy"], st["client_node"]) for st in steps]
+            dp = steps[-1]["dataplane"]
+            rows.append({
+                "mode": m["mode"], "size": size, "repeats": len(steps),
+                "programming_n": len(prog), "programming_failed": prog_fail,
+                "programming_p50_s": pct(prog, 50), "programming_p95_s": pct(prog, 95),
+                "programming_max_s": max(prog) if prog else None,
+                "programming_p50_spread_s": spread(per_rep_p50),
+                "fp_pod_p50_ms": pct(pod, 50), "fp_early_p50_ms": pct(early, 50),
+                "fp_late_p50_ms": pct(late, 50), "fp_late_p95_ms": pct(late, 95),
+                "fp_pod_p95_ms": pct(pod, 95), "fp_n": len(pod) + len(early) + len(late), "fp_failed": fp_fail,
+                "fp_late_minus_pod_p50_ms": (pct(late, 50) - pct(pod, 50)) if late and pod else None,
+                "fp_late_minus_pod_spread_ms": spread([
+                    (pct(fp("late", [st]), 50) - pct(fp("pod", [st]), 50)) if fp("late", [st]) else None
+                    for st in steps]),
+                "sync_p50_s": spread([s.get("p50_s") for s in sync]),
+                "sync_p95_s": spread([s.get("p95_s") for s in sync]),
+                "sync_mean_s": spread([s.get("mean_s") for s in sync]),
+                "sync_count": sum(s.get("count", 0) for s in sync),
+                "netprog_p50_s": spread([s.get("p50_s") for s in netprog]),
+                "netprog_p95_s": spread([s.get("p95_s") for s in netprog]),
+                "bulk_sync_mean_s": spread([b.get("sync_proxy_rules", {}).get("mean_s") for b in bulk]),
+                "bulk_cpu_s": spread([b.get("cpu_seconds") for b in bulk]),
+                "rss_mib": spread([(_client_view(st["probe_kube_proxy"], st["client_node"]).get("rss_bytes") or 0)
+                                   / 2**20 for st in steps]),
+                "create_rate_per_s": spread([st["create_rate_per_s"] for st in steps if st["created"]]),
+                "settled_after_s": spread([st["settled_after_s"] for st in steps]),
+                "loadavg": spread([x for st in steps for x in (st.get("loadavg_start"), st.get("loadavg_end"))]),
+                "dataplane": dp,
+            })
+    return rows
+
+
+def ratios(rows: list[dict], num: str = "iptables", den: str = "nftables") -> list[dict]:
+    """num/den per size for the headline figures (both from the same run and machine)."""
+    by = {(r["mode"], r["size"]): r for r in rows}
+    out = []
+    for (mode, size), r in sorted(by.items(), key=lambda kv: kv[0][1]):
+        if mode != num or (den, size) not in by:
+            continue
+        d = by[(den, size)]
+
+        def ratio(key: str, sub: str | None = None):
+            a, b = r[key], d[key]
+            if sub:
+                a, b = (a or {}).get(sub), (b or {}).get(sub)
+            return a / b if a is not None and b else None
+        out.append({"size": size, "programming_p50": ratio("programming_p50_s"),
+                    "programming_p95": ratio("programming_p95_s"),
+                    "fp_late_minus_pod_p50": ratio("fp_late_minus_pod_p50_ms"),
+                    "sync_p50": ratio("sync_p50_s", "median"), "sync_mean": ratio("sync_mean_s", "median")})
+    return out
+
+
+def _f(x, fmt: str = "{:.2f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def _s(sp: dict | None, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
+    """median (min–max) of a spread."""
+    if not sp:
+        return "–"
+    return (fmt.format(sp["median"] * scale) + " (" + fmt.format(sp["min"] * scale) + "–"
+            + fmt.format(sp["max"] * scale) + ")")
+
+
+def _rules(dp: dict) -> str:
+    parts = [f"iptables {dp['iptables_rules']}"] if "iptables_rules" in dp else []
+    if "nft_rules" in dp:
+        parts.append(f"nft {dp['nft_rules']} rules + {dp['nft_elements']} map/set elements")
+    if "ipvs_virtual_services" in dp:
+        parts.append(f"ipvs {dp['ipvs_virtual_services']} virtual services")
+    return ", ".join(parts)
+
+
+def render_markdown(data: dict, charts: list[str]) -> str:
+    rows = summarise(data)
+    mc = data["machine"]
+    o = data["options"]
+    out = ["# Scale benchmark: Services per kube-proxy mode", "",
+           f"Measured on this machine: {mc['cpus']} CPUs ({mc['cpu_model'] or 'unknown model'}), "
+           f"{mc['memory_mib'] // 1024} GiB, kernel {mc['kernel']}, Kubernetes {mc['kubernetes']}, kind "
+           f"(1 control plane + {o['workers']} worker), other work running beside it. Absolute figures are "
+           "this machine's; compare modes through the ratios, which come from the same run.", "",
+           f"Sizes {o['sizes']}, {o['repeats']} repeat(s) each (the Services grown from zero again per "
+           f"repeat); {o['probes']} programming samples per size and repeat; first packet: "
+           f"{o['fp_requests']} requests to each of {o['fp_services']} early and late Services and to a pod "
+           f"IP. Benchmark run time: {data.get('seconds', 0) / 60:.1f} min.", "",
+           "Spreads are `median (min–max)` over repeats; p50/p95 pool every sample of every repeat. "
+           "Host load avg: the 1-minute load average at the start and end of each size (2 CPUs; "
+           "other sessions' builds and clusters shared the machine).", "",
+           "| mode | Services | programming p50 / p95 / max (s) | p50 per repeat | first packet p50: pod / early / "
+           "late Service (ms) | late − pod (ms) | sync p50 / p95 (s) | network programming p50 (s) | "
+           "create rate (/s) | rules on the client's node | kube-proxy RSS (MiB) | host load avg |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(
+            f"| {r['mode']} | {r['size']} | {_f(r['programming_p50_s'])} / {_f(r['programming_p95_s'])} / "
+            f"{_f(r['programming_max_s'])} (n={r['programming_n']}"
+            + (f", {r['programming_failed']} no answer" if r['programming_failed'] else "") + ") | "
+            f"{_s(r['programming_p50_spread_s'])} | {_f(r['fp_pod_p50_ms'])} / {_f(r['fp_early_p50_ms'])} / "
+            f"{_f(r['fp_late_p50_ms'])}" + (f" ({r['fp_failed']} failed)" if r['fp_failed'] else "") + " | "
+            f"{_s(r['fp_late_minus_pod_spread_ms'])} | {_s(r['sync_p50_s'], '{:.3f}')} / "
+            f"{_s(r['sync_p95_s'], '{:.3f}')} | {_s(r['netprog_p50_s'])} | {_s(r['create_rate_per_s'], '{:.0f}')} | "
+            f"{_rules(r['dataplane'])} | {_s(r['rss_mib'], '{:.0f}')} | {_s(r['loadavg'], '{:.0f}')} |")
+    rat = ratios(rows)
+    if rat:
+        out += ["", "## iptables ÷ nftables, same run", "",
+                "| Services | programming p50 | programming p95 | first-packet overhead (late − pod) p50 | "
+                "sync p50 | sync mean |", "|---|---|---|---|---|---|"]
+        for r in rat:
+            out.append(f"| {r['size']} | {_f(r['programming_p50'])} | {_f(r['programming_p95'])} | "
+                       f"{_f(r['fp_late_minus_pod_p50'])} | {_f(r['sync_p50'])} | {_f(r['sync_mean'])} |")
+    out += ["", "## How it was measured", "",
+            "- **programming**: a client pod polls a ClusterIP chosen up front (a new connection every "
+            "~0.1 s); the Service is then created with that ClusterIP; the latency runs from just before "
+            "the create call to the poller's first HTTP answer (pod and host share one clock). It includes "
+            "the API write, the EndpointSlice controller and kube-proxy's sync on the client's node.",
+            "- **first packet**: `svc-probe` in the client pod, a new TCP connection per request, "
+            "connect + HTTP answer; early = the first Services created, late = the last ones of the size "
+            "(in iptables mode their rule position in KUBE-SERVICES is in results.json).",
+            "- **sync / network programming**: kube-proxy's own histograms on the client's node, the "
+            "difference across the programming samples of the size (bucket-interpolated percentiles).",
+            "- **rules**: `iptables-save` `-A` lines (all tables), `nft -j list table ip kube-proxy` rules "
+            "and map/set elements, `ipvsadm -Ln` virtual services, after the size was synced.", ""]
+    for c in charts:
+        out.append(f"![{c}]({c})")
+    return "\n".join(out) + "\n"
+
+
+def charts(data: dict, out: Path) -> list[str]:
+    """PNG charts, one line per mode against the number of Services; returns file names."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    rows = summarise(data)
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    made = []
+
+    def line_chart(fname: str, title: str, ylabel: str, series: list[tuple[str, str, str]]):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for mode in modes:
+            rs = [r for r in rows if r["mode"] == mode]
+            xs = [r["size"] for r in rs]
+            for key, style, label in series:
+                ys = [r[key] for r in rs]
+                if any(y is not None for y in ys):
+                    ax.plot(xs, [y if y is not None else float("nan") for y in ys], style, marker="o",
+                            color=MODE_COLOURS.get(mode), label=f"{mode} {label}".strip())
+        ax.set_xscale("log")
+        ax.set_xticks(sorted({r["size"] for r in rows}))  # the measured sizes, as plain numbers
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("Services")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / fname, dpi=110)
+        plt.close(fig)
+        made.append(fname)
+
+    for r in rows:  # flatten the spreads the charts use
+        r["sync_p50_med"] = (r["sync_p50_s"] or {}).get("median")
+        r["sync_p95_med"] = (r["sync_p95_s"] or {}).get("median")
+        r["rules"] = r["dataplane"].get("nft_rules", 0) + r["dataplane"].get("nft_elements", 0) \
+            if r["mode"] == "nftables" else r["dataplane"].get("iptables_rules")
+    line_chart("programming-latency.png", "Service programming latency (create → first answer)",
+               "seconds", [("programming_p50_s", "-", "p50"), ("programming_p95_s", "--", "p95")])
+    line_chart("first-packet-latency.png", "First-packet latency: connect + first response",
+               "milliseconds", [("fp_late_p50_ms", "-", "late Services p50"),
+                                ("fp_early_p50_ms", ":", "early Services p50"),
+                                ("fp_pod_p50_ms", "--", "pod IP direct p50")])
+    line_chart("sync-duration.png", "kube-proxy sync_proxy_rules duration (client's node)", "seconds",
+               [("sync_p50_med", "-", "p50"), ("sync_p95_med", "--", "p95")])
+    line_chart("dataplane-size.png", "Data-plane size on the client's node", "rules (+ nft map elements)",
+               [("rules", "-", "")])
+    if by_position(data):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for size, pts in sorted(by_position(data).items()):
+            ax.scatter([p for p, _ in pts], [d for _, d in pts], s=14, label=f"{size} Services")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xlabel("position of the Service's rule in KUBE-SERVICES")
+        ax.set_ylabel("p50 through the Service − p50 to the pod (ms)")
+        ax.set_title("iptables: first-packet overhead against the rule's position")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "first-packet-by-rule-position.png", dpi=110)
+        plt.close(fig)
+        made.append("first-packet-by-rule-position.png")
+    return made
+
+
+def by_position(data: dict) -> dict[int, list[tuple[int, float]]]:
+    """iptables: size -> [(KUBE-SERVICES position, p50 through that Service − p50 to the pod in ms)].
+
+    Creation order says nothing about the chain order (kube-proxy writes the chain in its own
+    order), so the position recorded at measurement time is what the first packet walks."""
+    out: dict[int, list[tuple[int, float]]] = {}
+    for m in data["modes"]:
+        if m["mode"] != "iptables":
+            continue
+        for r in m["repeats"]:
+            for st in r["steps"]:
+                targets = st["first_packet"]["targets"]
+                pod = pct([x for t in targets if t["group"] == "pod" for x in t["latency_ms"]], 50)
+                for t in targets:
+                    if t["group"] != "pod" and t.get("rule_position") and t["latency_ms"] and pod is not None:
+                        out.setdefault(st["size"], []).append((t["rule_position"], pct(t["latency_ms"], 50) - pod))
+    return out
+
+
+def write(data: dict, out: Path) -> tuple[Path, Path]:
+    """results.json (raw), results.md (table) and the charts into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / "results.json"
+    js.write_text(json.dumps(data, indent=1) + "\n")
+    made = charts(data, out)
+    md = out / "results.md"
+    md.write_text(render_markdown(data, made))
+    return md, js

@@ -1,0 +1,366 @@
+"""The scale benchmark: Service programming and first-packet latency against the number of Services.
+
+One harness-made kind cluster per proxy mode, kube-proxy's metrics bound to the
+node address. In one namespace, a 3-pod demo Deployment and many ClusterIP
+Services that all select it; the number of Services grows in steps (e.g. 100,
+1000, 5000). At each size:
+
+  programming     create one more Service (with a ClusterIP chosen up front)
+                  while a client pod already polls that address; the latency is
+                  from just before the create call to the poller's first answer
+  first packet    connect + first response through early and late Services,
+                  against the same request straight to a pod IP (svc-probe,
+                  a new connection per request)
+  kube-proxy      its sync and network-programming histograms, CPU seconds and
+                  resident memory, scraped from the host (harness.bench.metrics)
+  data plane      iptables rules / nft rules and map elements / ipvs virtual
+                  services on the client's node (harness.modes.dataplane_size)
+
+A repeat grows the Services from zero again on the same cluster (the previous
+ones deleted and gone from every kube-proxy). Every raw sample is kept.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shlex
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from .. import config, engine, modes, session
+from ..cluster import KindCluster
+from ..kube import Kube
+from ..lab import DEMO_PORT, ClusterHandle, Lab
+from ..runner import DEFAULT, Step
+from ..waits import Wait
+from . import metrics
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "bench-scale"
+BENCH_LABEL = "svc-harness.io/bench"      # value: "bulk" or "probe"
+POLL_LIMIT_S = 120                        # a programming sample gives up after this long
+
+# Runs inside the client pod, in the background: poll http://IP:PORT/ with a new connection each
+# time until the first answer, then write "ok|timeout <start> <end> <attempts>" (epoch seconds;
+# pod and host share one kernel clock). A not-yet-programmed ClusterIP is dropped by the node's
+# Service-range sink, so each miss costs the 0.1 s connect timeout; a quick refusal (rules with no
+# endpoints yet) is followed by a 20 ms pause so the loop stays cheap. Bounded by LIMIT seconds.
+POLLER = r"""
+ip=$1; port=$2; out=$3; limit=$4
+start=$(date +%s.%N); n=0; end=$(( ${start%.*} + limit ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  n=$((n+1))
+  if curl -sf -o /dev/null --connect-timeout 0.1 -m 2 "http://$ip:$port/"; then
+    echo "ok $start $(date +%s.%N) $n" > "$out.tmp"; mv "$out.tmp" "$out"; exit 0
+  fi
+  sleep 0.02
+done
+echo "timeout $start $(date +%s.%N) $n" > "$out.tmp"; mv "$out.tmp" "$out"
+"""
+
+
+@dataclass
+class Options:
+    modes: list[str]
+    sizes: list[int]
+    repeats: int = 2
+    probes: int = 10                 # programming-latency samples per size and repeat
+    fp_services: int = 3             # early and late Services sampled for first-packet latency
+    fp_requests: int = 30            # requests per first-packet target
+    cluster_name: str = "bench"
+    workers: int = 1
+    out: Path = Path("artifacts/bench")
+    keep_cluster: bool = False
+    create_workers: int = 8          # parallel API calls when creating/deleting Services
+
+
+def _done(resp) -> bytes:
+    """Read an undecoded API answer to the end and hand its connection back to the pool
+    (a connection returned with unread bytes would garble the next answer on it)."""
+    try:
+        return resp.data
+    finally:
+        resp.release_conn()
+
+
+def machine() -> dict:
+    """What these numbers were measured on (they are this machine's, not general figures)."""
+    model = ""
+    try:
+        model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                      if l.startswith("model name")), "")
+    except OSError:
+        pass
+    mem = 0
+    try:
+        mem = int(next(l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines()
+                       if l.startswith("MemTotal"))) // 1024
+    except (OSError, StopIteration, ValueError):
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "memory_mib": mem, "kernel": platform.release(),
+            "kubernetes": config.versions().get("KUBERNETES_VERSION", "")}
+
+
+def loadavg() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1.0
+
+
+class ScaleBench:
+    """The measurements on one cluster (one proxy mode)."""
+
+    def __init__(self, cluster: ClusterHandle, opts: Options):
+        self.cluster, self.opts, self.mode = cluster, opts, cluster.mode
+        self.lab = Lab(cluster, NAMESPACE)
+        self.runner = cluster.runner
+        # A client of our own with a connection pool as wide as our parallel calls.
+        cfg = k8s.Configuration()
+        k8s_config.load_kube_config(config_file=cluster.kube.kubeconfig, client_configuration=cfg)
+        cfg.connection_pool_maxsize = max(4, opts.create_workers)
+        self.api = k8s.CoreV1Api(k8s.ApiClient(cfg))
+        self.discovery = k8s.DiscoveryV1Api(self.api.api_client)
+        self._static_ips = self._static_band()
+        self._probe_seq = 0
+
+    # ---- set-up ---------------------------------------------------------------
+    def setup(self) -> None:
+        self.cluster.kube.create_namespace(NAMESPACE)
+        self.lab.deploy_demoapp(replicas=3)
+        self.pods = self.lab.pods()
+        self.client = self.lab.client(self.cluster.workers[0], name="bench-client")
+        self.client_node = self.cluster.node(self.client.node)
+        if self.cluster.is_kind:
+            engine.check_egress_guard(self.runner)
+
+    def _static_band(self):
+        """ClusterIPs we pick ourselves, from the range's low "static" band (KEP-3070), which the
+        API server's random allocation avoids while the upper band has room."""
+        net = self.cluster.service_cidrs()[0]
+        used = {s.spec.cluster_ip for s in self.api.list_service_for_all_namespaces().items}
+        band = min(max(16, net.num_addresses // 16), 256)
+        for offset in range(20, band - 1):
+            ip = str(net.network_address + offset)
+            if ip not in used:
+                yield ip
+
+    # ---- Services ---------------------------------------------------------------
+    def _body(self, name: str, kind: str, cluster_ip: str = "") -> dict:
+        spec = {"type": "ClusterIP", "selector": {"app": "demoapp"},
+                "ports": [{"name": "http", "protocol": "TCP", "port": DEMO_PORT, "targetPort": DEMO_PORT}]}
+        if cluster_ip:
+            spec["clusterIP"] = cluster_ip
+        return {"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "labels": {BENCH_LABEL: kind}}, "spec": spec}
+
+    def create_bulk(self, first: int, count: int) -> tuple[list[str], float]:
+        """Create Services s<first>..s<first+count-1> with parallel API calls; (names, seconds)."""
+        names = [f"s{i:05d}" for i in range(first, first + count)]
+        self.lab.step(f"create {count} ClusterIP Services selecting app=demoapp "
+                      f"({self.opts.create_workers} parallel API calls)")
+        started = time.monotonic()
+        with ThreadPoolExecutor(self.opts.create_workers) as pool:
+            # _preload_content=False: the answers are not needed, and decoding 5000 of them costs CPU
+            list(pool.map(lambda n: _done(self.api.create_namespaced_service(
+                NAMESPACE, self._body(n, "bulk"), _preload_content=False)), names))
+        seconds = time.monotonic() - started
+        log.info("%s: created %d Services in %.1fs (%.0f/s)", self.mode, count, seconds,
+                 count / seconds if seconds else 0)
+        return names, seconds
+
+    def delete_all(self) -> float:
+        """Delete every bench Service and wait until kube-proxy has dropped them; seconds taken."""
+        started = time.monotonic()
+        names = [s["metadata"]["name"] for s in self._raw("list_namespaced_service", NAMESPACE,
+                                                          label_selector=BENCH_LABEL)["items"]]
+        self.lab.step(f"delete {len(names)} bench Services")
+        with ThreadPoolExecutor(self.opts.create_workers) as pool:
+            list(pool.map(lambda n: _done(self.api.delete_namespaced_service(
+                n, NAMESPACE, _preload_content=False)), names))
+        self.settle(0)
+        return time.monotonic() - started
+
+    def _raw(self, method: str, *args, **kw) -> dict:
+        """A list call decoded as plain JSON (the client's model objects are slow for 5000 items)."""
+        api = self.discovery if "endpoint_slice" in method else self.api
+        return json.loads(_done(getattr(api, method)(*args, _preload_content=False, **kw)))
+
+    def ready_slices(self) -> int:
+        """Bench Services whose EndpointSlices list a ready endpoint."""
+        svcs = set()
+        for sl in self._raw("list_namespaced_endpoint_slice", NAMESPACE)["items"]:
+            name = sl["metadata"].get("labels", {}).get("kubernetes.io/service-name", "")
+            if any((e.get("conditions") or {}).get("ready") for e in sl.get("endpoints") or []):
+                svcs.add(name)
+        return len(svcs)
+
+    def settle(self, services: int) -> float:
+        """Wait until `services` bench Services have ready EndpointSlices and every kube-proxy has
+        synced after that with nothing pending; returns when the slices were complete (time.time)."""
+        Wait(f"{services} bench Services with ready EndpointSlices (seen: how many)", timeout=900,
+             interval=2.0).until(self.ready_slices, lambda n: n == services)
+        complete = time.time()
+
+        def synced():
+            snaps = self.scrape()
+            return {s.node: (s.pending(), s.gauges.get(metrics.LAST_SYNC, 0.0) > complete) for s in snaps}
+
+        Wait(f"every kube-proxy to sync after the EndpointSlices were complete, nothing pending "
+             f"(seen: node -> (pending changes, synced since))", timeout=900, interval=1.0).until(
+            synced, lambda seen: all(p == 0 and after for p, after in seen.values()))
+        return complete
+
+    # ---- measurements ---------------------------------------------------------------
+    def scrape(self) -> list[metrics.Snapshot]:
+        now = time.time()
+        return [metrics.scrape(self.runner, n.name, n.ip, now) for n in self.cluster.nodes]
+
+    def programming_sample(self, services_before: int) -> dict:
+        """Create one more Service and time until the client pod first gets an answer through it."""
+        ip = next(self._static_ips)
+        self.lab.assert_local(ip)
+        if self.cluster.is_kind:
+            engine.check_egress_guard(self.runner)
+        self._probe_seq += 1
+        name = f"p{self._probe_seq:04d}"
+        out = f"/tmp/bench-{name}"
+        self.client.exec(["bash", "-c", f"nohup bash -c {shlex.quote(POLLER)} _ {ip} {DEMO_PORT} {out} "
+                                        f"{POLL_LIMIT_S} </dev/null >/dev/null 2>&1 &"])
+        t0 = time.time()
+        _done(self.api.create_namespaced_service(NAMESPACE, self._body(name, "probe", ip),
+                                                 _preload_content=False))
+        api_s = time.time() - t0
+        line = Wait(f"the poller in {self.client.describe()} to report on new Service {name} ({ip}) "
+                    f"(seen: its output)", timeout=POLL_LIMIT_S + 30, interval=1.0).until(
+            lambda: self.client.exec(["cat", out], check=False).stdout.strip(), bool)
+        status, start, end, attempts = line.split()
+        return {"service": name, "cluster_ip": ip, "services_before": services_before, "status": status,
+                "latency_s": float(end) - t0 if status == "ok" else None, "api_call_s": api_s,
+                "poller_started_before_create": float(start) <= t0, "attempts": int(attempts)}
+
+    def first_packet(self, created: list[str]) -> dict:
+        """Connect + first response through early and late Services vs a pod IP directly."""
+        k = self.opts.fp_services
+        early, late = created[:k], created[-k:] if len(created) > k else []
+        positions = {}
+        if self.mode == "iptables":
+            positions = modes.kube_services_positions(
+                self.client_node.exec(["iptables-save", "-t", "nat"], timeout=120).stdout)
+        pod = self.pods[0]
+        targets = [("pod", pod.name, pod.ip)]
+        for group, names in (("early", early), ("late", late)):
+            for n in names:
+                targets.append((group, n, self.api.read_namespaced_service(n, NAMESPACE).spec.cluster_ip))
+        targets.append(("pod", pod.name, pod.ip))
+        out = []
+        for group, name, ip in targets:
+            sample = self.lab.probe(self.client, ip, DEMO_PORT, n=self.opts.fp_requests, timeout_s=5.0)
+            out.append({"group": group, "target": name, "ip": ip, "rule_position": positions.get(ip),
+                        "latency_ms": [r.latency_ms for r in sample.records if r.ok],
+                        "failures": {k: v for k, v in sample.kinds().items() if k != "ok"}})
+        return {"targets": out, "kube_services_rules": len(positions) or None}
+
+    def grow(self, repeat: int) -> list[dict]:
+        """One repeat: grow to each size and measure there."""
+        steps = []
+        created: list[str] = []
+        probes_made = 0
+        for size in sorted(self.opts.sizes):
+            have = len(created) + probes_made
+            step = {"size": size, "loadavg_start": loadavg()}
+            before = self.scrape()
+            t_create = time.time()
+            names, seconds = self.create_bulk(len(created), max(0, size - have))
+            created += names
+            complete = self.settle(len(created) + probes_made)
+            mid = self.scrape()
+            step.update(created=len(names), create_seconds=seconds,
+                        create_rate_per_s=len(names) / seconds if seconds else None,
+                        slices_ready_after_s=complete - t_create,
+                        settled_after_s=mid[0].at - t_create,
+                        bulk_kube_proxy=[metrics.between(b, a) for b, a in zip(before, mid)])
+            with Step(f"{self.mode} r{repeat} size {size}: data-plane size"):
+                step["dataplane"] = modes.dataplane_size(self.client_node, self.mode)
+            with Step(f"{self.mode} r{repeat} size {size}: first-packet latency"):
+                step["first_packet"] = self.first_packet(created)
+            before_probe = self.scrape()
+            with Step(f"{self.mode} r{repeat} size {size}: programming latency x{self.opts.probes}"):
+                step["programming"] = [self.programming_sample(size + i) for i in range(self.opts.probes)]
+            probes_made += self.opts.probes
+            after = self.scrape()
+            step["probe_kube_proxy"] = [metrics.between(b, a) for b, a in zip(before_probe, after)]
+            step["client_node"] = self.client.node
+            step["loadavg_end"] = loadavg()
+            lat = sorted(p["latency_s"] for p in step["programming"] if p["latency_s"] is not None)
+            log.info("%s r%d size %d: programming latency %s s; data plane %s", self.mode, repeat, size,
+                     ", ".join(f"{x:.2f}" for x in lat), step["dataplane"])
+            steps.append(step)
+        return steps
+
+
+def measure_mode(mode: str, opts: Options) -> dict:
+    """Make the mode's cluster, run every repeat on it, delete it (unless kept)."""
+    node_image, images, baked = session.resolve_images(SimpleNamespace(node_image="", demo_image=""))
+    name = f"{opts.cluster_name}-{mode}"
+    kc = KindCluster(name=name, mode=mode, workers=opts.workers, node_image=node_image,
+                     kube_proxy_extra=dict(metrics.KUBE_PROXY_METRICS_CONFIG), keep=opts.keep_cluster)
+    handle = None
+    result = {"mode": mode, "cluster": name, "node_image": node_image, "repeats": []}
+    drops_before = engine.egress_drops()
+    try:
+        kc.start()
+        result["cluster_create_s"] = kc.create_seconds
+        if not baked:
+            session._load_images(name, [images.demoapp, images.toolbox])
+        handle = ClusterHandle(mode=mode, name=name, kube=Kube(kc.kubeconfig), nodes=kc.nodes(),
+                               images=images, kind=kc, runner=DEFAULT)
+        bench = ScaleBench(handle, opts)
+        bench.setup()
+        for r in range(opts.repeats):
+            started = time.monotonic()
+            steps = bench.grow(r)
+            rec = {"repeat": r, "steps": steps}
+            rec["delete_s"] = bench.delete_all()
+            rec["seconds"] = time.monotonic() - started
+            result["repeats"].append(rec)
+            write_partial(opts, result)
+    finally:
+        if handle:
+            handle.close()
+        if not opts.keep_cluster:
+            kc.delete()
+    # The guard's counter is machine-wide (other runs share it): a difference, expected 0.
+    result["egress_guard_drops"] = engine.egress_drops() - drops_before
+    return result
+
+
+def write_partial(opts: Options, result: dict) -> None:
+    """Keep what was measured so far (a long run may be cut short)."""
+    opts.out.mkdir(parents=True, exist_ok=True)
+    (opts.out / f"partial-{result['mode']}.json").write_text(json.dumps(result, indent=1))
+
+
+def run(opts: Options) -> dict:
+    started, t0 = time.time(), time.monotonic()
+    data = {"benchmark": "scale", "started": started, "machine": machine(),
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
+            "modes": []}
+    from . import results
+    for mode in opts.modes:
+        with Step(f"scale benchmark, {mode} mode, sizes {opts.sizes}, {opts.repeats} repeat(s)") as st:
+            res = measure_mode(mode, opts)
+        res["seconds"] = st.seconds
+        data["modes"].append(res)
+        data["seconds"] = time.monotonic() - t0
+        results.write(data, opts.out)  # what is done so far survives a later mode's failure
+    return data

@@ -1,0 +1,137 @@
+"""Unit tests for the pure parts of harness.bench and the data-plane counters in harness.modes."""
+import json
+
+import pytest
+
+from harness import modes
+from harness.bench import metrics, results
+from harness.runner import FakeRunner, HttpError
+
+METRICS = """\
+# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram
+kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="0.1"} 2
+kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="1"} 6
+kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="+Inf"} 8
+kubeproxy_sync_proxy_rules_duration_seconds_sum 9.5
+kubeproxy_sync_proxy_rules_duration_seconds_count 8
+# TYPE kubeproxy_sync_proxy_rules_endpoint_changes_pending gauge
+kubeproxy_sync_proxy_rules_endpoint_changes_pending 3
+# TYPE kubeproxy_sync_proxy_rules_service_changes_pending gauge
+kubeproxy_sync_proxy_rules_service_changes_pending 1
+# TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge
+kubeproxy_sync_proxy_rules_last_timestamp_seconds 1.7e9
+# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 12.5
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 4.2e7
+"""
+
+
+def test_parse_metrics_text():
+    snap = metrics.parse(METRICS, "n1", 10.0)
+    h = snap.histograms[metrics.SYNC]
+    assert (h.count, h.sum, h.buckets[0.1], h.buckets[float("inf")]) == (8, 9.5, 2, 8)
+    assert snap.pending() == 4
+    assert snap.gauges[metrics.CPU] == 12.5 and snap.gauges[metrics.RSS] == 4.2e7
+    assert snap.gauges[metrics.LAST_SYNC] == 1.7e9
+
+
+def test_histogram_quantile_interpolates_inside_the_bucket():
+    h = metrics.Histogram({0.1: 2, 1.0: 6, float("inf"): 8}, 8, 9.5)
+    assert h.quantile(0.25) == pytest.approx(0.1)          # rank 2: top of the first bucket
+    assert h.quantile(0.5) == pytest.approx(0.1 + 0.9 * 2 / 4)
+    assert h.quantile(0.99) == 1.0                         # in +Inf: the last finite edge
+    assert metrics.Histogram().quantile(0.5) is None
+
+
+def test_between_subtracts_snapshots():
+    before = metrics.parse(METRICS, "n1", 10.0)
+    after_text = METRICS.replace('le="1"} 6', 'le="1"} 9').replace('le="+Inf"} 8', 'le="+Inf"} 11') \
+        .replace("_count 8", "_count 11").replace("_sum 9.5", "_sum 11.0").replace("12.5", "14.0")
+    d = metrics.between(before, metrics.parse(after_text, "n1", 40.0))
+    assert d["seconds"] == 30.0 and d["cpu_seconds"] == pytest.approx(1.5)
+    assert d["sync_proxy_rules"]["count"] == 3
+    assert d["sync_proxy_rules"]["mean_s"] == pytest.approx(0.5)
+    assert 0.1 < d["sync_proxy_rules"]["p50_s"] <= 1.0
+
+
+def test_scrape_goes_through_the_runner_seam():
+    r = FakeRunner().on_http("http://172.18.0.3:10249/metrics", METRICS)
+    snap = metrics.scrape(r, "kind-worker", "172.18.0.3", 1.0)
+    assert r.calls == [["GET", "http://172.18.0.3:10249/metrics"]]
+    assert snap.node == "kind-worker" and snap.pending() == 4
+    with pytest.raises(HttpError, match="kube-proxy metrics of other"):
+        metrics.scrape(FakeRunner(), "other", "172.18.0.4", 1.0)
+
+
+def test_dataplane_counters():
+    save = "*nat\n:KUBE-SERVICES - [0:0]\n" \
+           "-A KUBE-SERVICES -d 10.96.0.30/32 -p tcp -m comment --comment \"a\" -j KUBE-SVC-A\n" \
+           "-A KUBE-SVC-A -j KUBE-SEP-1\n" \
+           "-A KUBE-SERVICES -d 10.96.4.2/32 -p tcp -j KUBE-SVC-B\nCOMMIT\n"
+    assert modes.count_iptables_rules(save) == 3
+    assert modes.kube_services_positions(save) == {"10.96.0.30": 1, "10.96.4.2": 2}
+    nft = json.dumps({"nftables": [{"metainfo": {}}, {"table": {}}, {"chain": {}}, {"rule": {}}, {"rule": {}},
+                                   {"map": {"name": "service-ips", "elem": [[1, 2], [3, 4], [5, 6]]}},
+                                   {"set": {"name": "cluster-ips", "elem": ["10.96.0.1"]}}]})
+    assert modes.count_nft(nft) == (2, 4)
+    ipvs = ("IP Virtual Server version 1.2.1\nProt LocalAddress:Port Scheduler Flags\n"
+            "TCP  10.96.0.1:443 rr\n  -> 172.18.0.2:6443 Masq 1 0 0\nUDP  10.96.0.10:53 rr\n")
+    assert modes.count_ipvs_services(ipvs) == 2
+
+
+def test_percentiles_and_spread():
+    assert results.pct([], 50) is None
+    assert results.pct([3, 1, 2], 50) == 2
+    assert results.pct([1, 2, 3, 4], 95) == pytest.approx(3.85)
+    assert results.spread([2, None, 1, 5]) == {"min": 1, "median": 2, "max": 5}
+
+
+def _step(size, prog, pod, late, sync_p50):
+    view = {"node": "w", "sync_proxy_rules": {"p50_s": sync_p50, "p95_s": sync_p50 * 2, "mean_s": sync_p50,
+                                               "count": 4}, "network_programming": {"p50_s": 1.0, "p95_s": 2.0},
+            "rss_bytes": 50 * 2**20, "cpu_seconds": 1.0}
+    return {"size": size, "created": size, "create_rate_per_s": 100.0, "settled_after_s": 3.0,
+            "client_node": "w", "dataplane": {"iptables_rules": size * 10},
+            "programming": [{"latency_s": x} for x in prog],
+            "first_packet": {"targets": [{"group": "pod", "latency_ms": pod, "failures": {}},
+                                         {"group": "early", "latency_ms": pod, "failures": {}},
+                                         {"group": "late", "latency_ms": late, "failures": {"timeout": 1}}]},
+            "probe_kube_proxy": [view], "bulk_kube_proxy": [view]}
+
+
+def _data():
+    def mode(name, factor):
+        return {"mode": name, "repeats": [
+            {"steps": [_step(100, [1.0, 2.0], [1.0, 1.0], [1.5, 1.5], 0.1),
+                       _step(1000, [2.0 * factor, 4.0 * factor, None], [1.0], [1.0 + factor], 0.2 * factor)]},
+            {"steps": [_step(100, [3.0], [1.0], [1.5], 0.1),
+                       _step(1000, [6.0 * factor], [1.0], [1.0 + factor], 0.4 * factor)]}]}
+    return {"machine": {"cpus": 2, "cpu_model": "x", "memory_mib": 24000, "kernel": "6.1", "kubernetes": "v1.34.4"},
+            "options": {"workers": 1, "sizes": [100, 1000], "repeats": 2, "probes": 2, "fp_requests": 1,
+                        "fp_services": 1}, "seconds": 600, "modes": [mode("iptables", 2.0), mode("nftables", 1.0)]}
+
+
+def test_summary_pools_repeats_and_counts_failures():
+    rows = results.summarise(_data())
+    ipt = next(r for r in rows if r["mode"] == "iptables" and r["size"] == 1000)
+    assert ipt["programming_n"] == 3 and ipt["programming_failed"] == 1
+    assert ipt["programming_p50_s"] == 8.0 and ipt["programming_max_s"] == 12.0
+    assert ipt["programming_p50_spread_s"] == {"min": 6.0, "median": 9.0, "max": 12.0}
+    assert ipt["fp_late_minus_pod_p50_ms"] == 2.0 and ipt["fp_failed"] == 2
+    assert ipt["sync_p50_s"]["median"] == pytest.approx(0.6)
+
+
+def test_ratios_compare_modes_of_one_run():
+    rat = {r["size"]: r for r in results.ratios(results.summarise(_data()))}
+    assert rat[100]["programming_p50"] == 1.0
+    assert rat[1000]["programming_p50"] == 2.0 and rat[1000]["fp_late_minus_pod_p50"] == 2.0
+
+
+def test_write_makes_table_and_charts(tmp_path):
+    md, js = results.write(_data(), tmp_path)
+    text = md.read_text()
+    assert "| iptables | 1000 | 8.00 / " in text and "iptables ÷ nftables" in text
+    for png in ("programming-latency.png", "first-packet-latency.png", "sync-duration.png", "dataplane-size.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in text
+    assert json.loads(js.read_text())["modes"][0]["mode"] == "iptables"
