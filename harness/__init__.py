@@ -17,4 +17,6 @@ Module map (one concern each):
   report        the Markdown/JSON reproduction report
   breaks        deliberate breaks that must turn experiments red
   plugin        pytest options, hooks and fixtures
+  byo/          bring your own cluster (--kubeconfig): preflight and discovery, the
+                before/after snapshot, and the foreign-kind-cluster test bed
 """

@@ -367,13 +367,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _is_worker(session.config):
         return
     from . import session as clusters
+    changed = False
+    if session.config.option.kubeconfig:
+        session.config._svc_byo_summary, changed = clusters.finish_byo(session.config)
     clusters.finish_run(session.config, failed=exitstatus not in (0, 5))
-    if session.config.option.kubeconfig and clusters.finish_byo(session.config) and exitstatus in (0, 5):
+    if changed and exitstatus in (0, 5):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the cluster was not left as found
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: F811
     if _is_worker(config):
         return
-    for line in getattr(config, "_svc_summary", []):
+    for line in [*getattr(config, "_svc_byo_summary", []), *getattr(config, "_svc_summary", [])]:
         terminalreporter.write_line(line)

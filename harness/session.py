@@ -152,13 +152,14 @@ def byo_prefix(run_dir: Path) -> str:
     return f"svc-byo-{run_dir.name}"
 
 
-def finish_byo(pyconfig: pytest.Config) -> bool:
+def finish_byo(pyconfig: pytest.Config) -> tuple[list[str], bool]:
     """Controller, --kubeconfig: remove our containers, compare the cluster with the snapshot taken
-    before the run, and summarise. True if the cluster changed outside test namespaces without consent."""
-    from .byo import discover, snapshot
+    before the run, and summarise. (lines, True if the cluster changed outside test namespaces
+    without consent). Runs before finish_run, which removes the run directory."""
+    from .byo import snapshot
     opts = pyconfig.option
     run_dir: Path = pyconfig._svc_run_dir
-    summary: list[str] = pyconfig._svc_summary
+    summary: list[str] = []
     ids = DEFAULT.run(["docker", "ps", "-aq", "--filter", f"label={config.OWNER_LABEL}",
                        "--filter", f"name={byo_prefix(run_dir)}-"], check=False).stdout.split()
     if ids:
@@ -166,10 +167,10 @@ def finish_byo(pyconfig: pytest.Config) -> bool:
     pre = pyconfig._svc_byo
     state_file = run_dir / "byo-discovery.json"
     disc = json.loads(state_file.read_text()) if state_file.exists() else {}
-    summary.insert(0, f"svc-harness: --kubeconfig cluster at {pre.server}: kube-proxy {pre.mode} "
+    summary.append(f"svc-harness: --kubeconfig cluster at {pre.server}: kube-proxy {pre.mode} "
                       f"({'; '.join(f'{k}: {v}' for k, v in pre.mode_sources.items())})")
     if disc and "error" not in disc:
-        summary.insert(1, f"svc-harness: discovered: node access {disc['node_access']}, external client "
+        summary.append(f"svc-harness: discovered: node access {disc['node_access']}, external client "
                           f"{disc['external']}, LoadBalancer: {disc['lb_detail']}; traffic allowed to "
                           f"{', '.join(disc['networks'])}")
     changes_file = run_dir / "byo-changes"
@@ -181,7 +182,7 @@ def finish_byo(pyconfig: pytest.Config) -> bool:
         after = snapshot.take(Kube(opts.kubeconfig, context=opts.context))
     except Exception as e:  # noqa: BLE001 - an unreadable cluster at the end is itself a failure
         summary.append(f"svc-harness: FAILED to take the after-run snapshot of the --kubeconfig cluster: {e}")
-        return True
+        return summary, True
     changed = snapshot.diff(before, after)
     out = Path(opts.artifacts_dir) / "byo-snapshot.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -192,12 +193,12 @@ def finish_byo(pyconfig: pytest.Config) -> bool:
     if not changed:
         summary.append(f"svc-harness: --kubeconfig cluster left as found: kube-system and nodes unchanged "
                        f"({snapshot.counts(after)} compared; {out})")
-        return False
+        return summary, False
     verdict = "expected: changes were allowed" if consented else "the run FAILS: it must leave the cluster as found"
     summary.append(f"svc-harness: --kubeconfig cluster CHANGED outside test namespaces ({len(changed)} differences; "
                    f"{verdict}); {out}:")
     summary += [f"    {line}" for line in changed]
-    return not consented
+    return summary, not consented
 
 
 def _load_images(name: str, tags: list[str]) -> None:

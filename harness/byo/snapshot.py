@@ -28,6 +28,8 @@ def take(kube: Kube) -> dict[str, dict[str, str]]:
                         for s in kube.core.list_namespaced_service(ns).items}
     pods = {}
     for p in kube.core.list_namespaced_pod(ns).items:
+        if p.metadata.deletion_timestamp:  # already on its way out (e.g. the old pods of a finished rollout)
+            continue
         restarts = sum(c.restart_count for c in (p.status.container_statuses or []))
         pods[p.metadata.name] = f"uid={p.metadata.uid} restarts={restarts}"
     snap["pods"] = pods
