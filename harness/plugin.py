@@ -138,8 +138,11 @@ def pytest_configure(config: pytest.Config) -> None:
         opts.breaks = breaks.parse(opts.breaks)
     except ValueError as e:
         raise pytest.UsageError(str(e)) from None
-    if opts.breaks and opts.kubeconfig:
-        raise pytest.UsageError("--break damages clusters on purpose; it is refused with --kubeconfig")
+    for b in opts.breaks:
+        if opts.kubeconfig and not b.byo:
+            raise pytest.UsageError(f"--break={b.name} damages clusters on purpose; it is refused with --kubeconfig")
+        if b.byo and not opts.kubeconfig:
+            raise pytest.UsageError(f"--break={b.name} tests the --kubeconfig path; it needs --kubeconfig")
     if opts.breaks:
         log.warning("deliberately broken run: %s", breaks.describe(opts.breaks))
     opts.artifacts_dir = str(Path(opts.artifacts_dir).resolve())

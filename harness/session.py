@@ -144,7 +144,8 @@ def _existing(pyconfig: pytest.Config, images: Images, worker: str) -> ClusterHa
     return ClusterHandle(mode=pre.mode, name=byo_prefix(run_dir), kube=kube, nodes=nodes, images=images, kind=None,
                          external_mode=disc.external, worker=worker, lb_provider=disc.lb_provider,
                          node_access=disc.node_access, networks=disc.networks,
-                         allow_changes=opts.allow_cluster_changes, changes_log=run_dir / "byo-changes")
+                         allow_changes=opts.allow_cluster_changes, changes_log=run_dir / "byo-changes",
+                         breaks=opts.breaks)
 
 
 def byo_prefix(run_dir: Path) -> str:
