@@ -21,4 +21,6 @@ Module map (one concern each):
                 (build, specs, run, coverage, report; see harness/upstream/__init__.py)
   bench/        benchmarks apart from the suites (python -m harness.bench): scale
   plugin        pytest options, hooks and fixtures
+  byo/          bring your own cluster (--kubeconfig): preflight and discovery, the
+                before/after snapshot, and the foreign-kind-cluster test bed
 """

@@ -41,6 +41,9 @@ class Break:
     on_service: Callable[["Lab", dict], dict] | None = None      # rewrites each Service spec applied
     on_patch: Callable[["Lab", dict], dict] | None = None        # rewrites each Service spec patch
     skip_restart: bool = False     # a mode change edits the ConfigMap but restarts nothing
+    # Only with --kubeconfig: what must go red is the run's "left as found" snapshot check (exit 1),
+    # not an experiment; proven by `python -m harness.byo check`, not by `prove`.
+    byo: bool = False
 
     @property
     def changes_cluster(self) -> bool:
@@ -70,6 +73,12 @@ def _service_range_local(cluster: "ClusterHandle") -> None:
     for node in cluster.node_peers():
         for cidr in cluster.service_cidrs():
             node.exec(["ip", "route", "replace", "local", str(cidr), "dev", "lo", "table", "local"])
+
+
+def _touch_kube_system(lab: "Lab") -> None:
+    """What E17 used to do to a --kubeconfig cluster: edit the kube-proxy ConfigMap (harmlessly)."""
+    lab.kube.kubectl("-n", "kube-system", "annotate", "--overwrite", "configmap", "kube-proxy",
+                     f"svc-harness/touched-by={lab.ns}", what="touching kube-system on purpose")
 
 
 def _every_node_holds_external_ips(lab: "Lab", spec: dict) -> dict:
@@ -112,6 +121,8 @@ BREAKS = {b.name: b for b in [
           ("E15",), on_cluster=_service_range_local),
     Break("mode-restart-skipped", "a mode change edits the kube-proxy ConfigMap but restarts no kube-proxy pod",
           ("E16",), skip_restart=True),
+    Break("kube-system-touched", "every test namespace's setup also annotates the kube-proxy ConfigMap in "
+          "kube-system (a change outside the test namespaces)", (), on_namespace=_touch_kube_system, byo=True),
 ]}
 
 
@@ -222,10 +233,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{b.name:24} {', '.join(b.must_fail):18} {b.fault}")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    names = [n for n in args.only.split(",") if n] or list(BREAKS)
+    names = [n for n in args.only.split(",") if n] or [n for n, b in BREAKS.items() if not b.byo]
     unknown = [n for n in names if n not in BREAKS]
     if unknown:
         p.error(f"unknown break(s) {', '.join(unknown)}; expected some of {', '.join(BREAKS)}")
+    byo = [n for n in names if BREAKS[n].byo]
+    if byo:
+        p.error(f"{', '.join(byo)}: proven against a --kubeconfig cluster by `python -m harness.byo check`")
     return prove(args.proxy_mode, names, Path(args.artifacts_dir).resolve(), extra)
 
 

@@ -201,39 +201,10 @@ class KindCluster:
                            f"{config.CLUSTER_CREATE_ATTEMPTS} attempts; last error:\n{last}")
 
     def _wait_system_ready(self) -> None:
-        """All nodes Ready, kube-proxy and CoreDNS rolled out: a real readiness signal."""
-        kubectl = [config.tool("kubectl"), "--kubeconfig", str(self.kubeconfig)]
-        self.runner.run([*kubectl, "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s"],
-                        timeout=200, what="waiting for nodes Ready")
-        for obj in ("daemonset/kube-proxy", "daemonset/kindnet", "deployment/coredns"):
-            res = self.runner.run([*kubectl, "-n", "kube-system", "get", obj], check=False)
-            if res.ok:  # upstream images may name the CNI differently
-                self.runner.run([*kubectl, "-n", "kube-system", "rollout", "status", obj, "--timeout=180s"],
-                                timeout=200, what=f"waiting for {obj}")
+        wait_system_ready(self.kubeconfig, self.runner)
 
     def _seal_dns(self) -> None:
-        """Keep cluster DNS inside the machine: drop CoreDNS's upstream `forward`.
-
-        kind points nodes at Docker's embedded DNS, which forwards unknown
-        names from the node's network namespace, i.e. through the kind bridge
-        to the outside (the egress guard drops them). The suites resolve only
-        cluster names, so CoreDNS answers those and forwards nothing.
-        """
-        kubectl = [config.tool("kubectl"), "--kubeconfig", str(self.kubeconfig)]
-        cm = json.loads(self.runner.run([*kubectl, "-n", "kube-system", "get", "configmap", "coredns",
-                                         "-o", "json"]).stdout)
-        corefile = cm["data"]["Corefile"]
-        sealed = re.sub(r"^[ \t]*forward \. /etc/resolv\.conf[^\n]*\{[^}]*\}[ \t]*\n", "", corefile, flags=re.M)
-        sealed = re.sub(r"^[ \t]*forward \. /etc/resolv\.conf[^\n{]*\n", "", sealed, flags=re.M)
-        if sealed == corefile:
-            return
-        cm["data"]["Corefile"] = sealed
-        for k in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
-            cm["metadata"].pop(k, None)
-        self.runner.run([*kubectl, "apply", "-f", "-"], input=json.dumps(cm), what="sealing CoreDNS")
-        self.runner.run([*kubectl, "-n", "kube-system", "rollout", "restart", "deployment/coredns"])
-        self.runner.run([*kubectl, "-n", "kube-system", "rollout", "status", "deployment/coredns",
-                         "--timeout=120s"], timeout=150, what="waiting for sealed CoreDNS")
+        seal_coredns(self.kubeconfig, self.runner)
 
     def _export_logs_on_failure(self) -> None:
         dest = config.CACHE / "failed-create" / f"{self.name}-{int(time.time())}"
@@ -256,6 +227,45 @@ class KindCluster:
         self.marker.unlink(missing_ok=True)
         self.kubeconfig.unlink(missing_ok=True)
         self.marker.with_suffix(".kind.yaml").unlink(missing_ok=True)
+
+
+def wait_system_ready(kubeconfig: Path, runner: Runner = DEFAULT) -> None:
+    """All nodes Ready, kube-proxy and CoreDNS rolled out: a real readiness signal."""
+    kubectl = [config.tool("kubectl"), "--kubeconfig", str(kubeconfig)]
+    runner.run([*kubectl, "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s"],
+               timeout=200, what="waiting for nodes Ready")
+    for obj in ("daemonset/kube-proxy", "daemonset/kindnet", "deployment/coredns"):
+        res = runner.run([*kubectl, "-n", "kube-system", "get", obj], check=False)
+        if res.ok:  # upstream images may name the CNI differently
+            runner.run([*kubectl, "-n", "kube-system", "rollout", "status", obj, "--timeout=180s"],
+                       timeout=200, what=f"waiting for {obj}")
+
+
+def seal_coredns(kubeconfig: Path, runner: Runner = DEFAULT) -> None:
+    """Keep cluster DNS inside the machine: drop CoreDNS's upstream `forward`.
+
+    kind points nodes at Docker's embedded DNS, which forwards unknown
+    names from the node's network namespace, i.e. through the kind bridge
+    to the outside (the egress guard drops them). The suites resolve only
+    cluster names, so CoreDNS answers those and forwards nothing.
+    (Only for clusters the harness makes, and the byo test bed's own: with
+    --kubeconfig the harness never edits CoreDNS.)
+    """
+    kubectl = [config.tool("kubectl"), "--kubeconfig", str(kubeconfig)]
+    cm = json.loads(runner.run([*kubectl, "-n", "kube-system", "get", "configmap", "coredns",
+                                "-o", "json"]).stdout)
+    corefile = cm["data"]["Corefile"]
+    sealed = re.sub(r"^[ \t]*forward \. /etc/resolv\.conf[^\n]*\{[^}]*\}[ \t]*\n", "", corefile, flags=re.M)
+    sealed = re.sub(r"^[ \t]*forward \. /etc/resolv\.conf[^\n{]*\n", "", sealed, flags=re.M)
+    if sealed == corefile:
+        return
+    cm["data"]["Corefile"] = sealed
+    for k in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+        cm["metadata"].pop(k, None)
+    runner.run([*kubectl, "apply", "-f", "-"], input=json.dumps(cm), what="sealing CoreDNS")
+    runner.run([*kubectl, "-n", "kube-system", "rollout", "restart", "deployment/coredns"])
+    runner.run([*kubectl, "-n", "kube-system", "rollout", "status", "deployment/coredns",
+                "--timeout=120s"], timeout=150, what="waiting for sealed CoreDNS")
 
 
 def delete_owned(name: str, runner: Runner = DEFAULT) -> None:

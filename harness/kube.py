@@ -38,10 +38,11 @@ def load_manifest(name: str, **values) -> list[dict]:
 
 
 class Kube:
-    def __init__(self, kubeconfig: Path | str, runner: Runner = DEFAULT):
+    def __init__(self, kubeconfig: Path | str, runner: Runner = DEFAULT, context: str | None = None):
         self.kubeconfig = str(kubeconfig)
+        self.context = context
         self.runner = runner
-        api = k8s_config.new_client_from_config(config_file=self.kubeconfig)
+        api = k8s_config.new_client_from_config(config_file=self.kubeconfig, context=context)
         self.core = k8s.CoreV1Api(api)
         self.apps = k8s.AppsV1Api(api)
         self.discovery = k8s.DiscoveryV1Api(api)
@@ -49,7 +50,8 @@ class Kube:
     # ---- writes (kubectl) ----------------------------------------------
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120,
                 what: str = "") -> Result:
-        return self.runner.run([config.tool("kubectl"), "--kubeconfig", self.kubeconfig, *args],
+        ctx = ["--context", self.context] if self.context else []
+        return self.runner.run([config.tool("kubectl"), "--kubeconfig", self.kubeconfig, *ctx, *args],
                                input=input, check=check, timeout=timeout, what=what)
 
     def apply(self, objs: list[dict] | dict, namespace: str | None = None, check: bool = True) -> Result:

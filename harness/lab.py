@@ -14,6 +14,7 @@ import json
 import logging
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import config, engine, expectations, modes
 from .cluster import KindCluster, Node
@@ -45,17 +46,53 @@ class ClusterHandle:
     nodes: list[Node]
     images: Images
     kind: KindCluster | None = None      # None when running against --kubeconfig
-    external_mode: str = "container"     # or "host"
+    external_mode: str = "container"     # or "host"; "none" when --kubeconfig has no vantage for it
     worker: str = "main"                 # xdist worker id: keeps container names apart
-    lb_provider: str = "none"            # "metallb" once installed
+    lb_provider: str = "none"            # "metallb" once installed; with --kubeconfig as discovered
     breaks: tuple = ()                   # deliberate breaks of this run (harness.breaks)
+    # --kubeconfig (harness.byo): how nodes are reached ("docker": local kind containers, read
+    # only, the probe from a sidecar in the node's network namespace; "pod": a hostNetwork pod in
+    # the test namespace), the discovered traffic targets, and the user's consent to changes.
+    node_access: str = "docker"
+    networks: list[str] | None = None
+    allow_changes: bool = False
+    changes_log: Path | None = None      # consented changes are appended here for the report
     runner: Runner = field(default=DEFAULT, repr=False)
     _external: dict[int, ExternalPeer] = field(default_factory=dict, repr=False)
     _allowed: list | None = field(default=None, repr=False)
+    _node_peers: dict[str, NodePeer] = field(default_factory=dict, repr=False)
 
     @property
     def is_kind(self) -> bool:
+        """A kind cluster this harness made (and may change); False with --kubeconfig."""
         return self.kind is not None
+
+    @property
+    def node_containers(self) -> bool:
+        """Are the nodes local kind containers (docker exec for reads, docker network for cut-offs)?"""
+        return self.node_access == "docker"
+
+    @property
+    def dataplane_access(self) -> bool:
+        """Can the harness read each node's iptables/nft/ipvs state (for programmed-waits, dumps)?"""
+        return self.node_containers
+
+    def needs_change(self, what: str) -> None:
+        """Skip unless this cluster may be changed outside test namespaces; record the change if so.
+
+        The harness's own clusters always may; a --kubeconfig cluster only with
+        --allow-cluster-changes (the caller undoes the change; the run's summary lists it).
+        """
+        if self.is_kind:
+            return
+        if not self.allow_changes:
+            import pytest
+            pytest.skip(f"needs a change outside the test namespaces ({what}); with --kubeconfig the "
+                        "cluster is left as found. Pass --allow-cluster-changes to allow it (undone afterwards)")
+        log.warning("changing the --kubeconfig cluster with consent: %s", what)
+        if self.changes_log:
+            with open(self.changes_log, "a") as f:
+                f.write(what + "\n")
 
     @property
     def control_plane(self) -> Node:
@@ -63,17 +100,34 @@ class ClusterHandle:
 
     @property
     def workers(self) -> list[Node]:
-        return [n for n in self.nodes if n.role != "control-plane"]
+        """Nodes that take the test pods (a --kubeconfig cluster's cordoned/tainted ones are left out)."""
+        return [n for n in self.nodes if n.role == "worker"]
 
     def node(self, name: str) -> NodePeer:
-        n = next(n for n in self.nodes if n.name == name)
-        return NodePeer.of(n, self.runner)
+        """The node as a vantage point (docker exec). On a --kubeconfig cluster nothing is copied
+        into the node: the probe runs in a sidecar container sharing the node's network namespace."""
+        if name not in self._node_peers:
+            n = next(n for n in self.nodes if n.name == name)
+            if not self.node_containers:
+                raise RuntimeError(f"no docker access to node {name} (node access: {self.node_access}); "
+                                   "use Lab.node, which falls back to a hostNetwork pod")
+            if self.is_kind:
+                self._node_peers[name] = NodePeer.of(n, self.runner)
+            else:
+                self._node_peers[name] = NodePeer.with_sidecar(n, f"{self.name}-node-{self.worker}-{n.name}"[:60],
+                                                               self.images.toolbox, self.runner)
+        return self._node_peers[name]
 
     def external(self, index: int = 0) -> ExternalPeer:
         """External client number `index` (0 = the article's rocky1); started on first use."""
+        if self.external_mode == "none":
+            import pytest
+            pytest.skip("no external vantage point: the --kubeconfig cluster's nodes are not local kind "
+                        "containers; pass --external-client=host to use this machine")
         if index not in self._external:
             if self.external_mode == "host" and index == 0:
-                self._external[index] = ExternalPeer.host(self.runner)
+                towards = "" if self.node_containers else self.nodes[0].ip
+                self._external[index] = ExternalPeer.host(self.runner, towards=towards)
             else:
                 self._external[index] = ExternalPeer.start(f"{self.name}-ext-{self.worker}-{index}",
                                                            self.images.toolbox, self.runner)
@@ -84,6 +138,8 @@ class ClusterHandle:
 
     def allowed_networks(self) -> list[ipaddress.IPv4Network]:
         """Where the suites may send traffic: the kind network, pod and Service ranges, loopback."""
+        if self._allowed is None and self.networks is not None:  # discovered (harness.byo)
+            self._allowed = [ipaddress.ip_network(n) for n in self.networks]
         if self._allowed is None:
             nets = [ipaddress.ip_network("127.0.0.0/8")]
             if self.is_kind:
@@ -116,7 +172,8 @@ class ClusterHandle:
                                  f"({', '.join(map(str, self.allowed_networks()))})")
 
     def set_ipvs_scheduler(self, scheduler: str):
-        """Switch ipvs.scheduler via the ConfigMap and roll kube-proxy; returns a callable that restores it."""
+        """Switch ipvs.scheduler via the ConfigMap and roll kube-proxy; returns a callable that restores it.
+        (Callers ask needs_change first: on a --kubeconfig cluster this needs consent.)"""
         before = modes.set_config(self.kube, {"ipvs": {"scheduler": scheduler}})
         list(modes.rolling_restart(self.kube))
 
@@ -124,6 +181,15 @@ class ClusterHandle:
             modes.set_config(self.kube, {"ipvs": before.get("ipvs", {})})
             list(modes.rolling_restart(self.kube))
         return restore
+
+    def may_cut_off(self, node: Node) -> None:
+        """Skip unless `node` can be cut off here (a local container, and consent on --kubeconfig)."""
+        if not self.node_containers:
+            import pytest
+            pytest.skip(f"cutting {node.name} off the network needs the nodes as local kind containers "
+                        f"(node access here: {self.node_access})")
+        self.needs_change(f"docker network disconnect {config.KIND_NETWORK} {node.name}, reconnected with "
+                          f"{node.ip} afterwards")
 
     def kind_subnet(self) -> str:
         return engine.network_subnet(self.runner)
@@ -146,9 +212,10 @@ class ClusterHandle:
                 self.runner.run(["docker", "exec", node.name, "ip", "route", "add", "default", "via", gw])
 
     def close(self) -> None:
-        for peer in self._external.values():
+        for peer in [*self._external.values(), *self._node_peers.values()]:
             peer.close()
         self._external.clear()
+        self._node_peers.clear()
 
 
 @dataclass
@@ -170,6 +237,7 @@ class Lab:
         self.notes: list[str] = []
         self.samples: list[dict] = []   # counts of every checked sample, for the report's charts
         self.action: list[str] = []
+        self._node_pods: dict[str, PodPeer] = {}
 
     # ---- recording ------------------------------------------------------
     def note(self, *lines: str) -> None:
@@ -216,7 +284,13 @@ class Lab:
         self.kube.apply(objs, self.ns)
         svc = self.read_service(name)
         if svc.cluster_ip and svc.cluster_ip != "None":
-            self.wait_programmed(svc.cluster_ip)
+            if self.cluster.dataplane_access:
+                self.wait_programmed(svc.cluster_ip)
+            else:  # no data plane to read: every node answers for it (an answer or a refusal, not silence)
+                for node in self.node_peers():
+                    self.await_traffic(node, svc.cluster_ip, svc.port,
+                                       lambda s: bool(s.records) and all(r.ok or r.kind == "refused" for r in s.records),
+                                       "answered or refused (the Service is programmed), not silence")
         return svc
 
     def patch_service(self, name: str, **fields) -> None:
@@ -232,8 +306,10 @@ class Lab:
 
         Probing a ClusterIP before its rules exist would send the packets to the
         default route, i.e. towards the outside, so every new Service waits here.
+        Without access to the nodes' data plane (a --kubeconfig cluster elsewhere) callers
+        wait on traffic instead (see service, wait_endpoints, wait_affinity).
         """
-        if self.cluster.is_kind:
+        if self.cluster.dataplane_access:
             modes.wait_programmed(self.cluster.node_peers(), self.mode, *needles, present=present)
 
     def free_node_port(self) -> int:
@@ -267,9 +343,30 @@ class Lab:
     def wait_endpoints(self, service: str, replicas: int | None = None) -> set[str]:
         """Endpoints and EndpointSlices equal the ready pods, and every node's data plane has them."""
         eps = self.kube.wait_endpoints(service, self.ns, DEMO_SELECTOR, DEMO_PORT, replicas=replicas)
-        for ep in sorted(eps):
-            self.wait_programmed(ep.rsplit(":", 1)[0])
+        if self.cluster.dataplane_access:
+            for ep in sorted(eps):
+                self.wait_programmed(ep.rsplit(":", 1)[0])
+        else:  # every node's ClusterIP path reaches exactly the ready pods
+            svc = self.read_service(service)
+            names = {p.name for p in self.pods()} or None
+            for node in self.node_peers():
+                self.converge(node, svc.cluster_ip, svc.port, names)
         return eps
+
+    def wait_affinity(self, svc: Service, client: Peer, on: bool) -> None:
+        """Wait until every node has (or has dropped) the Service's sessionAffinity rules; without
+        data-plane access, until `client`'s answers come from one backend (or from several)."""
+        if self.cluster.dataplane_access:
+            needles = (svc.cluster_ip if self.mode == "ipvs" else self.ns, modes.AFFINITY_MARKERS[self.mode])
+            self.wait_programmed(*needles, present=on)
+        elif on:
+            self.await_traffic(client, svc.cluster_ip, svc.port,
+                               lambda s: len(s.ok_records) == len(s.records) and len(s.backends()) == 1,
+                               "20 answers in a row from one backend", n=20)
+        else:
+            self.await_traffic(client, svc.cluster_ip, svc.port,
+                               lambda s: len(s.ok_records) == len(s.records) and len(s.backends()) > 1,
+                               "answers from more than one backend", n=20)
 
     # ---- vantage points ----------------------------------------------------
     def client(self, node: str | Node, name: str = "") -> PodPeer:
@@ -277,8 +374,20 @@ class Lab:
         self.step(f"kubectl -n {self.ns} run client on node {node} (image {self.cluster.images.toolbox})")
         return PodPeer.start(self.kube, self.ns, node, self.cluster.images.toolbox, name)
 
-    def node(self, node: str | Node) -> NodePeer:
-        return self.cluster.node(node.name if isinstance(node, Node) else node)
+    def node(self, node: str | Node) -> Peer:
+        """The node as a vantage point: the node itself, or a hostNetwork pod on it (in this
+        namespace) where the nodes of a --kubeconfig cluster are not local containers."""
+        name = node.name if isinstance(node, Node) else node
+        if self.cluster.node_containers:
+            return self.cluster.node(name)
+        if name not in self._node_pods:
+            self.step(f"kubectl -n {self.ns} run a hostNetwork pod on node {name} (the node's vantage point)")
+            self._node_pods[name] = PodPeer.start(self.kube, self.ns, name, self.cluster.images.toolbox,
+                                                  host_network=True)
+        return self._node_pods[name]
+
+    def node_peers(self) -> list[Peer]:
+        return [self.node(n) for n in self.cluster.nodes]
 
     def external(self, index: int = 0) -> ExternalPeer:
         return self.cluster.external(index)
@@ -289,7 +398,7 @@ class Lab:
         """Send a measured sample. The default per-request timeout is generous because on two
         cores a concurrent cluster creation can stall a node for seconds (seen: 2 timeouts of
         2 s in 60 during one); "no answer" checks pass a short timeout explicitly."""
-        if self.cluster.is_kind:
+        if self.cluster.node_containers:
             engine.check_egress_guard(self.cluster.runner)
         self.assert_local(host)
         url = f"http://{host}:{port}{path}"

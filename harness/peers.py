@@ -4,7 +4,9 @@ Every peer has the same shape (name, ip, where, exec) so a probe reads the same
 from a client pod, a node, or an external client:
 
   PodPeer       a client pod pinned to a chosen node (kubectl exec)
-  NodePeer      a node itself, like the article's curl from the control plane (docker exec)
+  NodePeer      a node itself, like the article's curl from the control plane (docker exec; on a
+                --kubeconfig cluster the probe runs in a sidecar sharing the node's network
+                namespace, or from a hostNetwork pod where the nodes are not local containers)
   ExternalPeer  a client outside every node, like the article's host `rocky1`:
                 by default a container on the kind network, or this host (`--external-client=host`)
 """
@@ -35,20 +37,39 @@ class Peer:
     def exec(self, argv: list[str], timeout: float = 120, check: bool = True) -> Result:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Remove whatever this peer started outside the cluster (nothing by default)."""
+
 
 @dataclass
 class NodePeer(Peer):
     container: str = ""
+    probe_container: str = ""   # a sidecar in the node's network namespace that runs svc-probe
 
     def exec(self, argv, timeout=120, check=True):
-        return self.runner.run(["docker", "exec", self.container, *argv], timeout=timeout, check=check,
+        target = self.probe_container if (self.probe_container and argv[:1] == [PROBE_BIN]) else self.container
+        return self.runner.run(["docker", "exec", target, *argv], timeout=timeout, check=check,
                                what=f"exec on {self.describe()}")
+
+    def close(self) -> None:
+        if self.probe_container:
+            self.runner.run(["docker", "rm", "-f", self.probe_container], check=False)
 
     @classmethod
     def of(cls, node: Node, runner: Runner = DEFAULT) -> "NodePeer":
         peer = cls(node.name, node.ip, "node", runner, container=node.name)
         install_probe(runner, node.name)
         return peer
+
+    @classmethod
+    def with_sidecar(cls, node: Node, sidecar: str, image: str, runner: Runner = DEFAULT) -> "NodePeer":
+        """A node we may not change (--kubeconfig): reads by docker exec, the probe from a toolbox
+        container joined to the node's network namespace (same addresses, routes and rules)."""
+        runner.run(["docker", "rm", "-f", sidecar], check=False)
+        runner.run(["docker", "run", "-d", "--name", sidecar, "--network", f"container:{node.name}",
+                    "--label", f"{config.OWNER_LABEL}=node-sidecar", "--entrypoint", "sleep", image, "infinity"],
+                   what=f"starting the probe sidecar of {node.name}")
+        return cls(node.name, node.ip, "node", runner, container=node.name, probe_container=sidecar)
 
 
 @dataclass
@@ -64,13 +85,19 @@ class PodPeer(Peer):
         return self.kube.exec(self.name, self.namespace, argv, timeout=timeout, check=check)
 
     @classmethod
-    def start(cls, kube: Kube, namespace: str, node: str, image: str, name: str = "") -> "PodPeer":
-        """A toolbox pod pinned to `node` (tolerating the control plane's taint), Ready."""
-        name = name or f"client-{node.rsplit('-', 1)[-1]}"
-        kube.apply(load_manifest("client", NAME=name, NODE=node, IMAGE=image), namespace)
+    def start(cls, kube: Kube, namespace: str, node: str, image: str, name: str = "",
+              host_network: bool = False) -> "PodPeer":
+        """A toolbox pod pinned to `node` (tolerating the control plane's taint), Ready.
+
+        host_network=True makes it the node's vantage point (its address, routes and kube-proxy
+        rules) where the node itself cannot be entered; it goes with the test namespace."""
+        name = name or f"{'node' if host_network else 'client'}-{node.rsplit('-', 1)[-1]}"
+        kube.apply(load_manifest("client", NAME=name, NODE=node, IMAGE=image,
+                                 HOST_NETWORK=str(host_network).lower()), namespace)
         kube.wait_pod_ready(name, namespace)
         pod = kube.core.read_namespaced_pod(name, namespace)
-        return cls(name, pod.status.pod_ip, "pod", kube.runner, namespace=namespace, node=node, kube=kube)
+        return cls(name, pod.status.pod_ip, "node" if host_network else "pod", kube.runner,
+                   namespace=namespace, node=node, kube=kube)
 
 
 @dataclass
@@ -101,8 +128,13 @@ class ExternalPeer(Peer):
         return cls(name, ip, "external", runner, container=name)
 
     @classmethod
-    def host(cls, runner: Runner = DEFAULT) -> "ExternalPeer":
-        """This machine, seen by the cluster through the kind bridge's gateway address."""
+    def host(cls, runner: Runner = DEFAULT, towards: str = "") -> "ExternalPeer":
+        """This machine, seen by the cluster through the kind bridge's gateway address (or, for a
+        cluster elsewhere, the source address this machine uses towards node `towards`)."""
+        if towards:
+            out = runner.run(["ip", "-o", "route", "get", towards]).stdout.split()
+            ip = out[out.index("src") + 1] if "src" in out else ""
+            return cls("host", ip, "external", runner, container="")
         gw = runner.run(["docker", "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
                          config.KIND_NETWORK]).stdout.split()
         ip = next((g for g in gw if ":" not in g), "")

@@ -98,7 +98,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--reuse-cluster", action="store_true",
                 help="reuse a healthy cluster this harness created earlier instead of recreating it")
     g.addoption("--kubeconfig", default=None,
-                help="run against an existing cluster instead of kind (kind-only checks skip)")
+                help="run against an existing cluster (left as found: nothing outside the test namespaces "
+                     "is created or changed, and the run fails if kube-system or the nodes changed)")
+    g.addoption("--context", default=None,
+                help="with --kubeconfig: the context to use (default: the kubeconfig's current context)")
+    g.addoption("--allow-cluster-changes", action="store_true",
+                help="with --kubeconfig: allow experiments that change the cluster beyond test namespaces "
+                     "(node cut-off, ipvs scheduler); each change is undone and listed in the summary")
+    g.addoption("--node-access", choices=["auto", "docker", "pod"], default="auto",
+                help="with --kubeconfig: how to reach nodes: docker exec into local kind containers, or a "
+                     "hostNetwork pod per node (default: auto, docker when the nodes are local kind containers)")
     g.addoption("--lb-provider", choices=["metallb", "none"], default="metallb",
                 help="LoadBalancer provider installed in each cluster (default: metallb)")
     g.addoption("--external-client", choices=["container", "host"], default="container",
@@ -134,18 +143,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "experiment(id, title): an experiment of the Services article")
-    config.addinivalue_line("markers", "kind_only: needs a kind cluster (skipped with --kubeconfig)")
+    config.addinivalue_line("markers", "kind_only: needs a kind cluster the harness makes (skipped with --kubeconfig)")
     config.addinivalue_line("markers", "modes(*modes): run only in these proxy modes")
     config.addinivalue_line("markers", "upstream: an upstream Kubernetes e2e spec (--upstream-conformance)")
     opts = config.option
+    asked_modes = parse_modes(opts.proxy_modes) if opts.proxy_modes else None
     opts.proxy_modes = parse_modes(opts.proxy_modes)
     from . import breaks
     try:
         opts.breaks = breaks.parse(opts.breaks)
     except ValueError as e:
         raise pytest.UsageError(str(e)) from None
-    if opts.breaks and opts.kubeconfig:
-        raise pytest.UsageError("--break damages clusters on purpose; it is refused with --kubeconfig")
+    for b in opts.breaks:
+        if opts.kubeconfig and not b.byo:
+            raise pytest.UsageError(f"--break={b.name} damages clusters on purpose; it is refused with --kubeconfig")
+        if b.byo and not opts.kubeconfig:
+            raise pytest.UsageError(f"--break={b.name} tests the --kubeconfig path; it needs --kubeconfig")
     if opts.breaks:
         log.warning("deliberately broken run: %s", breaks.describe(opts.breaks))
     opts.artifacts_dir = str(Path(opts.artifacts_dir).resolve())
@@ -153,13 +166,26 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--kubeconfig={opts.kubeconfig}: no such file")
     if opts.kubeconfig and opts.keep_cluster:
         raise pytest.UsageError("--keep-cluster has no meaning with --kubeconfig (that cluster is never deleted)")
+    for flag, value in (("--context", opts.context), ("--allow-cluster-changes", opts.allow_cluster_changes),
+                        ("--node-access", opts.node_access != "auto")):
+        if value and not opts.kubeconfig:
+            raise pytest.UsageError(f"{flag} applies to --kubeconfig only (the harness's own clusters are kind "
+                                    "clusters it may change)")
+    config._svc_byo = None
     if _is_worker(config):
         config._svc_run_dir = Path(config.workerinput["svc_run_dir"])
+        if opts.kubeconfig:
+            from .byo.discover import Preflight
+            config._svc_byo = Preflight.from_json((config._svc_run_dir / "byo-preflight.json").read_text())
     else:
         _preflight_modes(config)
+        if opts.kubeconfig:
+            _byo_preflight(config, asked_modes)  # before anything exists: a bad cluster ends the run here
         run_dir = hcfg.CACHE / "runs" / uuid.uuid4().hex[:12]
         run_dir.mkdir(parents=True, exist_ok=True)
         config._svc_run_dir = run_dir
+        if opts.kubeconfig:
+            (run_dir / "byo-preflight.json").write_text(config._svc_byo.to_json())
         _install_sigterm_handler(config)
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(_XdistHooks(run_dir), "svc-harness-xdist")
@@ -224,6 +250,23 @@ class _GateHooks:
         if report.skipped and isinstance(report.longrepr, tuple):
             reason = str(report.longrepr[2]).removeprefix("Skipped: ")
         self.gate.record(mode, report.when, report.outcome, reason)
+
+
+def _byo_preflight(config: pytest.Config, asked_modes: list[str] | None) -> None:
+    """--kubeconfig: reach the cluster, check it can host the experiments, and snapshot what the run
+    must leave alone; a usage error (non-zero exit, nothing created) if it cannot be used."""
+    from .byo import discover, snapshot
+    from .kube import Kube
+    opts = config.option
+    try:
+        pre = discover.preflight(opts.kubeconfig, opts.context, asked_modes)
+        before = snapshot.take(Kube(opts.kubeconfig, context=opts.context))
+    except discover.ByoError as e:
+        raise pytest.UsageError(f"--kubeconfig: {e}") from None
+    log.info("--kubeconfig %s: %s, kube-proxy %s (%s); snapshot of %s", opts.kubeconfig, pre.server, pre.mode,
+             "; ".join(f"{k}: {v}" for k, v in pre.mode_sources.items()), snapshot.counts(before))
+    config._svc_byo = pre
+    config._svc_byo_before = before
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -291,14 +334,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "proxy_mode" in metafunc.fixturenames:
         modes = metafunc.config.option.proxy_modes
-        if metafunc.config.option.kubeconfig:
-            modes = ["existing"]
+        byo = getattr(metafunc.config, "_svc_byo", None)
+        if byo:
+            modes = [byo.mode]  # the cluster's own mode, as discovered
         marker = metafunc.definition.get_closest_marker("modes")
         params = []
         for m in modes:
             marks = []
-            if marker and m not in marker.args and m != "existing":
-                marks.append(pytest.mark.skip(reason=f"experiment applies to {', '.join(marker.args)} only"))
+            if marker and m not in marker.args:
+                why = f"experiment applies to {', '.join(marker.args)} only"
+                if byo:
+                    why += f"; the --kubeconfig cluster's kube-proxy runs in {m} mode"
+                marks.append(pytest.mark.skip(reason=why))
             params.append(pytest.param(m, marks=marks, id=m))
         metafunc.parametrize("proxy_mode", params, scope="session")
     if "upstream_spec" in metafunc.fixturenames:
@@ -307,6 +354,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 # ---------------------------------------------------------------- fixtures
+KIND_ONLY_REASON = ("runs on a kind cluster the harness creates for it (it changes kube-proxy for the whole "
+                    "cluster); this run uses --kubeconfig and creates none: run without --kubeconfig to include it")
+
+
 @pytest.fixture(scope="session")
 def proxy_mode(request) -> str:
     return request.param
@@ -326,7 +377,7 @@ def lab(request, cluster):
     """A fresh namespace on the mode's cluster, deleted afterwards; artifacts on failure."""
     from .lab import Lab
     if request.node.get_closest_marker("kind_only") and not cluster.is_kind:
-        pytest.skip("needs a kind cluster (this run uses --kubeconfig)")
+        pytest.skip(KIND_ONLY_REASON)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.originalname.lower().removeprefix("test_"))[:40].strip("-")
     ns = f"{base}-{worker}-{uuid.uuid4().hex[:5]}"
@@ -340,7 +391,7 @@ def lab(request, cluster):
     rep = getattr(request.node, "_svc_call_report", None)
     if rep is not None and rep.failed:
         from . import artifacts
-        nodes = [cluster.node(n.name) for n in cluster.nodes] if cluster.is_kind else []
+        nodes = [cluster.node(n.name) for n in cluster.nodes] if cluster.dataplane_access else []
         dest = Path(request.config.option.artifacts_dir) / cluster.mode / artifacts.safe_name(request.node.nodeid)
         artifacts.collect_failure(dest, cluster.kube, ns, nodes)
         rep.sections.append(("svc-harness artifacts", str(dest)))
@@ -352,7 +403,7 @@ def mode_switch_cluster(request, cluster):
     """A one-worker cluster of this mode, for experiments that change kube-proxy itself."""
     from . import session
     if not cluster.is_kind:
-        pytest.skip("needs a kind cluster (this run uses --kubeconfig)")
+        pytest.skip(KIND_ONLY_REASON)
     with session.switch_cluster(request.config, cluster) as bench:
         yield bench
 
@@ -433,10 +484,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     from . import gate
     from . import session as clusters
+    changed = False
+    if config.option.kubeconfig:
+        config._svc_byo_summary, changed = clusters.finish_byo(config)
     usage = config._svc_run_dir / "usage-error"
     if usage.exists():  # a worker found an unknown --experiments id
         config._svc_usage_error = usage.read_text()
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
+    if changed and session.exitstatus in (0, 5):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the cluster was not left as found
     the_gate = getattr(config, "_svc_gate", None)
     if the_gate is not None and session.exitstatus == pytest.ExitCode.OK and the_gate.not_run() \
             and not config.option.skip_unavailable_modes:
@@ -447,7 +503,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: F811
     if _is_worker(config):
         return
-    for line in getattr(config, "_svc_summary", []):
+    for line in [*getattr(config, "_svc_byo_summary", []), *getattr(config, "_svc_summary", [])]:
         terminalreporter.write_line(line)
     if getattr(config, "_svc_usage_error", None):
         terminalreporter.write_line(f"ERROR: {config._svc_usage_error}", red=True)

@@ -52,7 +52,7 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     node_image, images, baked = resolve_images(opts)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     if opts.kubeconfig:
-        return _existing(opts, images)
+        return _existing(pyconfig, images, worker)
     reason = engine.mode_unavailable_reason(mode)
     if reason:  # only reached with --skip-unavailable-modes; otherwise the run stopped at configure
         pytest.skip(reason)
@@ -106,18 +106,99 @@ def _apply_cluster_breaks(active, mode: str, name: str, kc: KindCluster, images:
             b.on_cluster(handle)
 
 
-def _existing(opts, images: Images) -> ClusterHandle:
-    """--kubeconfig: a cluster we did not make; never changed beyond test namespaces."""
-    from . import modes
-    kube = Kube(opts.kubeconfig)
-    mode = modes.configmap_mode(kube)
+def _existing(pyconfig: pytest.Config, images: Images, worker: str) -> ClusterHandle:
+    """--kubeconfig: a cluster we did not make; never changed beyond test namespaces.
+
+    The controller's preflight found the mode and nodes; the first worker here discovers the rest
+    (harness.byo.discover) once for the run, behind the run's lock."""
+    from .byo import discover
     from .cluster import Node
-    nodes = []
-    for n in kube.core.list_node().items:
-        ip = next((a.address for a in n.status.addresses if a.type == "InternalIP"), "")
-        role = "control-plane" if "node-role.kubernetes.io/control-plane" in (n.metadata.labels or {}) else "worker"
-        nodes.append(Node(n.metadata.name, ip, role))
-    return ClusterHandle(mode=mode, name="existing", kube=kube, nodes=nodes, images=images, kind=None)
+    opts = pyconfig.option
+    run_dir: Path = pyconfig._svc_run_dir
+    pre = pyconfig._svc_byo
+    kube = Kube(opts.kubeconfig, context=opts.context)
+    state_file = run_dir / "byo-discovery.json"
+    with FileLock(str(run_dir / "byo.lock")):
+        if state_file.exists():
+            state = json.loads(state_file.read_text())
+            if state.get("error"):
+                pytest.fail(f"discovering the --kubeconfig cluster failed earlier in this run:\n{state['error']}",
+                            pytrace=False)
+            disc = discover.Discovery(**state)
+        else:
+            try:
+                disc = discover.discover(kube, pre, namespace=f"svc-discovery-{run_dir.name}",
+                                         node_access=opts.node_access, external=opts.external_client)
+                if disc.node_access == "docker":  # local kind nodes: the same guard as our own clusters
+                    engine.ensure_egress_guard()
+            except Exception as e:
+                state_file.write_text(json.dumps({"error": str(e)}))
+                raise
+            state_file.write_text(disc.to_json())
+            for line in disc.notes:
+                log.info("--kubeconfig cluster: %s", line)
+    # Cordoned, tainted or NotReady workers stay allowed traffic targets but get no test pods.
+    nodes = [Node(n.name, n.ip, n.role if (n.schedulable or n.role == "control-plane") else "unschedulable")
+             for n in pre.nodes]
+    return ClusterHandle(mode=pre.mode, name=byo_prefix(run_dir), kube=kube, nodes=nodes, images=images, kind=None,
+                         external_mode=disc.external, worker=worker, lb_provider=disc.lb_provider,
+                         node_access=disc.node_access, networks=disc.networks,
+                         allow_changes=opts.allow_cluster_changes, changes_log=run_dir / "byo-changes",
+                         breaks=opts.breaks)
+
+
+def byo_prefix(run_dir: Path) -> str:
+    """Names of the containers a --kubeconfig run starts on this machine (external clients, sidecars)."""
+    return f"svc-byo-{run_dir.name}"
+
+
+def finish_byo(pyconfig: pytest.Config) -> tuple[list[str], bool]:
+    """Controller, --kubeconfig: remove our containers, compare the cluster with the snapshot taken
+    before the run, and summarise. (lines, True if the cluster changed outside test namespaces
+    without consent). Runs before finish_run, which removes the run directory."""
+    from .byo import snapshot
+    opts = pyconfig.option
+    run_dir: Path = pyconfig._svc_run_dir
+    summary: list[str] = []
+    ids = DEFAULT.run(["docker", "ps", "-aq", "--filter", f"label={config.OWNER_LABEL}",
+                       "--filter", f"name={byo_prefix(run_dir)}-"], check=False).stdout.split()
+    if ids:
+        DEFAULT.run(["docker", "rm", "-f", *ids], check=False)
+    pre = pyconfig._svc_byo
+    state_file = run_dir / "byo-discovery.json"
+    disc = json.loads(state_file.read_text()) if state_file.exists() else {}
+    summary.append(f"svc-harness: --kubeconfig cluster at {pre.server}: kube-proxy {pre.mode} "
+                      f"({'; '.join(f'{k}: {v}' for k, v in pre.mode_sources.items())})")
+    if disc and "error" not in disc:
+        summary.append(f"svc-harness: discovered: node access {disc['node_access']}, external client "
+                          f"{disc['external']}, LoadBalancer: {disc['lb_detail']}; traffic allowed to "
+                          f"{', '.join(disc['networks'])}")
+    changes_file = run_dir / "byo-changes"
+    consented = changes_file.read_text().splitlines() if changes_file.exists() else []
+    for change in dict.fromkeys(consented):
+        summary.append(f"svc-harness: changed with --allow-cluster-changes (undone afterwards): {change}")
+    before = getattr(pyconfig, "_svc_byo_before", None)
+    try:
+        after = snapshot.take(Kube(opts.kubeconfig, context=opts.context))
+    except Exception as e:  # noqa: BLE001 - an unreadable cluster at the end is itself a failure
+        summary.append(f"svc-harness: FAILED to take the after-run snapshot of the --kubeconfig cluster: {e}")
+        return summary, True
+    changed = snapshot.diff(before, after)
+    out = Path(opts.artifacts_dir) / "byo-snapshot.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"before": before, "after": after, "diff": changed}, indent=1))
+    if disc.get("node_access") == "docker":
+        drops = engine.egress_drops() - getattr(pyconfig, "_svc_drops_before", (0, 0))[0]
+        summary.append(f"svc-harness: egress guard dropped {drops} packets during this run (expected 0)")
+    if not changed:
+        summary.append(f"svc-harness: --kubeconfig cluster left as found: kube-system and nodes unchanged "
+                       f"({snapshot.counts(after)} compared; {out})")
+        return summary, False
+    verdict = "expected: changes were allowed" if consented else "the run FAILS: it must leave the cluster as found"
+    summary.append(f"svc-harness: --kubeconfig cluster CHANGED outside test namespaces ({len(changed)} differences; "
+                   f"{verdict}); {out}:")
+    summary += [f"    {line}" for line in changed]
+    return summary, not consented
 
 
 def _load_images(name: str, tags: list[str]) -> None:

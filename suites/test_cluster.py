@@ -38,8 +38,8 @@ def test_cluster_is_ready_in_requested_mode(lab, request):
     sample = lab.probe(client, remote[0].ip, 80, n=5)
     lab.check("pod-to-pod", client, sample)
 
-    if lab.cluster.is_kind:
-        for node in lab.cluster.node_peers():
-            seen = modes.endpoint_mode(node)
-            lab.note(f"{node.name}: /proxyMode -> {seen}")
-            assert seen == lab.mode, f"kube-proxy on {node.name} runs {seen!r}; the run asked for {lab.mode!r}"
+    # Each node's own kube-proxy, asked from the node (or from a hostNetwork pod on it).
+    for node in lab.node_peers():
+        seen = modes.endpoint_mode(node)
+        lab.note(f"{node.name}: /proxyMode -> {seen}")
+        assert seen == lab.mode, f"kube-proxy on {node.name} runs {seen!r}; the run asked for {lab.mode!r}"

@@ -95,7 +95,6 @@ def test_session_affinity(lab):
     """With sessionAffinity ClientIP every request of one client goes to the same backend; switching
     back to None spreads its requests over the backends again.
     """
-    from harness.modes import AFFINITY_MARKERS
     svc = lab.service("clusterip", SVC)
     lab.deploy_demoapp(replicas=3)
     names = {p.name for p in lab.scale(3, service=SVC)}
@@ -103,12 +102,11 @@ def test_session_affinity(lab):
     lab.converge(client, svc.cluster_ip, svc.port, names)
 
     lab.patch_service(SVC, sessionAffinity="ClientIP")
-    affinity_line = (svc.cluster_ip if lab.mode == "ipvs" else lab.ns, AFFINITY_MARKERS[lab.mode])
-    lab.wait_programmed(*affinity_line)
+    lab.wait_affinity(svc, client, on=True)
     pinned = lab.probe(client, svc.cluster_ip, svc.port, n=60)
     lab.check("affinity-clientip", client, pinned, backends=names)
 
     lab.patch_service(SVC, sessionAffinity="None")
-    lab.wait_programmed(*affinity_line, present=False)
+    lab.wait_affinity(svc, client, on=False)
     spread = lab.probe(client, svc.cluster_ip, svc.port, n=60)
     lab.check("affinity-none", client, spread, backends=names)

@@ -13,15 +13,15 @@ SVC = "demoapp-externalip-svc"
 PORT = 80
 
 
-@pytest.mark.kind_only
 @pytest.mark.experiment("E13", "externalIPs answer only on the node holding the address")
 def test_external_ip_answers_only_on_its_node(lab):
     """A Service with externalIPs set to one node's IP answers on that IP:port from the external
     client while the other nodes' IPs refuse on that port; with that node cut off the address is
     unreachable, and it answers again once the node is back with the same address.
     """
-    pods = lab.deploy_demoapp(replicas=2)
     holder = lab.cluster.workers[-1]
+    lab.cluster.may_cut_off(holder)
+    pods = lab.deploy_demoapp(replicas=2)
     svc = lab.service("externalip", SVC, PORT=PORT, EXTERNAL_IP=holder.ip)
     lab.wait_endpoints(SVC, replicas=len(pods))
     names = {p.name for p in pods}

@@ -15,13 +15,15 @@ from harness import expectations, modes
 SVC = "demoapp-svc"
 
 
-@pytest.mark.kind_only
 @pytest.mark.experiment("E14", "The active mode is the one asked for, everywhere, and holds the Service")
 def test_active_mode_agrees_everywhere(lab):
     """The kube-proxy ConfigMap's mode, each node's /proxyMode answer and each kube-proxy log's
     `Using <mode> Proxier` line agree with the requested mode, and every node's data plane holds the
     Service (KUBE-SVC chains, the kube-proxy nftables table, or IPVS virtual servers).
     """
+    if not lab.cluster.dataplane_access:
+        pytest.skip("reads each node's data plane (iptables-save, nft, ipvsadm), which needs the nodes as "
+                    f"local kind containers (node access here: {lab.cluster.node_access})")
     configured = modes.configmap_mode(lab.kube)
     lab.note(f"kubectl -n kube-system get configmaps kube-proxy -o yaml | grep mode: mode: {configured}")
     assert configured == lab.mode, f"kube-proxy ConfigMap says mode {configured!r}; the run asked for {lab.mode!r}"
@@ -108,6 +110,11 @@ def test_ipvs_scheduler_patterns(lab, scheduler):
     from one client show the scheduler's pattern: rr rotates; sh and dh (hashing on source or
     destination) stick to one backend; lc, sed and nq spread over the backends.
     """
+    lab.cluster.needs_change(f"kube-proxy ConfigMap ipvs.scheduler={scheduler} and a rolling restart of "
+                             "kube-proxy, both restored afterwards")
+    if not lab.cluster.dataplane_access:
+        pytest.skip("waits for the scheduler in each node's IPVS table, which needs the nodes as local kind "
+                    f"containers (node access here: {lab.cluster.node_access})")
     lab.deploy_demoapp(replicas=3)
     svc = lab.service("clusterip", SVC)
     names = {p.name for p in lab.scale(3, service=SVC)}

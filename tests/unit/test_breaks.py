@@ -21,7 +21,7 @@ def test_unknown_break_names_the_known_ones():
 
 def test_every_break_names_experiments_that_must_fail_and_does_something():
     for b in breaks.BREAKS.values():
-        assert b.must_fail and all(e.startswith("E") for e in b.must_fail), b.name
+        assert (b.must_fail or b.byo) and all(e.startswith("E") for e in b.must_fail), b.name
         assert any([b.kube_proxy, b.on_cluster, b.on_namespace, b.on_service, b.on_patch, b.skip_restart]), b.name
 
 
