@@ -129,12 +129,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      f"stopping the run (exit {EXIT_NOT_RUN_TEXT})")
     g.addoption("--demo-image", default=None,
                 help="demo app image (default: the offline build; ikubernetes/demoapp:v1.0 works too)")
-    from .upstream.specs import DEFAULT_FOCUS, DEFAULT_SKIP
+    from .upstream.specs import DEFAULT_FOCUS, DEFAULT_SKIP, PRESETS
     g.addoption("--upstream-conformance", action="store_true",
                 help="also run upstream Kubernetes' own Services e2e specs (e2e.test) on each mode's cluster, "
                      "one pytest result per spec and mode (suites/test_upstream.py)")
     g.addoption("--upstream-focus", default=DEFAULT_FOCUS, metavar="REGEX",
-                help=f"ginkgo focus for --upstream-conformance (default: {DEFAULT_FOCUS})")
+                help=f"ginkgo focus for --upstream-conformance, or a preset: {', '.join(PRESETS)} "
+                     f"(default: {DEFAULT_FOCUS})")
     g.addoption("--upstream-skip", default=DEFAULT_SKIP, metavar="REGEX",
                 help=f"ginkgo skip for --upstream-conformance (default: {DEFAULT_SKIP})")
     g.addoption("--upstream-procs", type=_positive_int, default=2,
@@ -204,7 +205,8 @@ def _upstream_specs(config: pytest.Config) -> list:
         opts = config.option
         try:
             bins = build.ensure()
-            names = specs.list_specs(bins["e2e.test"], opts.upstream_focus, opts.upstream_skip)
+            names = specs.list_specs(bins["e2e.test"], specs.focus_expression(opts.upstream_focus),
+                                     opts.upstream_skip)
         except Exception as e:
             raise pytest.UsageError(f"--upstream-conformance: could not build or list upstream's e2e specs: {e}")
         if not names:

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bins = build.ensure(force=a.force)
         if a.command == "list":
-            names = specs.list_specs(bins["e2e.test"], a.focus, a.skip)
+            names = specs.list_specs(bins["e2e.test"], specs.focus_expression(a.focus), a.skip)
             for s in specs.to_specs(names):
                 print(f"{s.id}\t{s.name}")
             print(f"{len(names)} specs", file=sys.stderr)

@@ -91,7 +91,8 @@ def for_mode(pyconfig: pytest.Config, cluster, wanted: list[str], runner: Runner
     return ModeRun(**json.loads(state.read_text()))
 
 
-def ginkgo_argv(bins: dict[str, Path], opts, out_dir: Path, kubeconfig: str, wanted: list[str]) -> list[str]:
+def ginkgo_argv(bins: dict[str, Path], opts, out_dir: Path, kubeconfig: str, wanted: list[str],
+                num_nodes: int) -> list[str]:
     procs = max(1, min(opts.upstream_procs, len(wanted)))
     return [str(bins["ginkgo"]), f"--procs={procs}", "-v", "--no-color", "--silence-skips",
             # Exactly the specs this session selected (-k and all), still minus the skip expression.
@@ -99,7 +100,9 @@ def ginkgo_argv(bins: dict[str, Path], opts, out_dir: Path, kubeconfig: str, wan
             f"--timeout={RUN_TIMEOUT - 300}s", f"--output-dir={out_dir}",
             "--json-report=report.json", "--junit-report=junit.xml",
             str(bins["e2e.test"]), "--",
-            f"--kubeconfig={kubeconfig}", "--provider=skeleton", "--disable-log-dump=true"]
+            # Without --num-nodes upstream's node-count guards read -1 and skip (e.g. ETP=Local NodePort).
+            f"--kubeconfig={kubeconfig}", "--provider=skeleton", f"--num-nodes={num_nodes}",
+            "--disable-log-dump=true"]
 
 
 def execute(opts, cluster, wanted: list[str], runner: Runner = DEFAULT) -> ModeRun:
@@ -117,7 +120,7 @@ def execute(opts, cluster, wanted: list[str], runner: Runner = DEFAULT) -> ModeR
         with Step(f"kind load {AGNHOST_IMAGE} into {cluster.name} (missing on {', '.join(missing)})"):
             runner.run([config.tool("kind"), "load", "docker-image", AGNHOST_IMAGE, "--name", cluster.name],
                        timeout=600, what=f"loading {AGNHOST_IMAGE} into {cluster.name}")
-    argv = ginkgo_argv(bins, opts, out_dir, cluster.kube.kubeconfig, wanted)
+    argv = ginkgo_argv(bins, opts, out_dir, cluster.kube.kubeconfig, wanted, schedulable_nodes(cluster.kube))
     (out_dir / "command.txt").write_text(" ".join(argv) + "\n")
     started = time.monotonic()
     with Step(f"upstream e2e: {len(wanted)} specs on {cluster.name} (log {out_dir / 'e2e.log'})"):
@@ -131,6 +134,12 @@ def execute(opts, cluster, wanted: list[str], runner: Runner = DEFAULT) -> ModeR
     run = ModeRun(cluster.mode, str(out_dir), res.returncode, seconds, len(wanted), pulled, error)
     (out_dir / "run.json").write_text(json.dumps(asdict(run), indent=1))  # for the report's header line
     return run
+
+
+def schedulable_nodes(kube) -> int:
+    """Nodes pods can land on (a NoSchedule taint, e.g. kind's control plane, excludes a node)."""
+    return sum(1 for n in kube.core.list_node().items
+               if not n.spec.unschedulable and not any(t.effect == "NoSchedule" for t in n.spec.taints or []))
 
 
 def _images(node) -> set[str]:

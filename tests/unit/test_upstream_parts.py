@@ -93,10 +93,11 @@ def test_passed_passes_and_skipped_skips_with_upstreams_reason(tmp_path):
 
 def test_ginkgo_runs_exactly_the_selected_specs_in_parallel(tmp_path):
     opts = SimpleNamespace(upstream_procs=2, upstream_skip=specs.DEFAULT_SKIP)
-    argv = run.ginkgo_argv({"ginkgo": "/b/ginkgo", "e2e.test": "/b/e2e.test"}, opts, tmp_path, "/kc", NAMES[:1])
+    argv = run.ginkgo_argv({"ginkgo": "/b/ginkgo", "e2e.test": "/b/e2e.test"}, opts, tmp_path, "/kc", NAMES[:1], 2)
     assert argv[0] == "/b/ginkgo" and "--procs=1" in argv  # never more processes than specs
     assert argv.index("/b/e2e.test") < argv.index("--") < argv.index("--kubeconfig=/kc")
     assert f"--focus={specs.focus_on(NAMES[:1])}" in argv and "--json-report=report.json" in argv
+    assert "--num-nodes=2" in argv  # else upstream's node-count guards skip specs
 
 
 def test_report_has_a_table_per_mode_and_the_coverage_table():
