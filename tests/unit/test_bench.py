@@ -125,7 +125,7 @@ def test_summary_pools_repeats_and_counts_failures():
 def test_ratios_compare_modes_of_one_run():
     rat = {r["size"]: r for r in results.ratios(results.summarise(_data()))}
     assert rat[100]["programming_p50"] == 1.0
-    assert rat[1000]["programming_p50"] == 2.0 and rat[1000]["fp_late_minus_pod_p50"] == 2.0
+    assert rat[1000]["programming_p50"] == 2.0 and rat[1000]["fp_late_p50_diff_ms"] == 1.0
 
 
 def test_write_makes_table_and_charts(tmp_path):
