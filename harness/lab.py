@@ -381,8 +381,9 @@ class Lab:
             return self.cluster.node(name)
         if name not in self._node_pods:
             self.step(f"kubectl -n {self.ns} run a hostNetwork pod on node {name} (the node's vantage point)")
+            index = [n.name for n in self.cluster.nodes].index(name)  # node names need not make pod names
             self._node_pods[name] = PodPeer.start(self.kube, self.ns, name, self.cluster.images.toolbox,
-                                                  host_network=True)
+                                                  name=f"node-{index}", host_network=True)
         return self._node_pods[name]
 
     def node_peers(self) -> list[Peer]:
