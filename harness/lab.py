@@ -16,6 +16,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from . import config, engine, expectations, modes
 from .cluster import KindCluster, Node
 from .kube import Kube, PodInfo, load_manifest
@@ -86,7 +88,6 @@ class ClusterHandle:
         if self.is_kind:
             return
         if not self.allow_changes:
-            import pytest
             pytest.skip(f"needs a change outside the test namespaces ({what}); with --kubeconfig the "
                         "cluster is left as found. Pass --allow-cluster-changes to allow it (undone afterwards)")
         log.warning("changing the --kubeconfig cluster with consent: %s", what)
@@ -121,7 +122,6 @@ class ClusterHandle:
     def external(self, index: int = 0) -> ExternalPeer:
         """External client number `index` (0 = the article's rocky1); started on first use."""
         if self.external_mode == "none":
-            import pytest
             pytest.skip("no external vantage point: the --kubeconfig cluster's nodes are not local kind "
                         "containers; pass --external-client=host to use this machine")
         if index not in self._external:
@@ -185,7 +185,6 @@ class ClusterHandle:
     def may_cut_off(self, node: Node) -> None:
         """Skip unless `node` can be cut off here (a local container, and consent on --kubeconfig)."""
         if not self.node_containers:
-            import pytest
             pytest.skip(f"cutting {node.name} off the network needs the nodes as local kind containers "
                         f"(node access here: {self.node_access})")
         self.needs_change(f"docker network disconnect {config.KIND_NETWORK} {node.name}, reconnected with "
@@ -382,8 +381,9 @@ class Lab:
             return self.cluster.node(name)
         if name not in self._node_pods:
             self.step(f"kubectl -n {self.ns} run a hostNetwork pod on node {name} (the node's vantage point)")
+            index = [n.name for n in self.cluster.nodes].index(name)  # node names need not make pod names
             self._node_pods[name] = PodPeer.start(self.kube, self.ns, name, self.cluster.images.toolbox,
-                                                  host_network=True)
+                                                  name=f"node-{index}", host_network=True)
         return self._node_pods[name]
 
     def node_peers(self) -> list[Peer]:

@@ -94,3 +94,24 @@ def test_changes_to_a_kubeconfig_cluster_skip_without_consent(tmp_path):
 def test_consented_changes_are_recorded_for_the_summary(tmp_path):
     _handle(tmp_path, allow_changes=True).needs_change("restart kube-proxy")
     assert (tmp_path / "changes").read_text() == "restart kube-proxy\n"
+
+
+def test_nodes_count_as_local_kind_containers_only_with_their_internal_ip_on_the_kind_network():
+    from harness.runner import FakeRunner
+    nodes = [discover.NodeInfo("n1", "172.18.0.2", "control-plane", False), discover.NodeInfo("n2", "172.18.0.3", "worker", True)]
+    r = FakeRunner().on(["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", "n1"],
+                        '{"kind": {"IPAddress": "172.18.0.2"}}')
+    r.on(["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", "n2"], '{"kind": {"IPAddress": "172.18.0.3"}}')
+    assert discover.local_kind_nodes(nodes, r)[0] is True
+    other = FakeRunner().on(["docker", "inspect"], '{"bridge": {"IPAddress": "172.17.0.2"}}')
+    local, why = discover.local_kind_nodes(nodes, other)
+    assert not local and "has no address on the kind network" in why
+    missing = FakeRunner().on(["docker", "inspect"], "", returncode=1)
+    assert discover.local_kind_nodes(nodes, missing) == (False, "n1 is not a container on this machine")
+
+
+def test_this_host_as_external_client_of_a_remote_cluster_uses_its_source_address():
+    from harness.peers import ExternalPeer
+    from harness.runner import FakeRunner
+    r = FakeRunner().on(["ip", "-o", "route", "get", "10.1.2.3"], "10.1.2.3 via 192.168.1.1 dev eth0 src 192.168.1.7 uid 0")
+    assert ExternalPeer.host(r, towards="10.1.2.3").ip == "192.168.1.7"
