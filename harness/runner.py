@@ -6,6 +6,7 @@ replaced by `FakeRunner` in unit tests. Modelled on kind's exec.Cmder.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shlex
@@ -42,14 +43,30 @@ class CommandError(RuntimeError):
 
 
 class Runner:
-    """Runs host commands. `check=True` raises CommandError on non-zero exit."""
+    """Runs host commands. `check=True` raises CommandError on non-zero exit.
+
+    A Runner may carry extra environment for every command, e.g. the
+    DOCKER_HOST of a guest's Docker engine (harness.guest): docker and kind
+    through it reach that engine. `where` names the engine for reports.
+    """
+    env: dict = {}
+    where: str = "host"
+
+    def on_engine(self, env: dict, where: str) -> "Runner":
+        """A copy of this runner whose commands run with `env` (e.g. DOCKER_HOST)."""
+        other = copy.copy(self)
+        other.env = {**self.env, **env}
+        other.where = where
+        return other
 
     def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = 600,
             check: bool = True, env: dict | None = None, cwd: str | None = None,
             what: str = "") -> Result:
         argv = [str(a) for a in argv]
-        log.debug("$ %s", shlex.join(argv))
+        prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in self.env.items())
+        log.debug("$ %s%s", prefix, shlex.join(argv))
         started = time.monotonic()
+        env = {**self.env, **(env or {})}
         full_env = {**os.environ, **env} if env else None
         try:
             p = subprocess.run(argv, input=input, capture_output=True, text=True,

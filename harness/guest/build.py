@@ -52,8 +52,8 @@ def kernel_key(v: dict[str, str]) -> str:
 
 
 def rootfs_key(v: dict[str, str]) -> str:
-    return _hash("guest-rootfs", RECIPE, v["DEBIAN_SUITE"], v["GUEST_ROOTFS_PACKAGES"], v["GUEST_DISK_GB"],
-                 (GUEST_DIR / "init").read_text(), (GUEST_DIR / "daemon.json").read_text())
+    # init and daemon.json are not inputs: vm.py writes them into the guest's disk at each boot.
+    return _hash("guest-rootfs", RECIPE, v["DEBIAN_SUITE"], v["GUEST_ROOTFS_PACKAGES"], v["GUEST_DISK_GB"])
 
 
 class GuestBuilder:
@@ -156,9 +156,7 @@ class GuestBuilder:
                         suite, str(root), _debian_mirror()], timeout=1800, what=f"debootstrap {suite}")
             shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
             (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(GUEST_DIR / "init", root / "sbin/guest-init")
             (root / "etc/docker").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(GUEST_DIR / "daemon.json", root / "etc/docker/daemon.json")
             (root / "etc/hostname").write_text("svc-harness-guest\n")
             (root / "etc/resolv.conf").unlink(missing_ok=True)
             (root / "etc/resolv.conf").write_text("# the guest has no route out: no resolver\n")
