@@ -47,6 +47,24 @@ def ipvs_missing_reason(proc: Path = Path("/proc"), modules: Path = Path("/lib/m
             f"or a host whose kernel has CONFIG_IP_VS")
 
 
+def choose(mode: str, preference: str, ipvs_missing: str | None) -> str:
+    """Which Docker engine a mode's cluster runs on: "host" or "guest".
+
+    Only ipvs ever needs the guest (harness.guest): with preference "auto" it
+    is used when the host kernel lacks IPVS (`ipvs_missing` is the reason).
+    """
+    if mode != "ipvs" or preference == "host":
+        return "host"
+    if preference == "guest":
+        return "guest"
+    return "guest" if ipvs_missing else "host"
+
+
+def _guest(runner: Runner) -> bool:
+    """Does this runner reach a guest's engine (DOCKER_HOST set by harness.guest)?"""
+    return bool(runner.env.get("DOCKER_HOST"))
+
+
 def outside_interface(runner: Runner = DEFAULT) -> str:
     out = runner.run(["ip", "-o", "route", "show", "default"]).stdout.split()
     return out[out.index("dev") + 1] if "dev" in out else "eth0"
@@ -97,7 +115,14 @@ def _guard_rule(bridge: str, out_if: str) -> list[str]:
 
 
 def ensure_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:
-    """Install (once) and verify the drop rule; returns the rule as text."""
+    """Install (once) and verify the drop rule; returns the rule as text.
+
+    For a guest engine the guard is the host's drop of everything forwarded
+    from the guest's link (the guest has no route out of its own).
+    """
+    if _guest(runner):
+        from .guest import vm
+        return vm.ensure_guard(runner)
     bridge = ensure_kind_network(runner, network)
     out_if = outside_interface(runner)
     rule = _guard_rule(bridge, out_if)
@@ -124,6 +149,10 @@ def _dns_rule(bridge: str, out_if: str, proto: str) -> list[str]:
 
 def check_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> None:
     """Refuse to send traffic unless the drop rule is present."""
+    if _guest(runner):
+        from .guest import vm
+        vm.check_guard(runner)
+        return
     bridge = kind_bridge(runner, network)
     if bridge is None:
         return  # no kind network, so no cluster traffic can be forwarded anywhere
@@ -135,5 +164,8 @@ def check_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETW
 
 def egress_drops(runner: Runner = DEFAULT, comment: str = GUARD_COMMENT) -> int:
     """Packets a guard rule has stopped so far (the egress guard's should stay 0)."""
+    if _guest(runner):
+        from .guest import vm
+        return vm.guard_drops(runner) if comment == GUARD_COMMENT else 0
     res = runner.run(["iptables", "-L", "DOCKER-USER", "-v", "-x", "-n"], check=False)
     return sum(int(line.split()[0]) for line in res.stdout.splitlines() if f"/* {comment} */" in line)

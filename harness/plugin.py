@@ -85,6 +85,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--proxy-mode", action="append", dest="proxy_modes", metavar="MODE[,MODE]",
                 help="kube-proxy mode(s): iptables, ipvs, nftables; several run the suites once per mode "
                      "(default: iptables)")
+    g.addoption("--ipvs-engine", choices=["auto", "host", "guest"], default="auto",
+                help="where ipvs clusters run: the host's Docker engine, or one inside a user-mode-Linux guest "
+                     "whose kernel has IPVS (harness.guest); auto = the guest when the host kernel lacks IPVS")
+    g.addoption("--guest-workers", type=int, default=1,
+                help="worker nodes of a cluster in the guest engine (default: 1, i.e. 2 nodes; see README)")
     g.addoption("--workers", type=_positive_int, default=hcfg.DEFAULT_WORKERS,
                 help="worker nodes per cluster (default: 2, i.e. 3 nodes like the article)")
     g.addoption("--node-image", default=None,
@@ -313,6 +318,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     session.config._svc_started = time.monotonic()
     from . import engine
     session.config._svc_drops_before = (engine.egress_drops(), engine.egress_drops(comment=engine.DNS_COMMENT))
+    from .guest import vm
+    session.config._svc_guest_drops_before = vm.guard_drops()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -22,6 +22,7 @@ import signal
 import shutil
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,23 +151,8 @@ class Guest:
                     self.r.run(["ethtool", "-K", dev, off, "off"], check=False)
                 self.r.run(["ip", "link", "set", dev, "up"])
 
-    def _guard_rule(self) -> list[str]:
-        return ["FORWARD", "-i", HOST_IF, "-m", "comment", "--comment", GUARD_COMMENT, "-j", "DROP"]
-
     def ensure_guard(self) -> None:
-        """Drop anything the host would forward from the guest's link (to the outside or elsewhere)."""
-        rule = self._guard_rule()
-        if not self.r.run(["iptables", "-C", *rule], check=False).ok:
-            self.r.run(["iptables", "-I", *rule], what="installing the guest egress guard")
-
-    def check_guard(self) -> None:
-        if not self.r.run(["iptables", "-C", *self._guard_rule()], check=False).ok:
-            raise GuestError(f"guest egress guard missing: expected `iptables -I {' '.join(self._guard_rule())}`; "
-                             "refusing to send traffic without it")
-
-    def guard_drops(self) -> int:
-        res = self.r.run(["iptables", "-L", "FORWARD", "-v", "-x", "-n"], check=False)
-        return sum(int(line.split()[0]) for line in res.stdout.splitlines() if f"/* {GUARD_COMMENT} */" in line)
+        ensure_guard(self.r)
 
     def prepare_disk(self, rootfs: Path, key: str) -> Path:
         """The guest's own disk: a sparse copy of the built rootfs, kept across boots (images stay)."""
@@ -284,5 +270,49 @@ class Guest:
         if self.running():
             raise GuestError(f"guest {self.cfg.name} still runs; shut it down first")
         self.r.run(["ip", "link", "del", HOST_IF], check=False)
-        while self.r.run(["iptables", "-D", *self._guard_rule()], check=False).ok:
+        while self.r.run(["iptables", "-D", *GUARD_RULE], check=False).ok:
             pass
+
+
+# ---- the egress guard of the guest's link (harness.engine calls these for a guest engine)
+GUARD_RULE = ["FORWARD", "-i", HOST_IF, "-m", "comment", "--comment", GUARD_COMMENT, "-j", "DROP"]
+
+
+def ensure_guard(runner: Runner = DEFAULT) -> str:
+    """Drop everything the host would forward from the guest's link (outside or anywhere else)."""
+    if not runner.run(["iptables", "-C", *GUARD_RULE], check=False).ok:
+        runner.run(["iptables", "-I", *GUARD_RULE], what="installing the guest egress guard")
+    return " ".join(GUARD_RULE)
+
+
+def check_guard(runner: Runner = DEFAULT) -> None:
+    if not runner.run(["iptables", "-C", *GUARD_RULE], check=False).ok:
+        raise GuestError(f"guest egress guard missing: expected `iptables -I {' '.join(GUARD_RULE)}`; "
+                         "refusing to send traffic without it")
+
+
+def guard_drops(runner: Runner = DEFAULT) -> int:
+    res = runner.run(["iptables", "-L", "FORWARD", "-v", "-x", "-n"], check=False)
+    return sum(int(line.split()[0]) for line in res.stdout.splitlines() if f"/* {GUARD_COMMENT} */" in line)
+
+
+# ---- kind clusters on the guest's engine
+GUEST_CREATE_TIMEOUT = 1500
+
+
+def kind_tuning(cluster_name: str) -> dict:
+    """render_kind_config's engine_tuning for a cluster in the guest.
+
+    The API server is published on the guest's link address (the host's
+    kubectl reaches it there; 127.0.0.1 would be the guest's own loopback), on
+    a port derived from the name so two clusters in one guest do not collide.
+    The control plane of a slow machine needs: no leader election (its 5 s
+    lease renewals fail under load and the controller-manager restarts), and
+    kubeadm's wait for the control plane longer than its 4 minutes.
+    """
+    port = 16443 + zlib.crc32(cluster_name.encode()) % 1000
+    patch = ("kind: ClusterConfiguration\n"
+             "apiServer:\n  timeoutForControlPlane: 20m0s\n"
+             "controllerManager:\n  extraArgs:\n    leader-elect: \"false\"\n"
+             "scheduler:\n  extraArgs:\n    leader-elect: \"false\"\n")
+    return {"networking": {"apiServerAddress": LINK_GUEST, "apiServerPort": port}, "kubeadm_patches": [patch]}
