@@ -41,6 +41,8 @@ class Break:
     on_service: Callable[["Lab", dict], dict] | None = None      # rewrites each Service spec applied
     on_patch: Callable[["Lab", dict], dict] | None = None        # rewrites each Service spec patch
     skip_restart: bool = False     # a mode change edits the ConfigMap but restarts nothing
+    scheduler_unapplied: bool = False  # an ipvs scheduler change edits the ConfigMap but restarts nothing
+    modes: tuple[str, ...] = config.PROXY_MODES  # the modes whose claims it breaks (`prove` runs only those)
 
     @property
     def changes_cluster(self) -> bool:
@@ -70,6 +72,18 @@ def _service_range_local(cluster: "ClusterHandle") -> None:
     for node in cluster.node_peers():
         for cidr in cluster.service_cidrs():
             node.exec(["ip", "route", "replace", "local", str(cidr), "dev", "lo", "table", "local"])
+
+
+def _empty_kube_ipvs0(cluster: "ClusterHandle") -> None:
+    """Keep kube-ipvs0 without addresses on every node.
+
+    kube-proxy binds each Service IP to kube-ipvs0 at every sync, so removing
+    them once would be undone; a loop on each node keeps removing them.
+    """
+    for node in cluster.node_peers():
+        cluster.runner.run(["docker", "exec", "-d", node.container, "sh", "-c",
+                            "while :; do ip addr flush dev kube-ipvs0 2>/dev/null; sleep 0.5; done"],
+                           what=f"emptying kube-ipvs0 on {node.name}")
 
 
 def _every_node_holds_external_ips(lab: "Lab", spec: dict) -> dict:
@@ -109,7 +123,11 @@ BREAKS = {b.name: b for b in [
     Break("external-ips-everywhere", "a Service's externalIPs list every node's IP instead of one",
           ("E13",), on_service=_every_node_holds_external_ips),
     Break("service-range-local", "the Service range is a local address range on every node (like kube-ipvs0)",
-          ("E15",), on_cluster=_service_range_local),
+          ("E15",), on_cluster=_service_range_local, modes=("iptables", "nftables")),
+    Break("kube-ipvs0-empty", "kube-ipvs0 holds no Service address on any node (removed as fast as kube-proxy "
+          "adds them)", ("E04", "E15"), on_cluster=_empty_kube_ipvs0, modes=("ipvs",)),
+    Break("ipvs-scheduler-unapplied", "an ipvs scheduler change edits the kube-proxy ConfigMap but no kube-proxy "
+          "restarts to apply it", ("E17",), scheduler_unapplied=True, modes=("ipvs",)),
     Break("mode-restart-skipped", "a mode change edits the kube-proxy ConfigMap but restarts no kube-proxy pod",
           ("E16",), skip_restart=True),
 ]}
@@ -219,10 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = p.parse_known_args(argv)
     if args.cmd == "list":
         for b in BREAKS.values():
-            print(f"{b.name:24} {', '.join(b.must_fail):18} {b.fault}")
+            only = "" if b.modes == config.PROXY_MODES else f" [{'/'.join(b.modes)} only]"
+            print(f"{b.name:24} {', '.join(b.must_fail):18} {b.fault}{only}")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    names = [n for n in args.only.split(",") if n] or list(BREAKS)
+    names = [n for n in args.only.split(",") if n] or [n for n, b in BREAKS.items() if args.proxy_mode in b.modes]
     unknown = [n for n in names if n not in BREAKS]
     if unknown:
         p.error(f"unknown break(s) {', '.join(unknown)}; expected some of {', '.join(BREAKS)}")

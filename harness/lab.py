@@ -118,11 +118,15 @@ class ClusterHandle:
     def set_ipvs_scheduler(self, scheduler: str):
         """Switch ipvs.scheduler via the ConfigMap and roll kube-proxy; returns a callable that restores it."""
         before = modes.set_config(self.kube, {"ipvs": {"scheduler": scheduler}})
-        list(modes.rolling_restart(self.kube))
+        # --break=ipvs-scheduler-unapplied: the ConfigMap changes, no kube-proxy restarts.
+        restart = not any(b.scheduler_unapplied for b in self.breaks)
+        if restart:
+            list(modes.rolling_restart(self.kube))
 
         def restore() -> None:
             modes.set_config(self.kube, {"ipvs": before.get("ipvs", {})})
-            list(modes.rolling_restart(self.kube))
+            if restart:
+                list(modes.rolling_restart(self.kube))
         return restore
 
     def kind_subnet(self) -> str:
