@@ -87,6 +87,6 @@ def test_only_a_failure_inside_the_test_counts_as_red():
 
 
 def test_ipvs_only_breaks_are_proven_only_in_ipvs_mode():
-    assert BREAKS["kube-ipvs0-empty"].modes == ("ipvs",)
-    assert BREAKS["ipvs-scheduler-unapplied"].modes == ("ipvs",)
-    assert "ipvs" not in BREAKS["service-range-local"].modes
+    assert breaks.BREAKS["kube-ipvs0-empty"].modes == ("ipvs",)
+    assert breaks.BREAKS["ipvs-scheduler-unapplied"].modes == ("ipvs",)
+    assert "ipvs" not in breaks.BREAKS["service-range-local"].modes
