@@ -1,0 +1,71 @@
+"""Pure parts of the guest engine: engine choice, the runner seam, kind tuning, mconsole framing."""
+import struct
+
+from harness import engine
+from harness.cluster import runner_for
+from harness.guest import mconsole, vm
+from harness.runner import FakeRunner, Runner
+
+
+def test_ipvs_goes_to_the_guest_only_when_the_host_lacks_ipvs_or_it_is_forced():
+    assert engine.choose("ipvs", "auto", "no IPVS") == "guest"
+    assert engine.choose("ipvs", "auto", None) == "host"
+    assert engine.choose("ipvs", "guest", None) == "guest"
+    assert engine.choose("ipvs", "host", "no IPVS") == "host"
+    for mode in ("iptables", "nftables"):
+        assert engine.choose(mode, "guest", "no IPVS") == "host"
+
+
+def test_a_guest_runner_carries_docker_host_and_leaves_the_default_alone():
+    base = Runner()
+    g = base.on_engine({"DOCKER_HOST": "tcp://10.253.0.2:2375"}, where="guest x")
+    assert g.env == {"DOCKER_HOST": "tcp://10.253.0.2:2375"} and g.where == "guest x"
+    assert base.env == {} and base.where == "host"
+    out = g.run(["sh", "-c", "echo $DOCKER_HOST"]).stdout.strip()
+    assert out == "tcp://10.253.0.2:2375"
+
+
+def test_the_egress_guard_of_a_guest_engine_is_the_link_rule():
+    r = FakeRunner().on(["iptables", "-C"], returncode=1).on_engine({"DOCKER_HOST": "tcp://x:2375"}, "guest")
+    engine.ensure_egress_guard(r)
+    assert ["iptables", "-I", *vm.GUARD_RULE] in r.calls
+    assert not any("DOCKER-USER" in c for c in r.calls)
+
+
+def test_kind_tuning_publishes_the_api_server_on_the_guest_link():
+    t = vm.kind_tuning("ipvsg-ipvs")
+    assert t["networking"]["apiServerAddress"] == vm.LINK_GUEST
+    assert 16443 <= t["networking"]["apiServerPort"] < 17443
+    assert t == vm.kind_tuning("ipvsg-ipvs")  # stable per name
+    assert 'leader-elect: "false"' in t["kubeadm_patches"][0]
+
+
+def test_runner_for_a_cluster_without_marker_is_the_default(tmp_path, monkeypatch):
+    from harness import config
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    base = Runner()
+    assert runner_for("nobody", base) is base
+    (tmp_path / "clusters").mkdir()
+    (tmp_path / "clusters" / "g.json").write_text('{"engine_env": {"DOCKER_HOST": "tcp://h:1"}, "where": "guest"}')
+    r = runner_for("g", base)
+    assert r.env == {"DOCKER_HOST": "tcp://h:1"} and r.where == "guest"
+
+
+def test_mconsole_request_layout(tmp_path):
+    import socket
+    import threading
+    path = str(tmp_path / "mc")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(path)
+
+    def answer():
+        data, addr = srv.recvfrom(1024)
+        magic, version, n = struct.unpack("<III", data[:12])
+        assert (magic, version) == (mconsole.MAGIC, mconsole.VERSION)
+        text = data[12:12 + n]
+        srv.sendto(struct.pack("<III", 0, 0, 3 + len(text)) + b"ok " + text, addr)
+    t = threading.Thread(target=answer)
+    t.start()
+    assert mconsole.command(tmp_path / "mc", "cad") == "ok cad"
+    t.join()
+    srv.close()
