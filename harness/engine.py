@@ -122,6 +122,7 @@ def ensure_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NET
     """
     if _guest(runner):
         from .guest import vm
+        ensure_kind_network(runner, network)  # the guest engine's own kind network, same explicit subnet rule
         return vm.ensure_guard(runner)
     bridge = ensure_kind_network(runner, network)
     out_if = outside_interface(runner)

@@ -69,3 +69,12 @@ def test_mconsole_request_layout(tmp_path):
     assert mconsole.command(tmp_path / "mc", "cad") == "ok cad"
     t.join()
     srv.close()
+
+
+def test_ping_outcomes_from_iputils_output():
+    from harness.expectations import ping_outcome
+    assert ping_outcome("64 bytes from 10.96.0.10: icmp_seq=1 ttl=64 time=0.1 ms") == "echo reply"
+    assert ping_outcome("From 10.96.12.7 icmp_seq=1 Destination Port Unreachable\n") == "port unreachable"
+    assert ping_outcome("From 172.18.0.1 icmp_seq=1 Destination Net Unreachable") == \
+        "other ICMP error (Destination Net Unreachable)"
+    assert ping_outcome("2 packets transmitted, 0 received, 100% packet loss") == "no answer"
