@@ -50,6 +50,7 @@ class ClusterHandle:
     lb_provider: str = "none"            # "metallb" once installed
     breaks: tuple = ()                   # deliberate breaks of this run (harness.breaks)
     runner: Runner = field(default=DEFAULT, repr=False)
+    engine_note: str = ""                # where it runs, for the report (harness.session fills it)
     _external: dict[int, ExternalPeer] = field(default_factory=dict, repr=False)
     _allowed: list | None = field(default=None, repr=False)
 

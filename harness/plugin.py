@@ -303,7 +303,7 @@ def _record_evidence(item, marker, rep) -> None:
     ev = Evidence(experiment=str(exp_id), mode=mode, title=str(title), claim=claim,
                   action="\n".join(lab.action) if lab else "", observed=list(lab.notes) if lab else [],
                   verdict=verdict, detail=detail, broken=breaks.describe(item.config.option.breaks),
-                  phase=rep.when)
+                  phase=rep.when, engine=lab.cluster.engine_note if lab else "")
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     Recorder(Path(item.config.option.artifacts_dir), worker).record(ev)
 

@@ -105,8 +105,18 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     kc = KindCluster(name=name, mode=mode, workers=workers, runner=runner)
     handle = ClusterHandle(mode=mode, name=name, kube=Kube(state["kubeconfig"]), nodes=kc.nodes(),
                            images=images, kind=kc, external_mode=opts.external_client, worker=worker,
-                           lb_provider=state.get("lb", "none"), breaks=opts.breaks, runner=runner)
+                           lb_provider=state.get("lb", "none"), breaks=opts.breaks, runner=runner,
+                           engine_note=_engine_note(state))
     return handle
+
+
+def _engine_note(state: dict) -> str:
+    """e.g. "host engine (kernel 6.x), 3 nodes" or "guest ... (UML, 7.2.13), 2 nodes — why"."""
+    where = state.get("where", "host")
+    if where == "host":
+        where = f"host engine (kernel {os.uname().release})"
+    note = f"{where}, {state.get('nodes', '?')} nodes"
+    return note + (f" — {state['size_note']}" if state.get("size_note") else "")
 
 
 def _guest_engine(pyconfig: pytest.Config, images: list[str]) -> Runner:
