@@ -165,8 +165,8 @@ class Guest:
                 tmp.rename(disk)
         # init and dockerd's config come from the repo at every boot, so changing them needs no rebuild.
         with tempfile.NamedTemporaryFile("w", suffix=".debugfs", delete=False) as f:
-            f.write(f"rm /sbin/guest-init\nwrite {GUEST_DIR / 'init'} /sbin/guest-init\n"
-                    "set_inode_field /sbin/guest-init mode 0100755\n"
+            f.write(f"rm /usr/sbin/guest-init\nwrite {GUEST_DIR / 'init'} /usr/sbin/guest-init\n"
+                    "set_inode_field /usr/sbin/guest-init mode 0100755\n"
                     f"rm /etc/docker/daemon.json\nwrite {GUEST_DIR / 'daemon.json'} /etc/docker/daemon.json\n")
         try:
             self.r.run(["debugfs", "-w", "-f", f.name, str(disk)], what="installing guest-init into the guest's disk")
@@ -181,7 +181,7 @@ class Guest:
                 f"ncpus={self.cfg.cpus}", f"seccomp={'on' if self.cfg.seccomp else 'off'}",
                 f"ubd0={disk}", "root=/dev/ubda", "rw",
                 f"vec0:transport=raw,ifname={UML_IF},depth=128,gro=0",
-                "con=null", "con0=null,fd:1", "init=/sbin/guest-init",
+                "con=null", "con0=null,fd:1", "init=/usr/sbin/guest-init",
                 f"guest.addr={LINK_GUEST}/{LINK_PREFIX}", f"guest.name={self.cfg.name}"]
         # setsid -f: the guest outlives this process (xdist workers come and go) and is one
         # process group, so a last-resort kill reaches every host process of the guest.
