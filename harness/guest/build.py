@@ -133,7 +133,7 @@ class GuestBuilder:
                                  f"images/guest/uml.config is off (see {src / '.config'})")
         jobs = str(os.cpu_count() or 2)
         with Step(f"UML kernel build (make -j{jobs}, under {HEAVY_LOCK})"):
-            self.r.run(["flock", HEAVY_LOCK, "nice", "-n", "10", "make", "ARCH=um", f"-j{jobs}", "linux"],
+            self.r.run(["flock", HEAVY_LOCK, "make", "ARCH=um", f"-j{jobs}", "linux"],
                        cwd=str(src), timeout=7200, what="building the UML kernel")
         out = a.kernel.parent
         tmp = out.with_name(out.name + ".tmp")
