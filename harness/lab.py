@@ -51,6 +51,7 @@ class ClusterHandle:
     breaks: tuple = ()                   # deliberate breaks of this run (harness.breaks)
     runner: Runner = field(default=DEFAULT, repr=False)
     engine_note: str = ""                # where it runs, for the report (harness.session fills it)
+    expected_nodes: int = 0              # nodes it was created with (0: unknown, e.g. --kubeconfig)
     _external: dict[int, ExternalPeer] = field(default_factory=dict, repr=False)
     _allowed: list | None = field(default=None, repr=False)
 

@@ -68,7 +68,8 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
         workers = opts.guest_workers
         if workers + 1 < 3:
             size_note = (f"{workers + 1} node(s), not 3: a kind cluster inside the UML guest is CPU-bound "
-                         f"(every syscall is trapped); --guest-workers sets the size")
+                         f"(every syscall is trapped); --guest-workers sets the size. Its control plane is untainted, "
+                         f"so pods spread over both nodes")
     state_file = run_dir / f"{name}.json"
     with FileLock(str(run_dir / f"{name}.lock")):
         if state_file.exists():
@@ -106,7 +107,7 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     handle = ClusterHandle(mode=mode, name=name, kube=Kube(state["kubeconfig"]), nodes=kc.nodes(),
                            images=images, kind=kc, external_mode=opts.external_client, worker=worker,
                            lb_provider=state.get("lb", "none"), breaks=opts.breaks, runner=runner,
-                           engine_note=_engine_note(state))
+                           engine_note=_engine_note(state), expected_nodes=state.get("nodes", workers + 1))
     return handle
 
 
