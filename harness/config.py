@@ -34,9 +34,9 @@ POLL_INTERVAL = 0.5
 
 
 # Factor on every wait's timeout. A cluster in the UML guest engine (harness.guest) is several
-# times slower than on the host (kube-proxy syncs take ~35 s there), so the session raises it.
+# times slower than on the host (kube-proxy syncs took ~35 s, a new Service reached IPVS 64-138 s after its pods), so the session raises it.
 SLOWDOWN_ENV = "SVC_HARNESS_SLOWDOWN"
-GUEST_SLOWDOWN = 5
+GUEST_SLOWDOWN = 3
 
 
 def slowdown() -> float:
