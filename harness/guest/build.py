@@ -112,8 +112,30 @@ class GuestBuilder:
     def kernel(self, a: Artifacts) -> None:
         deb = self.source_deb()
         work = CACHE / "build" / f"kernel-{a.kernel_key}"
+        configured = work / "configured"
+        if configured.exists() and not self.force:
+            # An interrupted build resumes: same inputs (the key), and make is incremental.
+            src = next(p for p in work.iterdir() if p.name.startswith("linux-source-"))
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            src = self._configure(deb, work)
+            configured.touch()
+        jobs = os.environ.get("SVC_HARNESS_BUILD_JOBS") or str(os.cpu_count() or 2)
+        with Step(f"UML kernel build (make -j{jobs}, under {HEAVY_LOCK})"):
+            self.r.run(["flock", HEAVY_LOCK, "make", "ARCH=um", f"-j{jobs}", "linux"],
+                       cwd=str(src), timeout=7200, what="building the UML kernel")
+        out = a.kernel.parent
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        shutil.copy2(src / "linux", tmp / "linux")
+        shutil.copy2(src / ".config", tmp / "config")
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
         shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+
+    def _configure(self, deb: Path, work: Path) -> Path:
         with Step(f"UML kernel {self.v['GUEST_KERNEL_SOURCE_VERSION']} (unpack, patch, configure)"):
             self.r.run(["dpkg-deb", "-x", str(deb), str(work / "deb")], timeout=600)
             tarball = next((work / "deb" / "usr" / "src").glob("linux-source-*.tar.*"))
@@ -131,19 +153,7 @@ class GuestBuilder:
             if missing:
                 raise BuildError(f"the merged kernel config lacks {missing}: a dependency of "
                                  f"images/guest/uml.config is off (see {src / '.config'})")
-        jobs = str(os.cpu_count() or 2)
-        with Step(f"UML kernel build (make -j{jobs}, under {HEAVY_LOCK})"):
-            self.r.run(["flock", HEAVY_LOCK, "make", "ARCH=um", f"-j{jobs}", "linux"],
-                       cwd=str(src), timeout=7200, what="building the UML kernel")
-        out = a.kernel.parent
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        shutil.copy2(src / "linux", tmp / "linux")
-        shutil.copy2(src / ".config", tmp / "config")
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-        shutil.rmtree(work, ignore_errors=True)
+        return src
 
     # ---- the root filesystem -------------------------------------------
     def rootfs(self, a: Artifacts) -> None:
