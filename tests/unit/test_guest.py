@@ -78,3 +78,20 @@ def test_ping_outcomes_from_iputils_output():
     assert ping_outcome("From 172.18.0.1 icmp_seq=1 Destination Net Unreachable") == \
         "other ICMP error (Destination Net Unreachable)"
     assert ping_outcome("2 packets transmitted, 0 received, 100% packet loss") == "no answer"
+
+
+def test_guest_build_keys_follow_their_inputs(monkeypatch, tmp_path):
+    from harness import config
+    from harness.guest import build
+    v = config.versions()
+    k, r = build.kernel_key(v), build.rootfs_key(v)
+    assert k == build.kernel_key(dict(v)) and len(k) == 16
+    assert build.kernel_key({**v, "GUEST_KERNEL_SOURCE_VERSION": "0-0"}) != k
+    assert build.rootfs_key({**v, "GUEST_ROOTFS_PACKAGES": v["GUEST_ROOTFS_PACKAGES"] + ",curl"}) != r
+    frag = tmp_path / "uml.config"
+    frag.write_text(build.FRAGMENT.read_text() + "CONFIG_FOO=y\n")
+    monkeypatch.setattr(build, "FRAGMENT", frag)
+    assert build.kernel_key(v) != k
+    # the kernel's options the guest cannot work without are all asked for in the fragment
+    asked = build.FRAGMENT.read_text()
+    assert all(f"{o}=y" in asked for o in build.REQUIRED if o != "CONFIG_MCONSOLE")
