@@ -179,7 +179,9 @@ class Guest:
         shutil.rmtree(self.uml_dir / self.cfg.name, ignore_errors=True)
         argv = [str(kernel), f"umid={self.cfg.name}", f"uml_dir={self.uml_dir}", f"mem={self.cfg.mem}",
                 f"ncpus={self.cfg.cpus}", f"seccomp={'on' if self.cfg.seccomp else 'off'}",
-                f"ubd0={disk}", "root=/dev/ubda", "rw",
+                # noinit_itable: ext4's lazy inode-table zeroing asks for WRITE_ZEROES, which the
+                # ubd driver refuses on a tmpfs-backed image (console floods with errors).
+                f"ubd0={disk}", "root=/dev/ubda", "rw", "rootflags=noinit_itable",
                 f"vec0:transport=raw,ifname={UML_IF},depth=128,gro=0",
                 "con=null", "con0=null,fd:1", "init=/usr/sbin/guest-init",
                 f"guest.addr={LINK_GUEST}/{LINK_PREFIX}", f"guest.name={self.cfg.name}"]
