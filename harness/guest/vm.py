@@ -53,8 +53,11 @@ class GuestConfig:
     name: str = "svc-harness-guest"
     cpus: int = 2
     mem: str = "10G"
-    # The guest's disk on host tmpfs: the guest's fsyncs (etcd, containerd) cost nothing there.
-    disk_dir: Path = field(default_factory=lambda: Path(os.environ.get("SVC_GUEST_DISK_DIR", "/dev/shm/svc-harness")))
+    # The guest's disk lives on the host's disk. On tmpfs (/dev/shm) fsyncs would be free, but
+    # tmpfs lacks fallocate's ZERO_RANGE, ubd's WRITE_ZEROES fails, and the guest's block I/O
+    # hung for good during the first `docker load` (seen 11:44-11:53: tasks stuck in
+    # __blk_mq_alloc_requests, guest idle).
+    disk_dir: Path = field(default_factory=lambda: Path(os.environ.get("SVC_GUEST_DISK_DIR", CACHE / "disks")))
     seccomp: bool = os.environ.get("SVC_GUEST_SECCOMP", "on") != "off"
     boot_timeout: float = 60
     ready_timeout: float = 120
