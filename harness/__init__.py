@@ -3,7 +3,9 @@
 Module map (one concern each):
   runner        the single seam for running commands (kind, docker, kubectl) and host-side HTTP
   config        defaults, pinned versions, paths
-  engine        Docker engine checks, IPVS preflight, the egress guard
+  engine        Docker engine checks, IPVS preflight, engine choice per mode, the egress guard
+  guest/        (sub-package) an engine with IPVS: Docker in a user-mode-Linux guest
+                (build: kernel + rootfs; vm: boot/ready/images/shutdown; mconsole)
   images        offline image build (node image, workload images)
   cluster       kind cluster lifecycle (create/reuse/delete, xdist lock)
   kube          Kubernetes API helpers (apply, scale, patch, read objects)

@@ -44,6 +44,8 @@ class Break:
     # Only with --kubeconfig: what must go red is the run's "left as found" snapshot check (exit 1),
     # not an experiment; proven by `python -m harness.byo check`, not by `prove`.
     byo: bool = False
+    scheduler_unapplied: bool = False  # an ipvs scheduler change edits the ConfigMap but restarts nothing
+    modes: tuple[str, ...] = config.PROXY_MODES  # the modes whose claims it breaks (`prove` runs only those)
 
     @property
     def changes_cluster(self) -> bool:
@@ -79,6 +81,18 @@ def _touch_kube_system(lab: "Lab") -> None:
     """What E17 used to do to a --kubeconfig cluster: edit the kube-proxy ConfigMap (harmlessly)."""
     lab.kube.kubectl("-n", "kube-system", "annotate", "--overwrite", "configmap", "kube-proxy",
                      f"svc-harness/touched-by={lab.ns}", what="touching kube-system on purpose")
+
+
+def _empty_kube_ipvs0(cluster: "ClusterHandle") -> None:
+    """Keep kube-ipvs0 without addresses on every node.
+
+    kube-proxy binds each Service IP to kube-ipvs0 at every sync, so removing
+    them once would be undone; a loop on each node keeps removing them.
+    """
+    for node in cluster.node_peers():
+        cluster.runner.run(["docker", "exec", "-d", node.container, "sh", "-c",
+                            "while :; do ip addr flush dev kube-ipvs0 2>/dev/null; sleep 0.5; done"],
+                           what=f"emptying kube-ipvs0 on {node.name}")
 
 
 def _every_node_holds_external_ips(lab: "Lab", spec: dict) -> dict:
@@ -118,7 +132,11 @@ BREAKS = {b.name: b for b in [
     Break("external-ips-everywhere", "a Service's externalIPs list every node's IP instead of one",
           ("E13",), on_service=_every_node_holds_external_ips),
     Break("service-range-local", "the Service range is a local address range on every node (like kube-ipvs0)",
-          ("E15",), on_cluster=_service_range_local),
+          ("E15",), on_cluster=_service_range_local, modes=("iptables", "nftables")),
+    Break("kube-ipvs0-empty", "kube-ipvs0 holds no Service address on any node (removed as fast as kube-proxy "
+          "adds them)", ("E04", "E15"), on_cluster=_empty_kube_ipvs0, modes=("ipvs",)),
+    Break("ipvs-scheduler-unapplied", "an ipvs scheduler change edits the kube-proxy ConfigMap but no kube-proxy "
+          "restarts to apply it", ("E17",), scheduler_unapplied=True, modes=("ipvs",)),
     Break("mode-restart-skipped", "a mode change edits the kube-proxy ConfigMap but restarts no kube-proxy pod",
           ("E16",), skip_restart=True),
     Break("kube-system-touched", "every test namespace's setup also annotates the kube-proxy ConfigMap in "
@@ -230,10 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = p.parse_known_args(argv)
     if args.cmd == "list":
         for b in BREAKS.values():
-            print(f"{b.name:24} {', '.join(b.must_fail):18} {b.fault}")
+            only = "" if b.modes == config.PROXY_MODES else f" [{'/'.join(b.modes)} only]"
+            print(f"{b.name:24} {', '.join(b.must_fail):18} {b.fault}{only}")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    names = [n for n in args.only.split(",") if n] or [n for n, b in BREAKS.items() if not b.byo]
+    names = [n for n in args.only.split(",") if n] or [n for n, b in BREAKS.items()
+                                                        if not b.byo and args.proxy_mode in b.modes]
     unknown = [n for n in names if n not in BREAKS]
     if unknown:
         p.error(f"unknown break(s) {', '.join(unknown)}; expected some of {', '.join(BREAKS)}")

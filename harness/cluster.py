@@ -42,7 +42,7 @@ class Node:
 
 
 def render_kind_config(mode: str, workers: int = config.DEFAULT_WORKERS,
-                       kube_proxy_extra: dict | None = None) -> str:
+                       kube_proxy_extra: dict | None = None, engine_tuning: dict | None = None) -> str:
     """kind-configs/<mode>.yaml with the node list and kube-proxy settings filled in.
 
     `kube_proxy_extra` becomes a KubeProxyConfiguration patch, e.g.
@@ -50,8 +50,8 @@ def render_kind_config(mode: str, workers: int = config.DEFAULT_WORKERS,
     """
     if mode not in config.PROXY_MODES:
         raise ValueError(f"unknown proxy mode {mode!r}; expected one of {', '.join(config.PROXY_MODES)}")
-    if workers < 1:
-        raise ValueError("a cluster needs at least one worker")
+    if workers < 0:
+        raise ValueError("workers must be 0 or more")
     cfg = yaml.safe_load((config.KIND_CONFIGS / f"{mode}.yaml").read_text())
     cfg.setdefault("networking", {})["kubeProxyMode"] = mode
     cfg["nodes"] = [{"role": "control-plane"}] + [{"role": "worker"} for _ in range(workers)]
@@ -59,6 +59,11 @@ def render_kind_config(mode: str, workers: int = config.DEFAULT_WORKERS,
         patch = {"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
                  **copy.deepcopy(kube_proxy_extra)}
         cfg.setdefault("kubeadmConfigPatches", []).append(yaml.safe_dump(patch, sort_keys=False))
+    if engine_tuning:
+        # An engine elsewhere (harness.guest): the API server's address/port on that engine's
+        # host link, and kubeadm patches that make a slow machine's control plane reliable.
+        cfg["networking"].update(engine_tuning.get("networking", {}))
+        cfg.setdefault("kubeadmConfigPatches", []).extend(engine_tuning.get("kubeadm_patches", []))
     return yaml.dump(cfg, Dumper=_BlockDumper, sort_keys=False)
 
 
@@ -81,6 +86,8 @@ class KindCluster:
     keep: bool = False
     reuse: bool = False
     runner: Runner = DEFAULT
+    engine_tuning: dict = field(default_factory=dict)   # see render_kind_config; {} on the host engine
+    create_timeout: float = config.CLUSTER_CREATE_TIMEOUT
     created: bool = False           # did this object create it (and so may delete it)?
     create_seconds: float = 0.0
 
@@ -127,7 +134,7 @@ class KindCluster:
 
     def start(self) -> None:
         """Create the cluster, or reuse ours if asked; never touch someone else's."""
-        if self.mode == "ipvs":
+        if self.mode == "ipvs" and self.runner.where == "host":
             reason = engine.ipvs_missing_reason()
             if reason:
                 raise engine.PreflightError(reason)
@@ -148,7 +155,7 @@ class KindCluster:
         self._create_with_retries()
 
     def _rendered(self) -> str:
-        cfg = render_kind_config(self.mode, self.workers, self.kube_proxy_extra)
+        cfg = render_kind_config(self.mode, self.workers, self.kube_proxy_extra, self.engine_tuning)
         # A deliberately broken cluster must never be mistaken for a healthy one on reuse.
         return cfg + (f"# svc-harness breaks: {self.damage}\n" if self.damage else "")
 
@@ -176,18 +183,19 @@ class KindCluster:
         cfg_path.write_text(cfg)
         # The marker goes down before kind starts, so an interrupted create is still ours to clean up.
         self.marker.write_text(json.dumps({"created_by": "svc-harness", "mode": self.mode, "config": cfg,
-                                           "pid": os.getpid(), "time": time.time()}))
+                                           "pid": os.getpid(), "time": time.time(),
+                                           "engine_env": self.runner.env, "where": self.runner.where}))
         self.created = True
         last: CommandError | None = None
         for attempt in range(1, config.CLUSTER_CREATE_ATTEMPTS + 1):
             argv = [config.tool("kind"), "create", "cluster", "--name", self.name, "--config", str(cfg_path),
-                    "--kubeconfig", str(self.kubeconfig), "--wait", "180s", "--retain"]
+                    "--kubeconfig", str(self.kubeconfig), "--wait", f"{int(self.create_timeout) // 2}s", "--retain"]
             if self.node_image:
                 argv += ["--image", self.node_image]
             try:
                 with Step(f"creating kind cluster {self.name} ({self.mode}, 1 control-plane + "
                           f"{self.workers} workers, attempt {attempt})") as st:
-                    self.runner.run(argv, timeout=config.CLUSTER_CREATE_TIMEOUT, what=f"kind create cluster {self.name}")
+                    self.runner.run(argv, timeout=self.create_timeout, what=f"kind create cluster {self.name}")
                     self._wait_system_ready()
                     self._seal_dns()
                 self.create_seconds = st.seconds
@@ -201,7 +209,7 @@ class KindCluster:
                            f"{config.CLUSTER_CREATE_ATTEMPTS} attempts; last error:\n{last}")
 
     def _wait_system_ready(self) -> None:
-        wait_system_ready(self.kubeconfig, self.runner)
+        wait_system_ready(self.kubeconfig, self.runner, timeout=max(180, int(self.create_timeout) // 2))
 
     def _seal_dns(self) -> None:
         seal_coredns(self.kubeconfig, self.runner)
@@ -229,16 +237,17 @@ class KindCluster:
         self.marker.with_suffix(".kind.yaml").unlink(missing_ok=True)
 
 
-def wait_system_ready(kubeconfig: Path, runner: Runner = DEFAULT) -> None:
-    """All nodes Ready, kube-proxy and CoreDNS rolled out: a real readiness signal."""
+def wait_system_ready(kubeconfig: Path, runner: Runner = DEFAULT, timeout: int = 180) -> None:
+    """All nodes Ready, kube-proxy and CoreDNS rolled out: a real readiness signal.
+    (`timeout` per wait: a guest engine is slower than the host's.)"""
     kubectl = [config.tool("kubectl"), "--kubeconfig", str(kubeconfig)]
-    runner.run([*kubectl, "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s"],
-               timeout=200, what="waiting for nodes Ready")
+    runner.run([*kubectl, "wait", "--for=condition=Ready", "nodes", "--all", f"--timeout={timeout}s"],
+               timeout=timeout + 20, what="waiting for nodes Ready")
     for obj in ("daemonset/kube-proxy", "daemonset/kindnet", "deployment/coredns"):
         res = runner.run([*kubectl, "-n", "kube-system", "get", obj], check=False)
         if res.ok:  # upstream images may name the CNI differently
-            runner.run([*kubectl, "-n", "kube-system", "rollout", "status", obj, "--timeout=180s"],
-                       timeout=200, what=f"waiting for {obj}")
+            runner.run([*kubectl, "-n", "kube-system", "rollout", "status", obj, f"--timeout={timeout}s"],
+                       timeout=timeout + 20, what=f"waiting for {obj}")
 
 
 def seal_coredns(kubeconfig: Path, runner: Runner = DEFAULT) -> None:
@@ -268,6 +277,15 @@ def seal_coredns(kubeconfig: Path, runner: Runner = DEFAULT) -> None:
                 "--timeout=120s"], timeout=150, what="waiting for sealed CoreDNS")
 
 
+def runner_for(name: str, runner: Runner = DEFAULT) -> Runner:
+    """The runner that reaches the engine a cluster of ours was created on (from its marker)."""
+    try:
+        m = json.loads((config.CACHE / "clusters" / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return runner
+    return runner.on_engine(m["engine_env"], m.get("where", "?")) if m.get("engine_env") else runner
+
+
 def delete_owned(name: str, runner: Runner = DEFAULT) -> None:
     """Delete a cluster by name if (and only if) this harness created it."""
-    KindCluster(name=name, mode="iptables", runner=runner).delete()
+    KindCluster(name=name, mode="iptables", runner=runner_for(name, runner)).delete()

@@ -33,6 +33,16 @@ CONVERGE_TIMEOUT = 60
 POLL_INTERVAL = 0.5
 
 
+# Factor on every wait's timeout. A cluster in the UML guest engine (harness.guest) is several
+# times slower than on the host (kube-proxy syncs took ~35 s, a new Service reached IPVS 64-138 s after its pods), so the session raises it.
+SLOWDOWN_ENV = "SVC_HARNESS_SLOWDOWN"
+GUEST_SLOWDOWN = 3
+
+
+def slowdown() -> float:
+    return float(os.environ.get(SLOWDOWN_ENV, "1"))
+
+
 def versions() -> dict[str, str]:
     """images/versions.env as a dict (KEY=VALUE lines, '#' comments)."""
     out = {}

@@ -47,11 +47,43 @@ def ipvs_missing_reason(proc: Path = Path("/proc"), modules: Path = Path("/lib/m
             f"or a host whose kernel has CONFIG_IP_VS")
 
 
-def mode_unavailable_reason(mode: str) -> str | None:
-    """Why kube-proxy cannot run in `mode` on this machine, or None if it can (the preflight)."""
-    if mode == "ipvs":
-        return ipvs_missing_reason()
+def mode_unavailable_reason(mode: str, ipvs_engine: str = "auto") -> str | None:
+    """Why kube-proxy cannot run in `mode` on this machine, or None if it can (the preflight).
+
+    ipvs needs IPVS in the kernel of the engine that runs the nodes: the host's,
+    or the UML guest's (harness.guest) when the host lacks it and the guest is allowed.
+    """
+    if mode != "ipvs":
+        return None
+    missing = ipvs_missing_reason()
+    if choose(mode, ipvs_engine, missing) == "host":
+        return f"{missing} (--ipvs-engine=host forbids the UML guest engine)" if missing else None
+    from .guest import build
+    a = build.GuestBuilder().paths()
+    absent = [str(p) for p in (a.kernel, a.rootfs) if not p.exists()]
+    if absent:
+        return (f"ipvs runs in the UML guest engine here ({missing or '--ipvs-engine=guest'}), but the guest is "
+                f"not built ({', '.join(absent)} missing): run `python -m harness.guest build` "
+                "(scripts/setup does it)")
     return None
+
+
+def choose(mode: str, preference: str, ipvs_missing: str | None) -> str:
+    """Which Docker engine a mode's cluster runs on: "host" or "guest".
+
+    Only ipvs ever needs the guest (harness.guest): with preference "auto" it
+    is used when the host kernel lacks IPVS (`ipvs_missing` is the reason).
+    """
+    if mode != "ipvs" or preference == "host":
+        return "host"
+    if preference == "guest":
+        return "guest"
+    return "guest" if ipvs_missing else "host"
+
+
+def _guest(runner: Runner) -> bool:
+    """Does this runner reach a guest's engine (DOCKER_HOST set by harness.guest)?"""
+    return bool(runner.env.get("DOCKER_HOST"))
 
 
 def outside_interface(runner: Runner = DEFAULT) -> str:
@@ -104,7 +136,15 @@ def _guard_rule(bridge: str, out_if: str) -> list[str]:
 
 
 def ensure_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:
-    """Install (once) and verify the drop rule; returns the rule as text."""
+    """Install (once) and verify the drop rule; returns the rule as text.
+
+    For a guest engine the guard is the host's drop of everything forwarded
+    from the guest's link (the guest has no route out of its own).
+    """
+    if _guest(runner):
+        from .guest import vm
+        ensure_kind_network(runner, network)  # the guest engine's own kind network, same explicit subnet rule
+        return vm.ensure_guard(runner)
     bridge = ensure_kind_network(runner, network)
     out_if = outside_interface(runner)
     rule = _guard_rule(bridge, out_if)
@@ -131,6 +171,10 @@ def _dns_rule(bridge: str, out_if: str, proto: str) -> list[str]:
 
 def check_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> None:
     """Refuse to send traffic unless the drop rule is present."""
+    if _guest(runner):
+        from .guest import vm
+        vm.check_guard(runner)
+        return
     bridge = kind_bridge(runner, network)
     if bridge is None:
         return  # no kind network, so no cluster traffic can be forwarded anywhere
@@ -142,5 +186,8 @@ def check_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETW
 
 def egress_drops(runner: Runner = DEFAULT, comment: str = GUARD_COMMENT) -> int:
     """Packets a guard rule has stopped so far (the egress guard's should stay 0)."""
+    if _guest(runner):
+        from .guest import vm
+        return vm.guard_drops(runner) if comment == GUARD_COMMENT else 0
     res = runner.run(["iptables", "-L", "DOCKER-USER", "-v", "-x", "-n"], check=False)
     return sum(int(line.split()[0]) for line in res.stdout.splitlines() if f"/* {comment} */" in line)

@@ -140,10 +140,27 @@ EXPECTATIONS: dict[tuple[str, str, str], Expect] = {
                     "keeps answering"),
 }
 
-# Does pinging a ClusterIP get an echo reply? ipvs binds every Service IP to
-# the kube-ipvs0 dummy interface, so the node's kernel answers ICMP echo;
-# iptables and nftables only DNAT TCP/UDP ports, and nothing owns the IP.
-PING_REPLIES = {"iptables": False, "nftables": False, "ipvs": True}
+# What pinging a ClusterIP gets back (ping_outcome() names it from ping's output).
+# iptables and nftables only DNAT TCP/UDP ports and nothing owns the IP: no answer.
+# ipvs binds every Service IP to the kube-ipvs0 dummy interface, so the address is
+# local; the article says the node then answers ping. kube-proxy v1.34 does not let
+# it: its filter chain KUBE-IPVS-FILTER (INPUT) REJECTs every NEW packet to a
+# kube-ipvs0 address that matches no Service ip,port (pkg/proxy/ipvs/proxier.go,
+# "prevent access to ports on the host through VIP addresses", kubernetes#72236), and
+# ICMP echo matches none, so ping gets ICMP port unreachable from the node.
+PING_OUTCOMES = {"iptables": "no answer", "nftables": "no answer", "ipvs": "port unreachable"}
+
+
+def ping_outcome(ping_output: str) -> str:
+    """echo reply | port unreachable | other ICMP error (<what>) | no answer, from iputils ping's output."""
+    if " bytes from " in ping_output:
+        return "echo reply"
+    if "Destination Port Unreachable" in ping_output:
+        return "port unreachable"
+    for line in ping_output.splitlines():
+        if line.startswith("From ") and ("Unreachable" in line or "Prohibited" in line):
+            return f"other ICMP error ({line.split(' ', 3)[-1].strip()})"
+    return "no answer"
 
 
 class ExpectationFailed(AssertionError):

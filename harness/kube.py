@@ -76,10 +76,12 @@ class Kube:
                             json.dumps(patch), check=check)
 
     def rollout(self, deployment: str, namespace: str, timeout: int = config.ROLLOUT_TIMEOUT) -> None:
+        timeout = int(timeout * config.slowdown())
         self.kubectl("-n", namespace, "rollout", "status", f"deployment/{deployment}", f"--timeout={timeout}s",
                      timeout=timeout + 30, what=f"rollout of {deployment}")
 
     def wait_pod_ready(self, pod: str, namespace: str, timeout: int = config.ROLLOUT_TIMEOUT) -> None:
+        timeout = int(timeout * config.slowdown())
         self.kubectl("-n", namespace, "wait", "--for=condition=Ready", f"pod/{pod}", f"--timeout={timeout}s",
                      timeout=timeout + 30, what=f"pod {pod} Ready")
 

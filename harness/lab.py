@@ -60,6 +60,8 @@ class ClusterHandle:
     allow_changes: bool = False
     changes_log: Path | None = None      # consented changes are appended here for the report
     runner: Runner = field(default=DEFAULT, repr=False)
+    engine_note: str = ""                # where it runs, for the report (harness.session fills it)
+    expected_nodes: int = 0              # nodes it was created with (0: unknown, e.g. --kubeconfig)
     _external: dict[int, ExternalPeer] = field(default_factory=dict, repr=False)
     _allowed: list | None = field(default=None, repr=False)
     _node_peers: dict[str, NodePeer] = field(default_factory=dict, repr=False)
@@ -175,11 +177,15 @@ class ClusterHandle:
         """Switch ipvs.scheduler via the ConfigMap and roll kube-proxy; returns a callable that restores it.
         (Callers ask needs_change first: on a --kubeconfig cluster this needs consent.)"""
         before = modes.set_config(self.kube, {"ipvs": {"scheduler": scheduler}})
-        list(modes.rolling_restart(self.kube))
+        # --break=ipvs-scheduler-unapplied: the ConfigMap changes, no kube-proxy restarts.
+        restart = not any(b.scheduler_unapplied for b in self.breaks)
+        if restart:
+            list(modes.rolling_restart(self.kube))
 
         def restore() -> None:
             modes.set_config(self.kube, {"ipvs": before.get("ipvs", {})})
-            list(modes.rolling_restart(self.kube))
+            if restart:
+                list(modes.rolling_restart(self.kube))
         return restore
 
     def may_cut_off(self, node: Node) -> None:

@@ -42,10 +42,11 @@ def manifest(version: str) -> str:
     return text
 
 
-def install_metallb(kube: Kube, mode: str) -> str:
+def install_metallb(kube: Kube, mode: str, runner=None) -> str:
     """Install MetalLB and its pool; returns the provider name for the report."""
     v = config.versions()["METALLB_VERSION"]
-    first, last = pool_range(engine.network_subnet(), mode)
+    from .runner import DEFAULT
+    first, last = pool_range(engine.network_subnet(runner or DEFAULT), mode)
     with Step(f"installing MetalLB {v} (pool {first}-{last})"):
         kube.kubectl("apply", "--server-side", "-f", "-", input=manifest(v), what="applying MetalLB")
         kube.kubectl("-n", "metallb-system", "rollout", "status", "deployment/controller", "--timeout=180s",

@@ -13,6 +13,7 @@ import re
 
 import yaml
 
+from . import config
 from .kube import Kube
 from .peers import Peer
 
@@ -191,9 +192,10 @@ def rolling_restart(kube: Kube):
     """Restart kube-proxy pods one at a time, each time waiting for the DaemonSet to be whole
     again; yields (node, command) per step (so callers can check traffic in between)."""
     for pod in kube.pods(KUBE_PROXY_SELECTOR, "kube-system"):
-        kube.kubectl("-n", "kube-system", "delete", "pod", pod.name, "--wait=true", timeout=120)
-        kube.kubectl("-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", "--timeout=120s",
-                     timeout=150, what="kube-proxy DaemonSet after a restart")
+        t = int(120 * config.slowdown())
+        kube.kubectl("-n", "kube-system", "delete", "pod", pod.name, "--wait=true", timeout=t)
+        kube.kubectl("-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", f"--timeout={t}s",
+                     timeout=t + 30, what="kube-proxy DaemonSet after a restart")
         yield pod.node, f"kubectl -n kube-system delete pod {pod.name}  # on {pod.node}; DaemonSet recreates it"
 
 

@@ -87,6 +87,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--proxy-mode", action="append", dest="proxy_modes", metavar="MODE[,MODE]",
                 help="kube-proxy mode(s): iptables, ipvs, nftables; several run the suites once per mode "
                      "(default: iptables)")
+    g.addoption("--ipvs-engine", choices=["auto", "host", "guest"], default="auto",
+                help="where ipvs clusters run: the host's Docker engine, or one inside a user-mode-Linux guest "
+                     "whose kernel has IPVS (harness.guest); auto = the guest when the host kernel lacks IPVS")
+    g.addoption("--guest-workers", type=int, default=1,
+                help="worker nodes of a cluster in the guest engine (default: 1, i.e. 2 nodes; see README)")
     g.addoption("--workers", type=_positive_int, default=hcfg.DEFAULT_WORKERS,
                 help="worker nodes per cluster (default: 2, i.e. 3 nodes like the article)")
     g.addoption("--node-image", default=None,
@@ -231,7 +236,7 @@ def _preflight_modes(config: pytest.Config) -> None:
     from . import gate
     opts = config.option
     requested = [] if opts.kubeconfig else opts.proxy_modes  # with --kubeconfig the cluster's mode is found later
-    unavailable = gate.unavailable_modes(requested) if not opts.help else {}
+    unavailable = gate.unavailable_modes(requested, opts.ipvs_engine) if not opts.help else {}
     if unavailable and not opts.skip_unavailable_modes:
         pytest.exit(gate.not_run_message(unavailable), returncode=gate.EXIT_NOT_RUN)
     config._svc_gate = gate.Gate(requested=list(requested), unavailable=unavailable)
@@ -463,7 +468,8 @@ def _record_evidence(item, marker, rep) -> None:
     ev = Evidence(experiment=str(exp_id), mode=mode, title=str(title), claim=claim,
                   action="\n".join(lab.action) if lab else "", observed=list(lab.notes) if lab else [],
                   verdict=verdict, detail=detail, broken=breaks.describe(item.config.option.breaks),
-                  phase=rep.when, samples=list(lab.samples) if lab else [])
+                  phase=rep.when, samples=list(lab.samples) if lab else [],
+                  engine=lab.cluster.engine_note if lab else "")
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     Recorder(Path(item.config.option.artifacts_dir), worker).record(ev)
 
@@ -478,6 +484,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     session.config._svc_started = time.monotonic()
     from . import engine
     session.config._svc_drops_before = (engine.egress_drops(), engine.egress_drops(comment=engine.DNS_COMMENT))
+    from .guest import vm
+    session.config._svc_guest_drops_before = vm.guard_drops()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -33,6 +33,7 @@ class Evidence:
     broken: str = ""       # deliberate breaks the run was made with (harness.breaks), if any
     phase: str = "call"    # pytest phase the verdict comes from ("setup": the bench, not the claim)
     samples: list = field(default_factory=list)  # counts per checked sample (Lab.check), for charts
+    engine: str = ""       # where the mode's cluster ran: engine, kernel, size (and why smaller than 3)
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
@@ -112,7 +113,8 @@ def render_json(evs: list[Evidence]) -> dict:
             "evidence": [asdict(ev) for ev in group],
         })
     totals = {v: sum(ev.verdict == v for ev in evs) for v in VERDICTS}
-    return {"title": TITLE, "modes": modes, "totals": totals, "experiments": experiments}
+    engines = {m: next((ev.engine for ev in evs if ev.mode == m and ev.engine), "") for m in modes}
+    return {"title": TITLE, "modes": modes, "engines": engines, "totals": totals, "experiments": experiments}
 
 
 def _cell_text(s: str) -> str:
@@ -196,6 +198,10 @@ def render_markdown(evs: list[Evidence], gate=None, charts: dict[str, str] | Non
         cells = [(_cell([ev for ev in group if ev.mode == m]) or "-").upper() for m in modes]
         out.append(f"| {_cell_text(f'{exp}: {title}' if title else exp)} | "
                    + " | ".join(cells) + " |")
+
+    engines = {m: next((ev.engine for ev in evs if ev.mode == m and ev.engine), "") for m in modes}
+    if any(engines.values()):
+        out += ["", "Where each mode ran:", ""] + [f"- **{m}**: {e}" for m, e in engines.items() if e]
 
     # Then the evidence, experiment by experiment, mode by mode.
     for exp, group in groups.items():

@@ -9,6 +9,7 @@ same way, through `requests`.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shlex
@@ -68,7 +69,21 @@ class HttpError(RuntimeError):
 
 
 class Runner:
-    """Runs host commands. `check=True` raises CommandError on non-zero exit."""
+    """Runs host commands. `check=True` raises CommandError on non-zero exit.
+
+    A Runner may carry extra environment for every command, e.g. the
+    DOCKER_HOST of a guest's Docker engine (harness.guest): docker and kind
+    through it reach that engine. `where` names the engine for reports.
+    """
+    env: dict = {}
+    where: str = "host"
+
+    def on_engine(self, env: dict, where: str) -> "Runner":
+        """A copy of this runner whose commands run with `env` (e.g. DOCKER_HOST)."""
+        other = copy.copy(self)
+        other.env = {**self.env, **env}
+        other.where = where
+        return other
 
     def http(self, url: str, *, timeout: float = 5.0, check: bool = True, what: str = "") -> HttpResult:
         """GET `url` from this host (never through a proxy from the environment)."""
@@ -93,8 +108,10 @@ class Runner:
         """`output`: a file that gets stdout and stderr as they come (long runs you can tail);
         the Result then holds only the output's last 2000 characters, as stderr."""
         argv = [str(a) for a in argv]
-        log.debug("$ %s%s", shlex.join(argv), f" >{output} 2>&1" if output else "")
+        prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in self.env.items())
+        log.debug("$ %s%s%s", prefix, shlex.join(argv), f" >{output} 2>&1" if output else "")
         started = time.monotonic()
+        env = {**self.env, **(env or {})}
         full_env = {**os.environ, **env} if env else None
         try:
             if output is None:

@@ -21,10 +21,10 @@ import pytest
 from filelock import FileLock
 
 from . import breaks, config, engine
-from .cluster import KindCluster
+from .cluster import KindCluster, runner_for
 from .kube import Kube
 from .lab import ClusterHandle, Images
-from .runner import DEFAULT
+from .runner import DEFAULT, Runner
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,24 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     if opts.kubeconfig:
         return _existing(pyconfig, images, worker)
-    reason = engine.mode_unavailable_reason(mode)
+    missing = engine.ipvs_missing_reason() if mode == "ipvs" else None
+    where = engine.choose(mode, opts.ipvs_engine, missing)
+    reason = engine.mode_unavailable_reason(mode, opts.ipvs_engine)
     if reason:  # only reached with --skip-unavailable-modes; otherwise the run stopped at configure
         pytest.skip(reason)
     run_dir: Path = pyconfig._svc_run_dir
     name = cluster_name(opts, mode)
+    runner, tuning, workers, size_note = DEFAULT, {}, opts.workers, ""
+    if where == "guest":
+        os.environ[config.SLOWDOWN_ENV] = str(config.GUEST_SLOWDOWN)  # this worker's waits, see config
+        runner = _guest_engine(pyconfig, [node_image, images.demoapp, images.toolbox])
+        from .guest import vm
+        tuning = vm.kind_tuning(name)
+        workers = opts.guest_workers
+        if workers + 1 < 3:
+            size_note = (f"{workers + 1} node(s), not 3: a kind cluster inside the UML guest is CPU-bound "
+                         f"(every syscall is trapped); --guest-workers sets the size. Its control plane is untainted, "
+                         f"so pods spread over both nodes")
     state_file = run_dir / f"{name}.json"
     with FileLock(str(run_dir / f"{name}.lock")):
         if state_file.exists():
@@ -66,8 +79,9 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
                 pytest.fail(f"cluster {name} could not be created earlier in this run:\n{state['error']}",
                             pytrace=False)
         else:
-            kc = KindCluster(name=name, mode=mode, workers=opts.workers, node_image=node_image,
-                             reuse=opts.reuse_cluster, keep=True,
+            kc = KindCluster(name=name, mode=mode, workers=workers, node_image=node_image,
+                             reuse=opts.reuse_cluster, keep=True, runner=runner, engine_tuning=tuning,
+                             create_timeout=(vm.GUEST_CREATE_TIMEOUT if tuning else config.CLUSTER_CREATE_TIMEOUT),
                              kube_proxy_extra={**(opts.kube_proxy_config or {}),
                                                **breaks.kube_proxy_patch(opts.breaks, mode)},
                              damage=breaks.identity(opts.breaks))
@@ -76,24 +90,76 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
             try:
                 kc.start()
                 if not baked:
-                    _load_images(name, [images.demoapp, images.toolbox])
+                    _load_images(name, [images.demoapp, images.toolbox], runner)
                 lb = "none"
                 if opts.lb_provider == "metallb":
                     from . import loadbalancer
-                    lb = loadbalancer.install_metallb(Kube(kc.kubeconfig), mode)
+                    lb = loadbalancer.install_metallb(Kube(kc.kubeconfig), mode, runner)
                 if kc.created:
                     _apply_cluster_breaks(opts.breaks, mode, name, kc, images)
             except Exception as e:
                 state_file.write_text(json.dumps({"error": str(e)}))
                 raise
             state = {"kubeconfig": str(kc.kubeconfig), "create_seconds": kc.create_seconds,
-                     "node_image": node_image, "lb": lb, "reused": not kc.created}
+                     "node_image": node_image, "lb": lb, "reused": not kc.created,
+                     "where": runner.where, "nodes": workers + 1, "size_note": size_note}
             state_file.write_text(json.dumps(state))
-    kc = KindCluster(name=name, mode=mode, workers=opts.workers)
+    kc = KindCluster(name=name, mode=mode, workers=workers, runner=runner)
     handle = ClusterHandle(mode=mode, name=name, kube=Kube(state["kubeconfig"]), nodes=kc.nodes(),
                            images=images, kind=kc, external_mode=opts.external_client, worker=worker,
-                           lb_provider=state.get("lb", "none"), breaks=opts.breaks)
+                           lb_provider=state.get("lb", "none"), breaks=opts.breaks, runner=runner,
+                           engine_note=_engine_note(state), expected_nodes=state.get("nodes", workers + 1))
     return handle
+
+
+def _engine_note(state: dict) -> str:
+    """e.g. "host engine (kernel 6.x), 3 nodes" or "guest ... (UML, 7.2.13), 2 nodes — why"."""
+    where = state.get("where", "host")
+    if where == "host":
+        where = f"host engine (kernel {os.uname().release})"
+    note = f"{where}, {state.get('nodes', '?')} nodes"
+    return note + (f" — {state['size_note']}" if state.get("size_note") else "")
+
+
+def _guest_engine(pyconfig: pytest.Config, images: list[str]) -> Runner:
+    """Bring up the UML guest engine once per run (any worker may ask first); returns its runner."""
+    from .guest.vm import Guest
+    run_dir: Path = pyconfig._svc_run_dir
+    guest = Guest()
+    with FileLock(str(run_dir / "guest.lock")):
+        state_file = run_dir / "guest.json"
+        if not state_file.exists():
+            # Recorded before boot, so the controller halts a half-booted guest too.
+            state_file.write_text(json.dumps({"name": guest.cfg.name, "booted": not guest.running()}))
+            try:
+                guest.up()
+                loads = guest.load_images([t for t in dict.fromkeys(images) if _image_exists(t)])
+            except Exception as e:
+                state_file.write_text(json.dumps({"name": guest.cfg.name, "booted": True, "error": str(e)}))
+                raise
+            state = json.loads(state_file.read_text())
+            state.update({"where": guest.describe(), "loads": loads})
+            state_file.write_text(json.dumps(state))
+        state = json.loads(state_file.read_text())
+        if state.get("error"):
+            pytest.fail(f"the guest engine could not be brought up earlier in this run:\n{state['error']}",
+                        pytrace=False)
+    return guest.runner()
+
+
+def _halt_guest(pyconfig: pytest.Config, summary: list[str] | None = None) -> None:
+    """Controller: shut down the guest this run booted (kept with --keep-cluster)."""
+    run_dir: Path = getattr(pyconfig, "_svc_run_dir", None)
+    if not run_dir or not (run_dir / "guest.json").exists():
+        return
+    from .guest.vm import Guest
+    state = json.loads((run_dir / "guest.json").read_text())
+    guest = Guest()
+    if summary is not None and state.get("where"):
+        loads = ", ".join(f"{t} {s:.0f}s" for t, s in state.get("loads", {}).items()) or "none needed"
+        summary.append(f"svc-harness: guest engine {state['where']}; image loads: {loads}")
+    if state.get("booted") and not pyconfig.option.keep_cluster:
+        guest.down()
 
 
 def _apply_cluster_breaks(active, mode: str, name: str, kc: KindCluster, images: Images) -> None:
@@ -201,10 +267,10 @@ def finish_byo(pyconfig: pytest.Config) -> tuple[list[str], bool]:
     return summary, not consented
 
 
-def _load_images(name: str, tags: list[str]) -> None:
+def _load_images(name: str, tags: list[str], runner: Runner = DEFAULT) -> None:
     for tag in tags:
         if _image_exists(tag):
-            DEFAULT.run([config.tool("kind"), "load", "docker-image", tag, "--name", name], timeout=600,
+            runner.run([config.tool("kind"), "load", "docker-image", tag, "--name", name], timeout=600,
                         what=f"loading {tag} into {name}")
 
 
@@ -220,19 +286,27 @@ def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
     for name in created:
         state_file = run_dir / f"{name}.json"
         state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        runner = runner_for(name)
         if "create_seconds" in state:
             how = "reused" if state.get("reused") else f"created in {state['create_seconds']:.1f}s"
-            summary.append(f"svc-harness: cluster {name} {how} (node image {state['node_image']}, "
-                           f"LoadBalancer provider: {state.get('lb')})")
+            size = f"{state.get('nodes')} nodes" + (f" — {state['size_note']}" if state.get("size_note") else "")
+            summary.append(f"svc-harness: cluster {name} {how} on the {state.get('where', 'host')} engine, {size} "
+                           f"(node image {state['node_image']}, LoadBalancer provider: {state.get('lb')})")
         if failed:
             from . import artifacts
-            artifacts.export_kind_logs(artifacts_dir / "kind-logs", name)
-        _remove_external_clients(name)
+            artifacts.export_kind_logs(artifacts_dir / "kind-logs", name, runner)
+        _remove_external_clients(name, runner)
         if opts.keep_cluster:
-            if KindCluster(name=name, mode="iptables").exists():  # E16's own cluster is always gone
+            if KindCluster(name=name, mode="iptables", runner=runner).exists():  # E16's own cluster is always gone
                 summary.append(f"svc-harness: kept cluster {name}; kubeconfig: {state.get('kubeconfig')}")
         else:
-            KindCluster(name=name, mode="iptables").delete()
+            KindCluster(name=name, mode="iptables", runner=runner).delete()
+    if run_dir and (run_dir / "guest.json").exists():
+        from .guest import vm
+        gdrops = vm.guard_drops() - getattr(pyconfig, "_svc_guest_drops_before", 0)
+        summary.append(f"svc-harness: guest egress guard dropped {gdrops} packets forwarded from the guest's "
+                       f"link during this run (expected 0)")
+        _halt_guest(pyconfig, summary)
     if created:
         drops = engine.egress_drops() - getattr(pyconfig, "_svc_drops_before", (0, 0))[0]
         dns = engine.egress_drops(comment=engine.DNS_COMMENT) - getattr(pyconfig, "_svc_drops_before", (0, 0))[1]
@@ -266,9 +340,11 @@ def abort_run(pyconfig: pytest.Config) -> None:
     if not run_dir or not (run_dir / "created").exists():
         return
     for name in dict.fromkeys((run_dir / "created").read_text().split()):
-        _remove_external_clients(name)
+        runner = runner_for(name)
+        _remove_external_clients(name, runner)
         if not pyconfig.option.keep_cluster:
-            KindCluster(name=name, mode="iptables").delete()
+            KindCluster(name=name, mode="iptables", runner=runner).delete()
+    _halt_guest(pyconfig)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -289,11 +365,11 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _remove_external_clients(cluster: str) -> None:
-    ids = DEFAULT.run(["docker", "ps", "-aq", "--filter", f"label={config.OWNER_LABEL}=external-client",
-                       "--filter", f"name={cluster}-ext"], check=False).stdout.split()
+def _remove_external_clients(cluster: str, runner: Runner = DEFAULT) -> None:
+    ids = runner.run(["docker", "ps", "-aq", "--filter", f"label={config.OWNER_LABEL}=external-client",
+                      "--filter", f"name={cluster}-ext"], check=False).stdout.split()
     if ids:
-        DEFAULT.run(["docker", "rm", "-f", *ids], check=False)
+        runner.run(["docker", "rm", "-f", *ids], check=False)
 
 
 class SwitchBench:
@@ -324,13 +400,17 @@ def switch_cluster(pyconfig: pytest.Config, base: ClusterHandle):
     node_image, images, baked = resolve_images(opts)
     with open(pyconfig._svc_run_dir / "created", "a") as f:  # so an interrupted run still deletes it
         f.write(name + "\n")
-    kc = KindCluster(name=name, mode=base.mode, workers=1, node_image=node_image)
+    guest = base.runner.where != "host"
+    from .guest import vm
+    kc = KindCluster(name=name, mode=base.mode, workers=0 if guest else 1, node_image=node_image,
+                     runner=base.runner, engine_tuning=vm.kind_tuning(name) if guest else {},
+                     create_timeout=vm.GUEST_CREATE_TIMEOUT if guest else config.CLUSTER_CREATE_TIMEOUT)
     try:
         kc.start()
         if not baked:
-            _load_images(name, [images.demoapp, images.toolbox])
+            _load_images(name, [images.demoapp, images.toolbox], base.runner)
         handle = ClusterHandle(mode=base.mode, name=name, kube=Kube(kc.kubeconfig), nodes=kc.nodes(),
-                               images=images, kind=kc, worker=worker, breaks=base.breaks)
+                               images=images, kind=kc, worker=worker, breaks=base.breaks, runner=base.runner)
         lab = Lab(handle, "mode-switch")
         handle.kube.create_namespace(lab.ns)
         from . import modes

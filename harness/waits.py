@@ -34,7 +34,8 @@ class Wait:
     def __init__(self, what: str, timeout: float = config.ENDPOINTS_TIMEOUT,
                  interval: float = config.POLL_INTERVAL,
                  transient: tuple[type[Exception], ...] = (Exception,)):
-        self.what, self.timeout, self.interval, self.transient = what, timeout, interval, transient
+        self.what, self.interval, self.transient = what, interval, transient
+        self.timeout = timeout * config.slowdown()  # a slow engine (the UML guest) waits longer
 
     def until(self, observe: Callable[[], Any], ok: Callable[[Any], bool] = bool) -> Any:
         """Call observe() until ok(result); return the result that satisfied it."""

@@ -22,7 +22,8 @@ def test_unknown_break_names_the_known_ones():
 def test_every_break_names_experiments_that_must_fail_and_does_something():
     for b in breaks.BREAKS.values():
         assert (b.must_fail or b.byo) and all(e.startswith("E") for e in b.must_fail), b.name
-        assert any([b.kube_proxy, b.on_cluster, b.on_namespace, b.on_service, b.on_patch, b.skip_restart]), b.name
+        assert any([b.kube_proxy, b.on_cluster, b.on_namespace, b.on_service, b.on_patch, b.skip_restart,
+                    b.scheduler_unapplied]), b.name
 
 
 def test_wrong_mode_asks_kube_proxy_for_the_other_mode():
@@ -83,3 +84,9 @@ def test_only_a_failure_inside_the_test_counts_as_red():
     got = breaks._verdicts([ev("E01", "fail"), ev("E02", "fail", phase="setup"), ev("E03", "pass"),
                             ev("E17", "pass"), ev("E17", "fail"), ev("E04", "fail", mode="nftables")], "iptables")
     assert got == {"E01": "fail", "E02": "setup error", "E03": "pass", "E17": "fail"}
+
+
+def test_ipvs_only_breaks_are_proven_only_in_ipvs_mode():
+    assert breaks.BREAKS["kube-ipvs0-empty"].modes == ("ipvs",)
+    assert breaks.BREAKS["ipvs-scheduler-unapplied"].modes == ("ipvs",)
+    assert "ipvs" not in breaks.BREAKS["service-range-local"].modes

@@ -76,7 +76,17 @@ def test_kind_config_rejects_bad_input():
     with pytest.raises(ValueError, match="unknown proxy mode"):
         render_kind_config("userspace")
     with pytest.raises(ValueError):
-        render_kind_config("iptables", workers=0)
+        render_kind_config("iptables", workers=-1)
+
+
+def test_kind_config_for_a_guest_engine_sets_api_address_and_patches():
+    import yaml
+    cfg = yaml.safe_load(render_kind_config("ipvs", workers=0, engine_tuning={
+        "networking": {"apiServerAddress": "10.253.0.2", "apiServerPort": 16443},
+        "kubeadm_patches": ["kind: ClusterConfiguration\n"]}))
+    assert cfg["nodes"] == [{"role": "control-plane"}]
+    assert cfg["networking"] == {"kubeProxyMode": "ipvs", "apiServerAddress": "10.253.0.2", "apiServerPort": 16443}
+    assert cfg["kubeadmConfigPatches"] == ["kind: ClusterConfiguration\n"]
 
 
 # ---- pins and image definitions -------------------------------------------------

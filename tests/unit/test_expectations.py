@@ -47,7 +47,7 @@ def test_real_table_lookups():
     assert ex.expect_for("distribution", "pod", "ipvs").outcomes == (ex.ANSWERS, ex.ROUND_ROBIN)
     assert ex.expect_for("distribution", "pod", "nftables").outcomes == (ex.ANSWERS, ex.UNIFORM)
     assert ex.expect_for("clusterip-no-endpoints", "node", "ipvs").outcomes == (ex.REFUSED,)
-    assert ex.PING_REPLIES == {"iptables": False, "nftables": False, "ipvs": True}
+    assert ex.PING_OUTCOMES == {"iptables": "no answer", "nftables": "no answer", "ipvs": "port unreachable"}
 
 
 def test_missing_entry_raises_clear_keyerror():

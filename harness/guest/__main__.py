@@ -1,0 +1,62 @@
+"""python -m harness.guest build|up|down|status
+
+  build [--force] [--when-needed] [--only kernel|rootfs]   the cached offline build
+  up [--load TAG ...]      boot the guest engine (and load images); prints DOCKER_HOST
+  down                     clean halt, then kill; removes the link and its guard
+  status                   is it running, where, which kernel
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..images import BuildError
+from ..runner import CommandError
+from .build import GuestBuilder
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.guest", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["build", "up", "down", "status"])
+    ap.add_argument("--force", action="store_true", help="build: rebuild, ignoring the cache")
+    ap.add_argument("--when-needed", action="store_true",
+                    help="build: do nothing when the host kernel has IPVS (then ipvs runs on the host engine)")
+    ap.add_argument("--only", choices=["kernel", "rootfs"], help="build: just one of the two")
+    ap.add_argument("--load", nargs="*", default=[], metavar="TAG", help="up: host images to load into the guest")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log every command")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    from .vm import Guest, GuestError
+    try:
+        if a.command == "build":
+            if a.when_needed:
+                from ..engine import ipvs_missing_reason
+                if ipvs_missing_reason() is None:
+                    print("host kernel has IPVS: no guest needed")
+                    return 0
+            art = GuestBuilder(force=a.force).build_all(only=a.only)
+            print(f"guest kernel: {art.kernel}\nguest rootfs: {art.rootfs}")
+        elif a.command == "up":
+            g = Guest().up()
+            if a.load:
+                print(g.load_images(a.load))
+            print(f"{g.describe()}\nexport DOCKER_HOST={g.docker_host}")
+        elif a.command == "down":
+            g = Guest()
+            g.down()
+            g.remove_link()
+        else:
+            g = Guest()
+            print(f"{g.describe()}: {'running' if g.running() else 'not running'}"
+                  + (f", dockerd answers on {g.docker_host}" if g.running() and g.docker_answers() else ""))
+    except (BuildError, CommandError, GuestError) as e:
+        print(f"guest {a.command} failed: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""The guest's lifecycle, each part a timed step: link, guard, boot, ready, images, shutdown.
+
+    g = Guest()
+    g.up()                      # build if needed, link + egress guard, boot, dockerd ready
+    g.load_images([...])        # once: the guest's disk keeps them across boots
+    runner = g.runner()         # docker/kind through this reach the guest's engine
+    g.down()                    # clean halt (mconsole cad -> init stops dockerd), then kill
+
+Network: a host veth pair on a private /30. The host end has LINK_HOST; UML's
+vector `raw` transport drives the other end (the `tap` transport panics this
+kernel), and the guest's vec0 gets LINK_GUEST. The guest has no default route,
+and the host drops everything forwarded from the link (GUARD_COMMENT in
+FORWARD), so nothing from the guest or its clusters leaves the machine.
+Offloads are off on both veth ends: with them on, TCP into the guest stalls.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import shutil
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import config
+from ..runner import DEFAULT, CommandError, Runner, Step
+from ..waits import Wait, WaitTimeout
+from . import mconsole
+from .build import CACHE, GUEST_DIR, GuestBuilder
+
+log = logging.getLogger(__name__)
+
+HOST_IF = "svcg0"           # host end of the link (has LINK_HOST)
+UML_IF = "svcg0u"           # the end UML's raw transport drives
+LINK_HOST = "10.253.0.1"
+LINK_GUEST = "10.253.0.2"
+LINK_PREFIX = 30
+DOCKER_PORT = 2375
+GUARD_COMMENT = "svc-harness guest egress guard"
+OFFLOADS = ["tso", "gso", "gro", "tx", "rx", "sg"]
+
+
+class GuestError(RuntimeError):
+    pass
+
+
+@dataclass
+class GuestConfig:
+    name: str = "svc-harness-guest"
+    cpus: int = 2
+    mem: str = "10G"
+    # The guest's disk lives on the host's disk. On tmpfs (/dev/shm) fsyncs would be free, but
+    # tmpfs lacks fallocate's ZERO_RANGE, ubd's WRITE_ZEROES fails, and the guest's block I/O
+    # hung for good during the first `docker load` (seen 11:44-11:53: tasks stuck in
+    # __blk_mq_alloc_requests, guest idle).
+    disk_dir: Path = field(default_factory=lambda: Path(os.environ.get("SVC_GUEST_DISK_DIR", CACHE / "disks")))
+    seccomp: bool = os.environ.get("SVC_GUEST_SECCOMP", "on") != "off"
+    boot_timeout: float = 60
+    ready_timeout: float = 120
+
+
+class Guest:
+    def __init__(self, cfg: GuestConfig | None = None, runner: Runner = DEFAULT):
+        self.cfg = cfg or GuestConfig()
+        self.r = runner
+        self.uml_dir = CACHE / "run"
+        self.console_log = CACHE / f"{self.cfg.name}.console.log"
+        self.marker = CACHE / f"{self.cfg.name}.json"
+
+    # ---- where things are --------------------------------------------
+    @property
+    def docker_host(self) -> str:
+        return f"tcp://{LINK_GUEST}:{DOCKER_PORT}"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.uml_dir / self.cfg.name / "pid"
+
+    @property
+    def mconsole_socket(self) -> Path:
+        return self.uml_dir / self.cfg.name / "mconsole"
+
+    def disk(self, rootfs_key: str) -> Path:
+        return self.cfg.disk_dir / f"{self.cfg.name}-{rootfs_key}.ext4"
+
+    def runner(self) -> Runner:
+        """A Runner whose docker and kind commands reach the guest's engine."""
+        return self.r.on_engine({"DOCKER_HOST": self.docker_host}, where=self.describe())
+
+    def describe(self) -> str:
+        return f"guest {self.cfg.name} (UML, {self.kernel_release() or 'kernel unknown'})"
+
+    def kernel_release(self) -> str:
+        try:
+            return json.loads(self.marker.read_text()).get("kernel", "")
+        except (OSError, ValueError):
+            return ""
+
+    # ---- state -----------------------------------------------------------
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().split()[0])
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def docker_answers(self) -> bool:
+        return self.r.run(["docker", "-H", self.docker_host, "version", "-f", "{{.Server.Version}}"],
+                          check=False, timeout=15).ok
+
+    # ---- lifecycle -------------------------------------------------------
+    def up(self) -> "Guest":
+        """Build (cached), link + guard, boot, wait for dockerd; reuse a running guest of ours."""
+        art = GuestBuilder(self.r).build_all()
+        self.link()
+        self.ensure_guard()
+        if self.running() and self.docker_answers():
+            log.info("reusing running %s", self.describe())
+            return self
+        if self.running():
+            self.down()
+        disk = self.prepare_disk(art.rootfs, art.rootfs_key)
+        with Step(f"guest {self.cfg.name}: boot ({self.cfg.cpus} CPUs, mem {self.cfg.mem}, "
+                  f"seccomp {'on' if self.cfg.seccomp else 'off'}, disk {disk.parent})"):
+            self.boot(art.kernel, disk)
+        with Step(f"guest {self.cfg.name}: dockerd ready on {self.docker_host}"):
+            self._wait(f"dockerd in guest {self.cfg.name} to answer on {self.docker_host}",
+                       self.cfg.ready_timeout, lambda: self.running() and self.docker_answers())
+        kernel = self.r.run(["docker", "-H", self.docker_host, "info", "-f", "{{.KernelVersion}}"]).stdout.strip()
+        state = json.loads(self.marker.read_text())
+        state["kernel"] = kernel
+        self.marker.write_text(json.dumps(state))
+        log.info("guest engine: %s", self.describe())
+        return self
+
+    def link(self) -> None:
+        """The veth pair on a private /30, offloads off on both ends (idempotent)."""
+        if self.r.run(["ip", "link", "show", HOST_IF], check=False).ok:
+            return
+        with Step(f"guest link {HOST_IF} {LINK_HOST}/{LINK_PREFIX} <-> {LINK_GUEST}"):
+            self.r.run(["ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", UML_IF],
+                       what="creating the guest's veth pair")
+            self.r.run(["ip", "addr", "add", f"{LINK_HOST}/{LINK_PREFIX}", "dev", HOST_IF])
+            for dev in (HOST_IF, UML_IF):
+                for off in OFFLOADS:
+                    self.r.run(["ethtool", "-K", dev, off, "off"], check=False)
+                self.r.run(["ip", "link", "set", dev, "up"])
+
+    def ensure_guard(self) -> None:
+        ensure_guard(self.r)
+
+    def prepare_disk(self, rootfs: Path, key: str) -> Path:
+        """The guest's own disk: a sparse copy of the built rootfs, kept across boots (images stay)."""
+        disk = self.disk(key)
+        disk.parent.mkdir(parents=True, exist_ok=True)
+        if not disk.exists():
+            with Step(f"guest disk {disk} (sparse copy of the built rootfs)"):
+                tmp = disk.with_suffix(".tmp")
+                self.r.run(["cp", "--sparse=always", str(rootfs), str(tmp)], timeout=600)
+                tmp.rename(disk)
+        # init and dockerd's config come from the repo at every boot, so changing them needs no rebuild.
+        with tempfile.NamedTemporaryFile("w", suffix=".debugfs", delete=False) as f:
+            f.write(f"rm /usr/sbin/guest-init\nwrite {GUEST_DIR / 'init'} /usr/sbin/guest-init\n"
+                    "set_inode_field /usr/sbin/guest-init mode 0100755\n"
+                    f"rm /etc/docker/daemon.json\nwrite {GUEST_DIR / 'daemon.json'} /etc/docker/daemon.json\n")
+        try:
+            self.r.run(["debugfs", "-w", "-f", f.name, str(disk)], what="installing guest-init into the guest's disk")
+        finally:
+            os.unlink(f.name)
+        return disk
+
+    def boot(self, kernel: Path, disk: Path) -> None:
+        self.uml_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.uml_dir / self.cfg.name, ignore_errors=True)
+        argv = [str(kernel), f"umid={self.cfg.name}", f"uml_dir={self.uml_dir}", f"mem={self.cfg.mem}",
+                f"ncpus={self.cfg.cpus}", f"seccomp={'on' if self.cfg.seccomp else 'off'}",
+                # noinit_itable: ext4's lazy inode-table zeroing asks for WRITE_ZEROES, which the
+                # ubd driver refuses on a tmpfs-backed image (console floods with errors).
+                f"ubd0={disk}", "root=/dev/ubda", "rw", "rootflags=noinit_itable",
+                f"vec0:transport=raw,ifname={UML_IF},depth=128,gro=0",
+                "con=null", "con0=null,fd:1", "init=/usr/sbin/guest-init",
+                f"guest.addr={LINK_GUEST}/{LINK_PREFIX}", f"guest.name={self.cfg.name}"]
+        # setsid -f: the guest outlives this process (xdist workers come and go) and is one
+        # process group, so a last-resort kill reaches every host process of the guest.
+        # TMPDIR: UML backs the guest's memory with a file there; tmpfs keeps it in RAM.
+        self.console_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.console_log, "w") as log_file:
+            log_file.write(" ".join(argv) + "\n")
+        self.r.run(["bash", "-c", 'exec setsid -f "$@" </dev/null >>"$LOG" 2>&1', "boot", *argv],
+                   env={"TMPDIR": "/dev/shm", "LOG": str(self.console_log)}, what=f"booting guest {self.cfg.name}")
+        self.marker.write_text(json.dumps({"created_by": "svc-harness", "name": self.cfg.name,
+                                           "disk": str(disk), "time": time.time()}))
+        self._wait(f"guest {self.cfg.name} to start init", self.cfg.boot_timeout,
+                   lambda: "guest-init: dockerd started" in self.console_log.read_text(errors="replace"))
+
+    def _wait(self, what: str, timeout: float, cond) -> None:
+        """Poll cond(); on timeout the error carries the guest console's tail."""
+        try:
+            Wait(what, timeout=timeout, interval=0.2).until(cond, lambda ok: ok)
+        except WaitTimeout as e:
+            raise GuestError(f"{e}\n{self._console_tail()}") from None
+
+    def _console_tail(self) -> str:
+        try:
+            return f"guest console ({self.console_log}):\n" + "\n".join(
+                self.console_log.read_text(errors="replace").splitlines()[-30:])
+        except OSError:
+            return f"no guest console log at {self.console_log}"
+
+    def load_images(self, tags: list[str]) -> dict[str, float]:
+        """Copy host images into the guest's engine unless it holds the same image ID already."""
+        took = {}
+        for tag in tags:
+            host_id = self.r.run(["docker", "image", "inspect", "-f", "{{.Id}}", tag], check=False).stdout.strip()
+            if not host_id:
+                raise GuestError(f"image {tag} is not on the host engine; build it first "
+                                 "(python -m harness.images build)")
+            guest_id = self.r.run(["docker", "-H", self.docker_host, "image", "inspect", "-f", "{{.Id}}", tag],
+                                  check=False).stdout.strip()
+            if guest_id == host_id:
+                continue
+            with Step(f"guest {self.cfg.name}: docker load {tag}") as st:
+                self.r.run(["bash", "-o", "pipefail", "-c", 'docker save "$1" | docker -H "$2" load -q',
+                            "load", tag, self.docker_host], timeout=1800, what=f"loading {tag} into the guest")
+            took[tag] = st.seconds
+        return took
+
+    def down(self, timeout: float = 90) -> None:
+        """Clean halt (init stops dockerd, syncs, powers off), then sysrq, then kill."""
+        pid = self.pid()
+        if pid is None:
+            self._unlink()
+            return
+        with Step(f"guest {self.cfg.name}: shutdown"):
+            for how in ("cad", "sysrq s", "sysrq u", "sysrq o"):
+                try:
+                    mconsole.command(self.mconsole_socket, how)
+                except (OSError, mconsole.MconsoleError) as e:
+                    log.warning("guest %s: mconsole %s failed: %s", self.cfg.name, how, e)
+                wait = timeout if how == "cad" else 5
+                if self._exited(pid, wait):
+                    break
+            else:
+                log.warning("guest %s did not halt; killing its process group %d", self.cfg.name, pid)
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                self._exited(pid, 10)
+        self._unlink()
+
+    def _exited(self, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return True
+            time.sleep(0.2)
+        return False
+
+    def _unlink(self) -> None:
+        self.marker.unlink(missing_ok=True)
+
+    def remove_link(self) -> None:
+        """Delete the veth pair and the guard rule (only once no guest runs)."""
+        if self.running():
+            raise GuestError(f"guest {self.cfg.name} still runs; shut it down first")
+        self.r.run(["ip", "link", "del", HOST_IF], check=False)
+        while self.r.run(["iptables", "-D", *GUARD_RULE], check=False).ok:
+            pass
+
+
+# ---- the egress guard of the guest's link (harness.engine calls these for a guest engine)
+GUARD_RULE = ["FORWARD", "-i", HOST_IF, "-m", "comment", "--comment", GUARD_COMMENT, "-j", "DROP"]
+
+
+def ensure_guard(runner: Runner = DEFAULT) -> str:
+    """Drop everything the host would forward from the guest's link (outside or anywhere else)."""
+    if not runner.run(["iptables", "-C", *GUARD_RULE], check=False).ok:
+        runner.run(["iptables", "-I", *GUARD_RULE], what="installing the guest egress guard")
+    return " ".join(GUARD_RULE)
+
+
+def check_guard(runner: Runner = DEFAULT) -> None:
+    if not runner.run(["iptables", "-C", *GUARD_RULE], check=False).ok:
+        raise GuestError(f"guest egress guard missing: expected `iptables -I {' '.join(GUARD_RULE)}`; "
+                         "refusing to send traffic without it")
+
+
+def guard_drops(runner: Runner = DEFAULT) -> int:
+    res = runner.run(["iptables", "-L", "FORWARD", "-v", "-x", "-n"], check=False)
+    return sum(int(line.split()[0]) for line in res.stdout.splitlines() if f"/* {GUARD_COMMENT} */" in line)
+
+
+# ---- kind clusters on the guest's engine
+GUEST_CREATE_TIMEOUT = 1500
+
+
+def kind_tuning(cluster_name: str) -> dict:
+    """render_kind_config's engine_tuning for a cluster in the guest.
+
+    The API server is published on the guest's link address (the host's
+    kubectl reaches it there; 127.0.0.1 would be the guest's own loopback), on
+    a port derived from the name so two clusters in one guest do not collide.
+    The control plane of a slow machine needs: no leader election (its 5 s
+    lease renewals fail under load and the controller-manager restarts), and
+    kubeadm's wait for the control plane longer than its 4 minutes. With fewer
+    nodes than the article's 3, the control plane takes pods too (no taint), so
+    pods still spread over more than one node.
+    """
+    port = 16443 + zlib.crc32(cluster_name.encode()) % 1000
+    patch = ("kind: ClusterConfiguration\n"
+             "apiServer:\n  timeoutForControlPlane: 20m0s\n"
+             "controllerManager:\n  extraArgs:\n    leader-elect: \"false\"\n"
+             "scheduler:\n  extraArgs:\n    leader-elect: \"false\"\n")
+    untaint = "kind: InitConfiguration\nnodeRegistration:\n  taints: []\n"
+    return {"networking": {"apiServerAddress": LINK_GUEST, "apiServerPort": port},
+            "kubeadm_patches": [patch, untaint]}

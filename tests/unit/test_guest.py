@@ -1,0 +1,97 @@
+"""Pure parts of the guest engine: engine choice, the runner seam, kind tuning, mconsole framing."""
+import struct
+
+from harness import engine
+from harness.cluster import runner_for
+from harness.guest import mconsole, vm
+from harness.runner import FakeRunner, Runner
+
+
+def test_ipvs_goes_to_the_guest_only_when_the_host_lacks_ipvs_or_it_is_forced():
+    assert engine.choose("ipvs", "auto", "no IPVS") == "guest"
+    assert engine.choose("ipvs", "auto", None) == "host"
+    assert engine.choose("ipvs", "guest", None) == "guest"
+    assert engine.choose("ipvs", "host", "no IPVS") == "host"
+    for mode in ("iptables", "nftables"):
+        assert engine.choose(mode, "guest", "no IPVS") == "host"
+
+
+def test_a_guest_runner_carries_docker_host_and_leaves_the_default_alone():
+    base = Runner()
+    g = base.on_engine({"DOCKER_HOST": "tcp://10.253.0.2:2375"}, where="guest x")
+    assert g.env == {"DOCKER_HOST": "tcp://10.253.0.2:2375"} and g.where == "guest x"
+    assert base.env == {} and base.where == "host"
+    out = g.run(["sh", "-c", "echo $DOCKER_HOST"]).stdout.strip()
+    assert out == "tcp://10.253.0.2:2375"
+
+
+def test_the_egress_guard_of_a_guest_engine_is_the_link_rule():
+    r = FakeRunner().on(["iptables", "-C"], returncode=1).on_engine({"DOCKER_HOST": "tcp://x:2375"}, "guest")
+    engine.ensure_egress_guard(r)
+    assert ["iptables", "-I", *vm.GUARD_RULE] in r.calls
+    assert not any("DOCKER-USER" in c for c in r.calls)
+
+
+def test_kind_tuning_publishes_the_api_server_on_the_guest_link():
+    t = vm.kind_tuning("ipvsg-ipvs")
+    assert t["networking"]["apiServerAddress"] == vm.LINK_GUEST
+    assert 16443 <= t["networking"]["apiServerPort"] < 17443
+    assert t == vm.kind_tuning("ipvsg-ipvs")  # stable per name
+    assert 'leader-elect: "false"' in t["kubeadm_patches"][0]
+
+
+def test_runner_for_a_cluster_without_marker_is_the_default(tmp_path, monkeypatch):
+    from harness import config
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    base = Runner()
+    assert runner_for("nobody", base) is base
+    (tmp_path / "clusters").mkdir()
+    (tmp_path / "clusters" / "g.json").write_text('{"engine_env": {"DOCKER_HOST": "tcp://h:1"}, "where": "guest"}')
+    r = runner_for("g", base)
+    assert r.env == {"DOCKER_HOST": "tcp://h:1"} and r.where == "guest"
+
+
+def test_mconsole_request_layout(tmp_path):
+    import socket
+    import threading
+    path = str(tmp_path / "mc")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(path)
+
+    def answer():
+        data, addr = srv.recvfrom(1024)
+        magic, version, n = struct.unpack("<III", data[:12])
+        assert (magic, version) == (mconsole.MAGIC, mconsole.VERSION)
+        text = data[12:12 + n]
+        srv.sendto(struct.pack("<III", 0, 0, 3 + len(text)) + b"ok " + text, addr)
+    t = threading.Thread(target=answer)
+    t.start()
+    assert mconsole.command(tmp_path / "mc", "cad") == "ok cad"
+    t.join()
+    srv.close()
+
+
+def test_ping_outcomes_from_iputils_output():
+    from harness.expectations import ping_outcome
+    assert ping_outcome("64 bytes from 10.96.0.10: icmp_seq=1 ttl=64 time=0.1 ms") == "echo reply"
+    assert ping_outcome("From 10.96.12.7 icmp_seq=1 Destination Port Unreachable\n") == "port unreachable"
+    assert ping_outcome("From 172.18.0.1 icmp_seq=1 Destination Net Unreachable") == \
+        "other ICMP error (Destination Net Unreachable)"
+    assert ping_outcome("2 packets transmitted, 0 received, 100% packet loss") == "no answer"
+
+
+def test_guest_build_keys_follow_their_inputs(monkeypatch, tmp_path):
+    from harness import config
+    from harness.guest import build
+    v = config.versions()
+    k, r = build.kernel_key(v), build.rootfs_key(v)
+    assert k == build.kernel_key(dict(v)) and len(k) == 16
+    assert build.kernel_key({**v, "GUEST_KERNEL_SOURCE_VERSION": "0-0"}) != k
+    assert build.rootfs_key({**v, "GUEST_ROOTFS_PACKAGES": v["GUEST_ROOTFS_PACKAGES"] + ",curl"}) != r
+    frag = tmp_path / "uml.config"
+    frag.write_text(build.FRAGMENT.read_text() + "CONFIG_FOO=y\n")
+    monkeypatch.setattr(build, "FRAGMENT", frag)
+    assert build.kernel_key(v) != k
+    # the kernel's options the guest cannot work without are all asked for in the fragment
+    asked = build.FRAGMENT.read_text()
+    assert all(f"{o}=y" in asked for o in build.REQUIRED if o != "CONFIG_MCONSOLE")
