@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .coverage import COVERAGE
-from .specs import PREFIX, plain
+from .specs import plain, short
 
 FILE_GLOB = "upstream-*.jsonl"
 
@@ -45,10 +45,6 @@ def load(directory: Path) -> list[Row]:
             except (ValueError, TypeError):
                 continue  # a worker killed mid-write
     return rows
-
-
-def _short(spec: str) -> str:
-    return spec[len(PREFIX):] if spec.startswith(PREFIX) else spec
 
 
 def _cell(s: str) -> str:
@@ -97,7 +93,7 @@ def render_markdown(rows: list[Row], directory: Path | None = None) -> str:
             why = ""
             if r.verdict != "pass":
                 why = (r.message.splitlines() or [""])[0][:300] + (f" (log: `{r.log}`)" if r.log else "")
-            out.append(f"| {_cell(_short(r.spec))} | {r.verdict.upper()} | {r.seconds:.1f}s | {_cell(why)} |")
+            out.append(f"| {_cell(short(r.spec))} | {r.verdict.upper()} | {r.seconds:.1f}s | {_cell(why)} |")
         out.append("")
     out += coverage_markdown(rows)
     return "\n".join(out).rstrip("\n") + "\n"

@@ -86,7 +86,11 @@ def for_mode(pyconfig: pytest.Config, cluster, wanted: list[str], runner: Runner
     state = run_dir / f"upstream-{cluster.name}.json"
     with FileLock(str(run_dir / f"upstream-{cluster.name}.lock")):
         if not state.exists():
-            run = execute(pyconfig.option, cluster, wanted, runner)
+            try:
+                run = execute(pyconfig.option, cluster, wanted, runner)
+            except Exception as e:  # recorded once, so the mode's other items fail with it, not retry it
+                run = ModeRun(cluster.mode, str(Path(pyconfig.option.artifacts_dir) / "upstream" / cluster.mode),
+                              -1, 0.0, len(wanted), error=f"the upstream run could not start: {e}")
             state.write_text(json.dumps(asdict(run)))
     return ModeRun(**json.loads(state.read_text()))
 

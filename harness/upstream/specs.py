@@ -39,15 +39,18 @@ class Spec:
     id: str          # pytest id: the name without the common prefix, as words joined by "-"
 
 
+def short(name: str) -> str:
+    """The spec's text without the prefix every selected spec shares."""
+    return name.removeprefix(PREFIX)
+
+
 def slug(name: str) -> str:
-    text = name[len(PREFIX):] if name.startswith(PREFIX) else name
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
+    return re.sub(r"[^A-Za-z0-9]+", "-", short(name)).strip("-")
 
 
 def plain(name: str) -> str:
     """A spec's words without the common prefix and [Tags], for matching names written by hand."""
-    text = name[len(PREFIX):] if name.startswith(PREFIX) else name
-    return " ".join(re.sub(r"\[[^\]]*\]", " ", text).split())
+    return " ".join(re.sub(r"\[[^\]]*\]", " ", short(name)).split())
 
 
 def to_specs(names: list[str]) -> list[Spec]:

@@ -116,3 +116,19 @@ def test_coverage_names_every_experiment_once_and_real_service_specs():
         assert c.specs or c.only_here, f"{c.experiment}: say what only this harness checks"
         for s in c.specs:
             assert s == s.strip() and s.startswith("should "), s
+
+
+def test_a_run_that_cannot_start_fails_every_item_of_the_mode_once(tmp_path, monkeypatch):
+    calls = []
+
+    def boom(*a, **k):
+        calls.append(1)
+        raise RuntimeError("kind load failed")
+    monkeypatch.setattr(run, "execute", boom)
+    pyconfig = SimpleNamespace(_svc_run_dir=tmp_path, option=SimpleNamespace(artifacts_dir=str(tmp_path)))
+    cluster = SimpleNamespace(name="upstream-iptables", mode="iptables")
+    for _ in range(2):
+        mr = run.for_mode(pyconfig, cluster, NAMES[:1])
+        with pytest.raises(pytest.fail.Exception, match="could not start: kind load failed"):
+            mr.check(specs.to_specs(NAMES[:1])[0], report.Recorder(tmp_path, "gw0"))
+    assert calls == [1]
