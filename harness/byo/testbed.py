@@ -242,6 +242,9 @@ def failure_cases(bed: ForeignCluster, workdir: Path, out: Path) -> list[CaseRes
         if new and not touch:
             res.problems.append(f"namespaces created: {sorted(new)}")
         results.append(res)
+    for _, kc, _, _ in cases:  # the variants (one holds a key the cluster's CA signed)
+        if kc != bed.kubeconfig:
+            kc.unlink(missing_ok=True)
     return results
 
 
@@ -267,6 +270,8 @@ def check(modes: list[str], xdist: list[int], name: str, keep: bool, cases: bool
         finally:
             if not keep:
                 bed.delete()
+                bed.kubeconfig.unlink(missing_ok=True)
+                bed.config_file.unlink(missing_ok=True)
         report += [f"## {mode}", "", f"cluster {bed.name} created in {create_s:.0f}s; "
                    f"kubeconfig {bed.kubeconfig}", "",
                    "| run | exit | passed | skipped | failed | time | problems |", "|---|---|---|---|---|---|---|"]
