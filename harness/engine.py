@@ -100,9 +100,8 @@ def ensure_kind_network(runner: Runner = DEFAULT, network: str = config.KIND_NET
     """Make sure the kind network exists, so the guard is in place before any node starts.
 
     kind uses an existing network of this name as it is. We give it an explicit
-    IPv4 subnet because Docker only lets a container rejoin a network with the
-    same address (`docker network connect --ip`) on networks with a configured
-    subnet, which the externalIPs "node cut off and back" experiment needs.
+    IPv4 subnet, one that no host route uses, so every address the suites may
+    send traffic to is known before a node starts.
     """
     if kind_bridge(runner, network) is None:
         subnet = free_subnet(runner)

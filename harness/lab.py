@@ -193,28 +193,41 @@ class ClusterHandle:
         if not self.node_containers:
             pytest.skip(f"cutting {node.name} off the network needs the nodes as local kind containers "
                         f"(node access here: {self.node_access})")
-        self.needs_change(f"docker network disconnect {config.KIND_NETWORK} {node.name}, reconnected with "
-                          f"{node.ip} afterwards")
+        self.needs_change(f"the link of {node.name} ({node.ip}) to the {config.KIND_NETWORK} network taken down, "
+                          "brought back up afterwards")
 
     def kind_subnet(self) -> str:
         return engine.network_subnet(self.runner)
 
     @contextlib.contextmanager
     def cut_off(self, node: Node):
-        """Disconnect a node's container from the kind network; reconnect it with the same address."""
-        gateway = self.runner.run(["docker", "network", "inspect", "-f",
-                                   "{{range .IPAM.Config}}{{.Gateway}} {{end}}", config.KIND_NETWORK]).stdout.split()
-        self.runner.run(["docker", "network", "disconnect", config.KIND_NETWORK, node.name],
-                        what=f"cutting {node.name} off the kind network")
+        """Take the node's link to the kind network down (inside its container), then bring it back.
+
+        Not `docker network disconnect`: that frees the node's address in Docker's IPAM, and any
+        container started meanwhile on the shared network (another mode's external client, another
+        cluster) may take it, so the node could not come back with it (seen: "Address already in use").
+        """
+        iface = self._node_iface(node)
+        gateway = self.runner.run(["docker", "exec", node.name, "ip", "-4", "route", "show", "default"]).stdout.split()
+        self.runner.run(["docker", "exec", node.name, "ip", "link", "set", iface, "down"],
+                        what=f"cutting {node.name} off the kind network ({iface} down)")
         try:
             yield
         finally:
-            self.runner.run(["docker", "network", "connect", "--ip", node.ip, config.KIND_NETWORK, node.name],
-                            what=f"reconnecting {node.name} with {node.ip}")
-            # Docker may not restore the default route of a container that lost its only network.
-            if not self.runner.run(["docker", "exec", node.name, "ip", "route", "show", "default"]).stdout.strip():
-                gw = next(g for g in gateway if ":" not in g)
-                self.runner.run(["docker", "exec", node.name, "ip", "route", "add", "default", "via", gw])
+            self.runner.run(["docker", "exec", node.name, "ip", "link", "set", iface, "up"],
+                            what=f"bringing {node.name}'s {iface} back up")
+            # The default route went with the link; kindnetd restores its own routes to other nodes.
+            if "via" in gateway and not self.runner.run(["docker", "exec", node.name, "ip", "-4", "route", "show",
+                                                         "default"]).stdout.strip():
+                self.runner.run(["docker", "exec", node.name, "ip", "route", "add", "default", "via",
+                                 gateway[gateway.index("via") + 1], "dev", iface])
+
+    def _node_iface(self, node: Node) -> str:
+        """The node container's interface holding its kind-network address (eth0 in practice)."""
+        out = self.runner.run(["docker", "exec", node.name, "ip", "-o", "-4", "addr", "show", "to", node.ip]).stdout
+        if not out.split():
+            raise AssertionError(f"{node.name} has no interface with its address {node.ip}")
+        return out.split()[1]
 
     def close(self) -> None:
         for peer in [*self._external.values(), *self._node_peers.values()]:
