@@ -177,11 +177,20 @@ def describe(breaks: tuple[Break, ...]) -> str:
 def _pytest_argv(b: Break, mode: str, artifacts: Path, extra: list[str]) -> list[str]:
     argv = [sys.executable, "-m", "pytest", str(config.REPO / "suites"), "-p", "no:cacheprovider", "-q",
             f"--proxy-mode={mode}", f"--break={b.name}", f"--experiments={','.join(b.must_fail)}",
-            f"--artifacts-dir={artifacts}", "--cluster-name=svc-breaks"]
+            f"--artifacts-dir={artifacts}", f"--cluster-name={_cluster_prefix(b)}"]
     if not b.changes_cluster:
         # A healthy cluster serves every break that damages only namespaces or Services.
         argv += ["--reuse-cluster", "--keep-cluster"]
     return argv + extra
+
+
+def _cluster_prefix(b: Break) -> str:
+    """One kept cluster for all Service/namespace-level breaks; one of its own per cluster-level break
+    (so those can run side by side with --jobs)."""
+    return f"svc-brk-{b.name}"[:42] if b.changes_cluster else SHARED_PREFIX
+
+
+SHARED_PREFIX = "svc-breaks"
 
 
 def _verdicts(evs, mode: str) -> dict[str, str]:
@@ -198,30 +207,53 @@ def _verdicts(evs, mode: str) -> dict[str, str]:
     return out
 
 
-def prove(mode: str, names: list[str], artifacts: Path, extra: list[str]) -> int:
-    """Run each break against its experiments; every one of them must fail. Returns an exit code."""
+def _run_break(b: Break, mode: str, artifacts: Path, extra: list[str], quiet: bool) -> tuple[int, float]:
+    """One pytest run with break `b` on its experiments: (exit code, seconds). With `quiet` its
+    output goes to <artifacts>/<break>/pytest.log (runs side by side would interleave)."""
+    out = artifacts / b.name
+    log.info("break %s (%s): expecting %s to fail", b.name, b.fault, ", ".join(b.must_fail))
+    started = time.monotonic()
+    argv = _pytest_argv(b, mode, out, extra)
+    if quiet:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "pytest.log", "w") as f:
+            rc = subprocess.run(argv, cwd=config.REPO, stdout=f, stderr=subprocess.STDOUT).returncode
+    else:
+        rc = subprocess.run(argv, cwd=config.REPO).returncode
+    took = time.monotonic() - started
+    log.info("break %s: pytest exit %d in %.0fs%s", b.name, rc, took, f" (log: {out / 'pytest.log'})" if quiet else "")
+    return rc, took
+
+
+def prove(mode: str, names: list[str], artifacts: Path, extra: list[str], jobs: int = 1) -> int:
+    """Run each break against its experiments; every one of them must fail. Returns an exit code.
+
+    Breaks that damage only namespaces or Services run one after another on one kept cluster (a
+    lane); each cluster-level break makes its own cluster and is a lane of its own. `jobs` lanes run
+    at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from . import report
     from .cluster import KindCluster
+    ordered = [BREAKS[n] for n in names]
+    shared = [b for b in ordered if not b.changes_cluster]
+    lanes = ([shared] if shared else []) + [[b] for b in ordered if b.changes_cluster]
     rows, missed = [], []
     try:
-        # Breaks that damage only namespaces or Services go first and share one kept cluster.
-        for b in sorted((BREAKS[n] for n in names), key=lambda b: b.changes_cluster):
-            out = artifacts / b.name
-            log.info("break %s (%s): expecting %s to fail", b.name, b.fault, ", ".join(b.must_fail))
-            started = time.monotonic()
-            rc = subprocess.run(_pytest_argv(b, mode, out, extra), cwd=config.REPO).returncode
-            took = time.monotonic() - started
-            verdicts = _verdicts(report.load(out), mode)
-            for exp in b.must_fail:
-                seen = verdicts.get(exp, "not run")
-                ok = seen == "fail"
-                if not ok:
-                    missed.append(f"{b.name} -> {exp}: {seen}")
-                rows.append(f"| {b.name} | {b.fault} | {exp} | {seen.upper()} | {'yes' if ok else 'NO'} | "
-                            f"{took:.0f}s |")
-            log.info("break %s: pytest exit %d in %.0fs; verdicts %s", b.name, rc, took, verdicts)
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            done = pool.map(lambda lane: [(b, *_run_break(b, mode, artifacts, extra, jobs > 1)) for b in lane], lanes)
+            results = [r for lane in done for r in lane]
     finally:
-        KindCluster(name=f"svc-breaks-{mode}", mode=mode).delete()
+        KindCluster(name=f"{SHARED_PREFIX}-{mode}", mode=mode).delete()
+    for b, rc, took in results:
+        verdicts = _verdicts(report.load(artifacts / b.name), mode)
+        for exp in b.must_fail:
+            seen = verdicts.get(exp, "not run")
+            ok = seen == "fail"
+            if not ok:
+                missed.append(f"{b.name} -> {exp}: {seen}")
+            rows.append(f"| {b.name} | {b.fault} | {exp} | {seen.upper()} | {'yes' if ok else 'NO'} | "
+                        f"{took:.0f}s |")
     table = ["| break | fault | experiment | verdict | red as it must be | run time |",
              "|---|---|---|---|---|---|", *rows]
     summary = artifacts / f"breaks-{mode}.md"
@@ -245,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--proxy-mode", default="iptables", choices=config.PROXY_MODES)
     pr.add_argument("--only", default="", help="comma-separated break names (default: all)")
     pr.add_argument("--artifacts-dir", default="artifacts/breaks")
+    pr.add_argument("--jobs", type=int, default=1,
+                    help="lanes side by side: the shared-cluster breaks are one lane, each cluster-level break "
+                         "another (default: 1; CI uses 2)")
     args, extra = p.parse_known_args(argv)
     if args.cmd == "list":
         for b in BREAKS.values():
@@ -260,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     byo = [n for n in names if BREAKS[n].byo]
     if byo:
         p.error(f"{', '.join(byo)}: proven against a --kubeconfig cluster by `python -m harness.byo check`")
-    return prove(args.proxy_mode, names, Path(args.artifacts_dir).resolve(), extra)
+    return prove(args.proxy_mode, names, Path(args.artifacts_dir).resolve(), extra, args.jobs)
 
 
 if __name__ == "__main__":
