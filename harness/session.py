@@ -62,7 +62,7 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     name = cluster_name(opts, mode)
     runner, tuning, workers, size_note = DEFAULT, {}, opts.workers, ""
     if where == "guest":
-        os.environ[config.SLOWDOWN_ENV] = str(config.GUEST_SLOWDOWN)  # this worker's waits, see config
+        os.environ.setdefault(config.SLOWDOWN_ENV, str(config.GUEST_SLOWDOWN))  # this worker's waits, see config
         runner = _guest_engine(pyconfig, [node_image, images.demoapp, images.toolbox])
         from .guest import vm
         tuning = vm.kind_tuning(name)
