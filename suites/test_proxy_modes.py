@@ -46,7 +46,8 @@ def test_active_mode_agrees_everywhere(lab):
 
 @pytest.mark.experiment("E15", "ping a ClusterIP: no answer in iptables/nftables, port unreachable in ipvs")
 def test_ping_cluster_ip(lab):
-    """A ClusterIP is only a rule target in iptables and nftables mode, so ping gets no answer at all;
+    """A ClusterIP is only a rule target in iptables and nftables mode, so ping gets no echo reply (no
+    answer; in nftables possibly port unreachable from kube-proxy's cluster-ips-check reject);
     in ipvs mode the address is bound to the kube-ipvs0 interface, so the node itself answers, and
     kube-proxy's KUBE-IPVS-FILTER chain rejects the echo request with ICMP port unreachable (the
     article's echo reply predates that filter).
@@ -61,10 +62,10 @@ def test_ping_cluster_ip(lab):
     lines = res.stdout.strip().splitlines()
     lab.note(*lines[1:2], *lines[-2:])
     seen = expectations.ping_outcome(res.stdout)
-    expected = expectations.PING_OUTCOMES[lab.mode]
+    expected = " or ".join(sorted(expectations.PING_OUTCOMES[lab.mode]))
     lab.note(f"outcome: {seen} (expected in {lab.mode} mode: {expected})")
-    assert seen == expected, (f"ping {svc.cluster_ip} in {lab.mode} mode: expected {expected}, got {seen}"
-                              f"\n{res.stdout}")
+    assert seen in expectations.PING_OUTCOMES[lab.mode], (
+        f"ping {svc.cluster_ip} in {lab.mode} mode: expected {expected}, got {seen}\n{res.stdout}")
 
 
 @pytest.mark.kind_only

@@ -47,7 +47,9 @@ def test_real_table_lookups():
     assert ex.expect_for("distribution", "pod", "ipvs").outcomes == (ex.ANSWERS, ex.ROUND_ROBIN)
     assert ex.expect_for("distribution", "pod", "nftables").outcomes == (ex.ANSWERS, ex.UNIFORM)
     assert ex.expect_for("clusterip-no-endpoints", "node", "ipvs").outcomes == (ex.REFUSED,)
-    assert ex.PING_OUTCOMES == {"iptables": "no answer", "nftables": "no answer", "ipvs": "port unreachable"}
+    # An echo reply is never expected: the service-range-local break makes one appear (E15 red).
+    assert all("echo reply" not in outcomes for outcomes in ex.PING_OUTCOMES.values())
+    assert ex.PING_OUTCOMES["iptables"] == {"no answer"}
 
 
 def test_missing_entry_raises_clear_keyerror():
