@@ -243,11 +243,25 @@ def wait_system_ready(kubeconfig: Path, runner: Runner = DEFAULT, timeout: int =
     kubectl = [config.tool("kubectl"), "--kubeconfig", str(kubeconfig)]
     runner.run([*kubectl, "wait", "--for=condition=Ready", "nodes", "--all", f"--timeout={timeout}s"],
                timeout=timeout + 20, what="waiting for nodes Ready")
+    # The node lifecycle controller lifts a node's not-ready taint seconds after the node turns
+    # Ready (seen: a worker Ready but still tainted NoExecute, so it took no pods).
+    from .waits import Wait
+    Wait("every node without a not-ready/unreachable taint", timeout=timeout).until(
+        lambda: _not_ready_tainted(kubectl, runner), lambda tainted: not tainted)
     for obj in ("daemonset/kube-proxy", "daemonset/kindnet", "deployment/coredns"):
         res = runner.run([*kubectl, "-n", "kube-system", "get", obj], check=False)
         if res.ok:  # upstream images may name the CNI differently
             runner.run([*kubectl, "-n", "kube-system", "rollout", "status", obj, f"--timeout={timeout}s"],
                        timeout=timeout + 20, what=f"waiting for {obj}")
+
+
+def _not_ready_tainted(kubectl: list[str], runner: Runner) -> list[str]:
+    """Names of nodes still carrying the node lifecycle controller's not-ready/unreachable taint."""
+    out = runner.run([*kubectl, "get", "nodes", "-o",
+                      "jsonpath={range .items[*]}{.metadata.name}={.spec.taints[*].key}{'\\n'}{end}"],
+                     what="reading node taints").stdout
+    return [line.split("=", 1)[0] for line in out.splitlines()
+            if "node.kubernetes.io/not-ready" in line or "node.kubernetes.io/unreachable" in line]
 
 
 def seal_coredns(kubeconfig: Path, runner: Runner = DEFAULT) -> None:
