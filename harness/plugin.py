@@ -25,8 +25,6 @@ from . import config as hcfg
 
 log = logging.getLogger("harness")
 
-EXIT_NOT_RUN_TEXT = "6"  # harness.gate.EXIT_NOT_RUN, spelled here so option help needs no import
-
 REMOVED_MODES = {"userspace": "the userspace proxy mode was removed in Kubernetes v1.26; "
                               "use iptables, ipvs or nftables"}
 
@@ -83,6 +81,7 @@ def _cluster_name(text: str) -> str:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    from . import gate  # small, no heavy imports
     g = parser.getgroup("svc-harness", "Kubernetes Services on kind clusters")
     g.addoption("--proxy-mode", action="append", dest="proxy_modes", metavar="MODE[,MODE]",
                 help="kube-proxy mode(s): iptables, ipvs, nftables; several run the suites once per mode "
@@ -131,7 +130,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="run only these experiments (by id); an unknown id is a usage error")
     g.addoption("--skip-unavailable-modes", action="store_true",
                 help="a requested mode that cannot run on this machine is reported NOT RUN instead of "
-                     f"stopping the run (exit {EXIT_NOT_RUN_TEXT})")
+                     f"stopping the run (exit {gate.EXIT_NOT_RUN})")
     g.addoption("--demo-image", default=None,
                 help="demo app image (default: the offline build; ikubernetes/demoapp:v1.0 works too)")
     from .upstream.specs import DEFAULT_FOCUS, DEFAULT_SKIP, PRESETS
