@@ -9,7 +9,9 @@ without a marker belongs to someone else and is never deleted or changed.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import json
 import logging
 import os
@@ -289,6 +291,29 @@ def seal_coredns(kubeconfig: Path, runner: Runner = DEFAULT) -> None:
     runner.run([*kubectl, "-n", "kube-system", "rollout", "restart", "deployment/coredns"])
     runner.run([*kubectl, "-n", "kube-system", "rollout", "status", "deployment/coredns",
                 "--timeout=120s"], timeout=150, what="waiting for sealed CoreDNS")
+
+
+@contextlib.contextmanager
+def use(lock_file: Path, exclusive: bool = False, what: str = ""):
+    """Hold a shared or exclusive claim on a cluster that xdist workers share.
+
+    Every test holds a shared claim while it uses its mode's cluster; a test that changes the
+    whole cluster for a while (a node cut off, kube-proxy's scheduler switched and restarted)
+    holds an exclusive one, so it never runs beside another test on that cluster. flock(2)
+    claims die with their process, so a crashed worker cannot leave one behind.
+    """
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as f:
+        started = time.monotonic()
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        waited = time.monotonic() - started
+        if waited > 1:
+            log.info("waited %.0fs for %s use of the cluster%s", waited, "exclusive" if exclusive else "shared",
+                     f" ({what})" if what else "")
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def runner_for(name: str, runner: Runner = DEFAULT) -> Runner:

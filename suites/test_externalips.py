@@ -13,6 +13,7 @@ SVC = "demoapp-externalip-svc"
 PORT = 80
 
 
+@pytest.mark.cluster_wide  # cuts one node off the network for a while
 @pytest.mark.experiment("E13", "externalIPs answer only on the node holding the address")
 def test_external_ip_answers_only_on_its_node(lab):
     """A Service with externalIPs set to one node's IP answers on that IP:port from the external

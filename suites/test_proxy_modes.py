@@ -106,6 +106,7 @@ def test_change_proxy_mode(lab, mode_switch_cluster):
     lab.check("mode-change-keeps-service", node, sample)
 
 
+@pytest.mark.cluster_wide  # switches and restarts kube-proxy on every node
 @pytest.mark.modes("ipvs")
 @pytest.mark.experiment("E17", "ipvs schedulers show their characteristic patterns")
 @pytest.mark.parametrize("scheduler", ["rr", "lc", "sh", "sed", "nq", "dh"])
