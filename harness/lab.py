@@ -180,12 +180,12 @@ class ClusterHandle:
         # --break=ipvs-scheduler-unapplied: the ConfigMap changes, no kube-proxy restarts.
         restart = not any(b.scheduler_unapplied for b in self.breaks)
         if restart:
-            list(modes.rolling_restart(self.kube))
+            modes.restart_all(self.kube)
 
         def restore() -> None:
             modes.set_config(self.kube, {"ipvs": before.get("ipvs", {})})
             if restart:
-                list(modes.rolling_restart(self.kube))
+                modes.restart_all(self.kube)
         return restore
 
     def may_cut_off(self, node: Node) -> None:
