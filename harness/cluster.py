@@ -198,6 +198,7 @@ class KindCluster:
                 with Step(f"creating kind cluster {self.name} ({self.mode}, 1 control-plane + "
                           f"{self.workers} workers, attempt {attempt})") as st:
                     self.runner.run(argv, timeout=self.create_timeout, what=f"kind create cluster {self.name}")
+                    self._apply_engine_tuning()
                     self._wait_system_ready()
                     self._seal_dns()
                 self.create_seconds = st.seconds
@@ -209,6 +210,16 @@ class KindCluster:
                 self._kind_delete()
         raise ClusterError(f"could not create kind cluster {self.name} after "
                            f"{config.CLUSTER_CREATE_ATTEMPTS} attempts; last error:\n{last}")
+
+    def _apply_engine_tuning(self) -> None:
+        """What an engine elsewhere asks for once the cluster exists (see harness.guest.vm.kind_tuning)."""
+        cpu = self.engine_tuning.get("kube_proxy_cpu_request")
+        if cpu:
+            patch = {"spec": {"template": {"spec": {"containers": [
+                {"name": "kube-proxy", "resources": {"requests": {"cpu": cpu}}}]}}}}
+            self.runner.run([config.tool("kubectl"), "--kubeconfig", str(self.kubeconfig), "-n", "kube-system",
+                             "patch", "daemonset", "kube-proxy", "-p", json.dumps(patch)],
+                            what=f"giving kube-proxy a CPU request of {cpu}")
 
     def _wait_system_ready(self) -> None:
         wait_system_ready(self.kubeconfig, self.runner, timeout=max(180, int(self.create_timeout) // 2))
