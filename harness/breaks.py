@@ -236,7 +236,7 @@ def prove(mode: str, names: list[str], artifacts: Path, extra: list[str], jobs: 
     from concurrent.futures import ThreadPoolExecutor
 
     from . import report
-    from .cluster import KindCluster
+    from .cluster import KindCluster, runner_for
     ordered = [BREAKS[n] for n in names]
     shared = [b for b in ordered if not b.changes_cluster]
     lanes = ([shared] if shared else []) + [[b] for b in ordered if b.changes_cluster]
@@ -246,7 +246,8 @@ def prove(mode: str, names: list[str], artifacts: Path, extra: list[str], jobs: 
             done = pool.map(lambda lane: [(b, *_run_break(b, mode, artifacts, extra, jobs > 1)) for b in lane], lanes)
             results = [r for lane in done for r in lane]
     finally:
-        KindCluster(name=f"{SHARED_PREFIX}-{mode}", mode=mode).delete()
+        shared_name = f"{SHARED_PREFIX}-{mode}"
+        KindCluster(name=shared_name, mode=mode, runner=runner_for(shared_name)).delete()  # on its engine
     for b, rc, took in results:
         verdicts = _verdicts(report.load(artifacts / b.name), mode)
         for exp in b.must_fail:

@@ -289,10 +289,16 @@ class Lab:
         self.action.append(what)
 
     # ---- workload -------------------------------------------------------
-    def deploy_demoapp(self, replicas: int = 1, wait: bool = True) -> list[PodInfo]:
+    def deploy_demoapp(self, replicas: int = 1, wait: bool = True, avoid: Node | None = None) -> list[PodInfo]:
+        """The demo app; `avoid` keeps its pods off one node (as a tainted control plane would)."""
         self.step(f"kubectl -n {self.ns} create deploy demoapp --image={self.cluster.images.demoapp} "
-                  f"(replicas={replicas})")
-        self.kube.apply(load_manifest("demoapp", IMAGE=self.cluster.images.demoapp, REPLICAS=replicas), self.ns)
+                  f"(replicas={replicas}{f', not on {avoid.name}' if avoid else ''})")
+        objs = load_manifest("demoapp", IMAGE=self.cluster.images.demoapp, REPLICAS=replicas)
+        if avoid:
+            objs[0]["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": [avoid.name]}]}]}}}
+        self.kube.apply(objs, self.ns)
         if wait:
             self.kube.rollout("demoapp", self.ns)
         return self.pods()
