@@ -9,7 +9,9 @@ without a marker belongs to someone else and is never deleted or changed.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import json
 import logging
 import os
@@ -196,6 +198,7 @@ class KindCluster:
                 with Step(f"creating kind cluster {self.name} ({self.mode}, 1 control-plane + "
                           f"{self.workers} workers, attempt {attempt})") as st:
                     self.runner.run(argv, timeout=self.create_timeout, what=f"kind create cluster {self.name}")
+                    self._apply_engine_tuning()
                     self._wait_system_ready()
                     self._seal_dns()
                 self.create_seconds = st.seconds
@@ -207,6 +210,16 @@ class KindCluster:
                 self._kind_delete()
         raise ClusterError(f"could not create kind cluster {self.name} after "
                            f"{config.CLUSTER_CREATE_ATTEMPTS} attempts; last error:\n{last}")
+
+    def _apply_engine_tuning(self) -> None:
+        """What an engine elsewhere asks for once the cluster exists (see harness.guest.vm.kind_tuning)."""
+        cpu = self.engine_tuning.get("kube_proxy_cpu_request")
+        if cpu:
+            patch = {"spec": {"template": {"spec": {"containers": [
+                {"name": "kube-proxy", "resources": {"requests": {"cpu": cpu}}}]}}}}
+            self.runner.run([config.tool("kubectl"), "--kubeconfig", str(self.kubeconfig), "-n", "kube-system",
+                             "patch", "daemonset", "kube-proxy", "-p", json.dumps(patch)],
+                            what=f"giving kube-proxy a CPU request of {cpu}")
 
     def _wait_system_ready(self) -> None:
         wait_system_ready(self.kubeconfig, self.runner, timeout=max(180, int(self.create_timeout) // 2))
@@ -289,6 +302,29 @@ def seal_coredns(kubeconfig: Path, runner: Runner = DEFAULT) -> None:
     runner.run([*kubectl, "-n", "kube-system", "rollout", "restart", "deployment/coredns"])
     runner.run([*kubectl, "-n", "kube-system", "rollout", "status", "deployment/coredns",
                 "--timeout=120s"], timeout=150, what="waiting for sealed CoreDNS")
+
+
+@contextlib.contextmanager
+def use(lock_file: Path, exclusive: bool = False, what: str = ""):
+    """Hold a shared or exclusive claim on a cluster that xdist workers share.
+
+    Every test holds a shared claim while it uses its mode's cluster; a test that changes the
+    whole cluster for a while (a node cut off, kube-proxy's scheduler switched and restarted)
+    holds an exclusive one, so it never runs beside another test on that cluster. flock(2)
+    claims die with their process, so a crashed worker cannot leave one behind.
+    """
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as f:
+        started = time.monotonic()
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        waited = time.monotonic() - started
+        if waited > 1:
+            log.info("waited %.0fs for %s use of the cluster%s", waited, "exclusive" if exclusive else "shared",
+                     f" ({what})" if what else "")
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def runner_for(name: str, runner: Runner = DEFAULT) -> Runner:

@@ -132,8 +132,17 @@ EXPECTATIONS: dict[tuple[str, str, str], Expect] = {
     ("ipvs-scheduler-sh", "pod", "ipvs"): Expect((ANSWERS, ONE_BACKEND), "sh hashes the source address: one client, one server"),
     ("ipvs-scheduler-dh", "pod", "ipvs"): Expect((ANSWERS, ONE_BACKEND), "dh hashes the destination (the ClusterIP): one server"),
     ("ipvs-scheduler-lc", "pod", "ipvs"): Expect((ANSWERS, COVERED), "lc picks the server with the fewest connections; all get some"),
-    ("ipvs-scheduler-sed", "pod", "ipvs"): Expect((ANSWERS, COVERED), "sed (shortest expected delay) spreads over equal servers"),
-    ("ipvs-scheduler-nq", "pod", "ipvs"): Expect((ANSWERS, COVERED), "nq (never queue) sends to idle servers first; all get some"),
+    # sed and nq count only *active* connections. One client's sequential requests leave
+    # none active (a closed connection is inactive in IPVS), so every server ties and
+    # both keep the first real server in the list: sed compares with a strict `>`, nq
+    # returns the first idle server (net/netfilter/ipvs/ip_vs_sed.c, ip_vs_nq.c). They
+    # spread only under concurrent load. lc adds inactive connections, so it rotates.
+    ("ipvs-scheduler-sed", "pod", "ipvs"): Expect(
+        (ANSWERS, ONE_BACKEND), "sed (shortest expected delay) counts active connections only: with "
+                                "none active every server ties and the first one wins"),
+    ("ipvs-scheduler-nq", "pod", "ipvs"): Expect(
+        (ANSWERS, ONE_BACKEND), "nq (never queue) sends to the first idle server; sequential requests "
+                                "leave every server idle, so the first one takes them all"),
     ("pod-to-pod", "pod", ANY): Expect((ANSWERS, CLIENT_IP_KEPT), "pods on different nodes reach each other directly, unNATed"),
     ("mode-change-keeps-service", "node", ANY): Expect(
         (ANSWERS,), "after switching proxy mode kube-proxy rebuilds the rules, so the Service "

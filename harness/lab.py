@@ -180,12 +180,12 @@ class ClusterHandle:
         # --break=ipvs-scheduler-unapplied: the ConfigMap changes, no kube-proxy restarts.
         restart = not any(b.scheduler_unapplied for b in self.breaks)
         if restart:
-            list(modes.rolling_restart(self.kube))
+            modes.restart_all(self.kube)
 
         def restore() -> None:
             modes.set_config(self.kube, {"ipvs": before.get("ipvs", {})})
             if restart:
-                list(modes.rolling_restart(self.kube))
+                modes.restart_all(self.kube)
         return restore
 
     def may_cut_off(self, node: Node) -> None:
@@ -194,7 +194,27 @@ class ClusterHandle:
             pytest.skip(f"cutting {node.name} off the network needs the nodes as local kind containers "
                         f"(node access here: {self.node_access})")
         self.needs_change(f"the link of {node.name} ({node.ip}) to the {config.KIND_NETWORK} network taken down, "
-                          "brought back up afterwards")
+                          "brought back up afterwards; a spare address added to that link, removed afterwards")
+
+    def spare_address(self) -> str:
+        """An address on the kind network for this mode that no container has: x.y.255.250 + mode
+        (Docker hands out addresses from the bottom; MetalLB's pools sit at .200-.247)."""
+        net = ipaddress.ip_network(self.kind_subnet())
+        return str(net.broadcast_address - 5 + config.PROXY_MODES.index(self.mode))
+
+    @contextlib.contextmanager
+    def extra_address(self, node: Node, address: str):
+        """Give `node` a second address on its kind-network link, like the article's k81 that "has a
+        routable address 10.10.21.249" besides its own; removed afterwards."""
+        iface = self._node_iface(node)
+        prefix = ipaddress.ip_network(self.kind_subnet()).prefixlen
+        self.runner.run(["docker", "exec", node.name, "ip", "addr", "add", f"{address}/{prefix}", "dev", iface],
+                        what=f"adding {address} to {node.name}'s {iface}")
+        try:
+            yield address
+        finally:
+            self.runner.run(["docker", "exec", node.name, "ip", "addr", "del", f"{address}/{prefix}", "dev", iface],
+                            check=False)
 
     def kind_subnet(self) -> str:
         return engine.network_subnet(self.runner)
@@ -269,10 +289,16 @@ class Lab:
         self.action.append(what)
 
     # ---- workload -------------------------------------------------------
-    def deploy_demoapp(self, replicas: int = 1, wait: bool = True) -> list[PodInfo]:
+    def deploy_demoapp(self, replicas: int = 1, wait: bool = True, avoid: Node | None = None) -> list[PodInfo]:
+        """The demo app; `avoid` keeps its pods off one node (as a tainted control plane would)."""
         self.step(f"kubectl -n {self.ns} create deploy demoapp --image={self.cluster.images.demoapp} "
-                  f"(replicas={replicas})")
-        self.kube.apply(load_manifest("demoapp", IMAGE=self.cluster.images.demoapp, REPLICAS=replicas), self.ns)
+                  f"(replicas={replicas}{f', not on {avoid.name}' if avoid else ''})")
+        objs = load_manifest("demoapp", IMAGE=self.cluster.images.demoapp, REPLICAS=replicas)
+        if avoid:
+            objs[0]["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": [avoid.name]}]}]}}}
+        self.kube.apply(objs, self.ns)
         if wait:
             self.kube.rollout("demoapp", self.ns)
         return self.pods()

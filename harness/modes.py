@@ -199,6 +199,15 @@ def rolling_restart(kube: Kube):
         yield pod.node, f"kubectl -n kube-system delete pod {pod.name}  # on {pod.node}; DaemonSet recreates it"
 
 
+def restart_all(kube: Kube) -> None:
+    """Restart every kube-proxy pod at once and wait for the DaemonSet to be whole again: for a
+    config change that need not be watched node by node (one wait, not one per node)."""
+    t = int(120 * config.slowdown())
+    kube.kubectl("-n", "kube-system", "delete", "pod", "-l", KUBE_PROXY_SELECTOR, "--wait=true", timeout=t)
+    kube.kubectl("-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", f"--timeout={t}s",
+                 timeout=t + 30, what="kube-proxy DaemonSet after a restart")
+
+
 def healthz(node: Peer) -> str:
     """kube-proxy's /healthz on the node: 200 once its rules are in sync."""
     return node.exec(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3",

@@ -150,6 +150,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "experiment(id, title): an experiment of the Services article")
     config.addinivalue_line("markers", "kind_only: needs a kind cluster the harness makes (skipped with --kubeconfig)")
     config.addinivalue_line("markers", "modes(*modes): run only in these proxy modes")
+    config.addinivalue_line("markers", "cluster_wide: changes the whole cluster for a while (a node cut off, "
+                            "kube-proxy reconfigured); runs with no other test on its cluster")
     config.addinivalue_line("markers", "upstream: an upstream Kubernetes e2e spec (--upstream-conformance)")
     opts = config.option
     asked_modes = parse_modes(opts.proxy_modes) if opts.proxy_modes else None
@@ -381,9 +383,21 @@ def cluster(request, proxy_mode):
 @pytest.fixture
 def lab(request, cluster):
     """A fresh namespace on the mode's cluster, deleted afterwards; artifacts on failure."""
-    from .lab import Lab
     if request.node.get_closest_marker("kind_only") and not cluster.is_kind:
         pytest.skip(KIND_ONLY_REASON)
+    with _cluster_use(request, cluster):
+        yield from _lab(request, cluster)
+
+
+def _cluster_use(request, cluster):
+    """The test's claim on its cluster: exclusive for cluster_wide tests (see harness.cluster.use)."""
+    from .cluster import use
+    exclusive = request.node.get_closest_marker("cluster_wide") is not None
+    return use(request.config._svc_run_dir / f"{cluster.name}.use.lock", exclusive, request.node.nodeid)
+
+
+def _lab(request, cluster):
+    from .lab import Lab
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.originalname.lower().removeprefix("test_"))[:40].strip("-")
     ns = f"{base}-{worker}-{uuid.uuid4().hex[:5]}"
@@ -418,7 +432,8 @@ def mode_switch_cluster(request, cluster):
 def upstream_run(request, cluster, proxy_mode):
     """This mode's upstream e2e run: made by the first item that needs it, shared by all."""
     from .upstream import run
-    return run.for_mode(request.config, cluster, run.selected(request.session.items, proxy_mode))
+    with _cluster_use(request, cluster):  # its e2e run shares the cluster with the experiments
+        return run.for_mode(request.config, cluster, run.selected(request.session.items, proxy_mode))
 
 
 @pytest.fixture

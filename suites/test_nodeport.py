@@ -78,11 +78,11 @@ def test_external_traffic_policy_cluster_hides_client_ip(lab):
 @pytest.mark.experiment("E08", "externalTrafficPolicy Local: only local pods, real client IP, health check")
 def test_external_traffic_policy_local_keeps_client_ip(lab):
     """After patching externalTrafficPolicy to Local, requests to a node reach only that node's pods
-    and the pod sees the external client's real IP; a node without a backend (the tainted control
-    plane) does not answer; the health-check node port answers 200 on nodes with endpoints and 503
-    on the others.
+    and the pod sees the external client's real IP; a node without a backend (the control plane: its
+    taint keeps pods off, and where it takes pods, as in the UML guest, the pods avoid it) does not
+    answer; the health-check node port answers 200 on nodes with endpoints and 503 on the others.
     """
-    pods = _spread_demoapp(lab)
+    pods = lab.deploy_demoapp(replicas=max(3, len(lab.cluster.workers)), avoid=lab.cluster.control_plane)
     svc = lab.nodeport_service(SVC)
     lab.wait_endpoints(SVC, replicas=len(pods))
     lab.patch_service(SVC, externalTrafficPolicy="Local")
@@ -116,9 +116,9 @@ def test_external_traffic_policy_local_keeps_client_ip(lab):
 @pytest.mark.experiment("E09", "internalTrafficPolicy Local: a pod reaches only backends on its own node")
 def test_internal_traffic_policy_local(lab):
     """With internalTrafficPolicy Local a client pod reaches only the backends on its own node, and a
-    client pod on a node without a backend gets no answer.
+    client pod on a node without a backend (the control plane; see E08) gets no answer.
     """
-    pods = _spread_demoapp(lab)
+    pods = lab.deploy_demoapp(replicas=max(3, len(lab.cluster.workers)), avoid=lab.cluster.control_plane)
     svc = lab.service("clusterip", "demoapp-svc")
     lab.wait_endpoints("demoapp-svc", replicas=len(pods))
     lab.patch_service("demoapp-svc", internalTrafficPolicy="Local")
