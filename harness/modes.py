@@ -192,18 +192,20 @@ def rolling_restart(kube: Kube):
     """Restart kube-proxy pods one at a time, each time waiting for the DaemonSet to be whole
     again; yields (node, command) per step (so callers can check traffic in between)."""
     for pod in kube.pods(KUBE_PROXY_SELECTOR, "kube-system"):
-        t = int(120 * config.slowdown())
-        kube.kubectl("-n", "kube-system", "delete", "pod", pod.name, "--wait=true", timeout=t)
-        kube.kubectl("-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", f"--timeout={t}s",
-                     timeout=t + 30, what="kube-proxy DaemonSet after a restart")
+        _restart(kube, pod.name)
         yield pod.node, f"kubectl -n kube-system delete pod {pod.name}  # on {pod.node}; DaemonSet recreates it"
 
 
 def restart_all(kube: Kube) -> None:
     """Restart every kube-proxy pod at once and wait for the DaemonSet to be whole again: for a
     config change that need not be watched node by node (one wait, not one per node)."""
+    _restart(kube, "-l", KUBE_PROXY_SELECTOR)
+
+
+def _restart(kube: Kube, *pods: str) -> None:
+    """Delete kube-proxy pods (by name or selector) and wait until the DaemonSet is whole again."""
     t = int(120 * config.slowdown())
-    kube.kubectl("-n", "kube-system", "delete", "pod", "-l", KUBE_PROXY_SELECTOR, "--wait=true", timeout=t)
+    kube.kubectl("-n", "kube-system", "delete", "pod", *pods, "--wait=true", timeout=t)
     kube.kubectl("-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", f"--timeout={t}s",
                  timeout=t + 30, what="kube-proxy DaemonSet after a restart")
 
