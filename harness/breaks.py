@@ -137,6 +137,9 @@ BREAKS = {b.name: b for b in [
           ("E15",), on_cluster=_service_range_local, modes=("iptables", "nftables")),
     Break("kube-ipvs0-empty", "kube-ipvs0 holds no Service address on any node (removed as fast as kube-proxy "
           "adds them)", ("E04", "E15"), on_cluster=_empty_kube_ipvs0, modes=("ipvs",)),
+    Break("ipvs-arp-not-strict", "kube-proxy in ipvs leaves strictARP off, so every node answers ARP for the "
+          "addresses on its kube-ipvs0", ("E11",), kube_proxy=lambda mode: {"ipvs": {"strictARP": False}},
+          modes=("ipvs",)),
     Break("ipvs-scheduler-unapplied", "an ipvs scheduler change edits the kube-proxy ConfigMap but no kube-proxy "
           "restarts to apply it", ("E17",), scheduler_unapplied=True, modes=("ipvs",)),
     Break("mode-restart-skipped", "a mode change edits the kube-proxy ConfigMap but restarts no kube-proxy pod",

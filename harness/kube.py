@@ -130,6 +130,14 @@ class Kube:
                             out.add(f"{ip}:{port}")
         return out
 
+    def event_messages(self, name: str, namespace: str, reason: str) -> list[str]:
+        """Messages of the events with this reason about object `name`, oldest first."""
+        items = self.core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={name},reason={reason}").items
+        def when(e):
+            return e.last_timestamp or e.event_time or e.metadata.creation_timestamp
+        return [e.message or "" for e in sorted(items, key=when)]
+
     def endpoints_line(self, service: str, namespace: str) -> str:
         """The Endpoints line as `kubectl describe service` prints it."""
         eps = sorted(self.endpoints(service, namespace))

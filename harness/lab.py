@@ -384,6 +384,22 @@ class Lab:
         return Service(name, self.ns, s.spec.cluster_ip or "", port.port if port else 0,
                        port.node_port if port else None, s.spec.type)
 
+    def lb_announcer(self, service: str) -> str | None:
+        """The node MetalLB announces the Service's LoadBalancer address from (None: not yet)."""
+        from .loadbalancer import announcing_node
+        return announcing_node(self.kube, service, self.ns)
+
+    def arp_answerers(self, peer: Peer, address: str) -> set[str]:
+        """The nodes (by name; an unknown MAC as itself) that answer ARP for `address` as seen
+        from `peer`, which must sit on the nodes' link."""
+        from .loadbalancer import arp_answers
+        self.step(f"from {peer.describe()}: arping -c 3 {address}")
+        macs = {}
+        for node in self.cluster.nodes:
+            out = self.node(node).exec(["sh", "-c", "cat /sys/class/net/*/address"]).stdout
+            macs.update({mac.strip().lower(): node.name for mac in out.split()})
+        return {macs.get(mac, mac) for mac in arp_answers(peer, address)}
+
     def wait_endpoints(self, service: str, replicas: int | None = None) -> set[str]:
         """Endpoints and EndpointSlices equal the ready pods, and every node's data plane has them."""
         eps = self.kube.wait_endpoints(service, self.ns, DEMO_SELECTOR, DEMO_PORT, replicas=replicas)

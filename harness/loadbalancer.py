@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 
 from . import config, engine
 from .kube import Kube
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 POOL_SIZE = 16
 # A loadBalancerClass no provider serves: such a Service stays <pending> even where MetalLB runs.
 NO_PROVIDER_CLASS = "svc-harness.invalid/no-provider"
+# MetalLB's event on the Service: announcing from node "kind-worker" with protocol "layer2"
+_ANNOUNCING = re.compile(r'announcing from node "([^"]+)"')
+# iputils arping: Unicast reply from 172.18.255.200 [02:42:AC:12:00:03]  0.680ms
+_ARP_REPLY = re.compile(r"reply from \S+ \[([0-9A-Fa-f:]{17})\]")
 
 
 def pool_range(subnet: str, mode: str) -> tuple[str, str]:
@@ -72,3 +77,18 @@ metadata:
         Wait("MetalLB's webhook to accept the address pool", timeout=120, interval=2).until(
             lambda: kube.kubectl("apply", "-f", "-", input=pool, check=False), lambda r: r.ok)
     return "metallb"
+
+
+def announcing_node(kube: Kube, service: str, namespace: str) -> str | None:
+    """The node MetalLB's L2 mode announces the Service's address from (its latest
+    nodeAssigned event), or None before it announces."""
+    found = [m.group(1) for msg in kube.event_messages(service, namespace, "nodeAssigned")
+             if (m := _ANNOUNCING.search(msg))]
+    return found[-1] if found else None
+
+
+def arp_answers(peer, address: str, requests: int = 3) -> set[str]:
+    """MAC addresses that answer ARP for `address` on the peer's link (bounded: `requests`
+    requests, one a second). L2 mode means exactly one: the announcing node's."""
+    res = peer.exec(["arping", "-c", str(requests), "-I", "eth0", address], check=False, timeout=requests + 10)
+    return {mac.lower() for mac in _ARP_REPLY.findall(res.stdout)}

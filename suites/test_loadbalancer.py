@@ -59,7 +59,8 @@ def test_without_provider_external_ip_stays_pending(lab):
 
 @pytest.mark.experiment("E11", "MetalLB: an address from the kind network, traffic policies, source ranges")
 def test_metallb_address_policies_and_source_ranges(lab):
-    """With MetalLB and a pool inside the kind network an address is assigned and answers the external
+    """With MetalLB and a pool inside the kind network an address is assigned, only the node MetalLB
+    announces it from answers ARP for it (in ipvs: needs strictARP), and it answers the external
     client; externalTrafficPolicy Cluster spreads over every node's pods and hides the client IP from
     remote pods, Local serves from the announcing node's pods with the real client IP; and
     loadBalancerSourceRanges admits the listed client while another client gets no answer.
@@ -79,6 +80,13 @@ def test_metallb_address_policies_and_source_ranges(lab):
     lab.wait_programmed(lb_ip)
 
     ext, other = lab.external(0), lab.external(1)
+    if ext.container:  # on the nodes' link: L2 mode means the announcing node alone answers ARP
+        announcer = Wait(f"MetalLB's nodeAssigned event for {SVC}", timeout=60).until(
+            lambda: lab.lb_announcer(SVC))
+        answering = Wait(f"only {announcer} (MetalLB's announcing node) to answer ARP for {lb_ip}",
+                         timeout=30, interval=2).until(
+            lambda: lab.arp_answerers(ext, lb_ip), lambda nodes: nodes == {announcer})
+        lab.note(f"MetalLB announces {lb_ip} from {announcer}; ARP answers from: {', '.join(sorted(answering))}")
     lab.converge(ext, lb_ip, svc.port, names)
     sample = lab.probe(ext, lb_ip, svc.port, n=60)
     lab.check("lb-address", ext, sample, backends=names)

@@ -62,7 +62,11 @@ def test_kind_config_sets_mode_and_node_list(mode):
     cfg = yaml.safe_load(render_kind_config(mode, workers=3))
     assert cfg["networking"]["kubeProxyMode"] == mode
     assert [n["role"] for n in cfg["nodes"]] == ["control-plane", "worker", "worker", "worker"]
-    assert "kubeadmConfigPatches" not in cfg
+    if mode == "ipvs":  # MetalLB's L2 mode needs strictARP under ipvs (see kind-configs/ipvs.yaml)
+        (patch,) = cfg["kubeadmConfigPatches"]
+        assert yaml.safe_load(patch) == {"kind": "KubeProxyConfiguration", "ipvs": {"strictARP": True}}
+    else:
+        assert "kubeadmConfigPatches" not in cfg
 
 
 def test_kind_config_carries_kube_proxy_patch():
@@ -86,7 +90,7 @@ def test_kind_config_for_a_guest_engine_sets_api_address_and_patches():
         "kubeadm_patches": ["kind: ClusterConfiguration\n"]}))
     assert cfg["nodes"] == [{"role": "control-plane"}]
     assert cfg["networking"] == {"kubeProxyMode": "ipvs", "apiServerAddress": "10.253.0.2", "apiServerPort": 16443}
-    assert cfg["kubeadmConfigPatches"] == ["kind: ClusterConfiguration\n"]
+    assert cfg["kubeadmConfigPatches"][1:] == ["kind: ClusterConfiguration\n"]
 
 
 # ---- pins and image definitions -------------------------------------------------
@@ -174,6 +178,27 @@ def test_metallb_pools_are_inside_the_kind_network_and_disjoint_per_mode():
     ranges = [range(int(ipaddress.ip_address(a)), int(ipaddress.ip_address(b)) + 1) for a, b in pools]
     assert all(ipaddress.ip_address(r[-1]) in net for r in ranges)
     assert not set(ranges[0]) & set(ranges[1]) and not set(ranges[1]) & set(ranges[2])
+
+
+def test_metallb_announcing_node_is_the_latest_event():
+    class FakeKube:
+        def event_messages(self, name, namespace, reason):
+            assert (name, reason) == ("svc", "nodeAssigned")
+            return ['announcing from node "kind-worker" with protocol "layer2"', "something else",
+                    'announcing from node "kind-worker2" with protocol "layer2"']
+    assert loadbalancer.announcing_node(FakeKube(), "svc", "ns") == "kind-worker2"
+
+
+def test_arp_answers_are_the_macs_that_replied():
+    out = ("ARPING 172.18.255.200 from 172.18.0.5 eth0\n"
+           "Unicast reply from 172.18.255.200 [02:42:AC:12:00:03]  0.680ms\n"
+           "Unicast reply from 172.18.255.200 [02:42:AC:12:00:02]  0.702ms\n"
+           "Unicast reply from 172.18.255.200 [02:42:AC:12:00:03]  0.590ms\n"
+           "Sent 3 probes (1 broadcast(s))\nReceived 3 response(s)\n")
+    fake = FakeRunner().on(["arping"], stdout=out)
+    from harness.peers import ExternalPeer
+    peer = ExternalPeer("host", "172.18.0.1", "external", fake, container="")
+    assert loadbalancer.arp_answers(peer, "172.18.255.200") == {"02:42:ac:12:00:03", "02:42:ac:12:00:02"}
 
 
 def test_using_proxier_log_line():
