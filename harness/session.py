@@ -65,8 +65,8 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
         os.environ.setdefault(config.SLOWDOWN_ENV, str(config.GUEST_SLOWDOWN))  # this worker's waits, see config
         runner = _guest_engine(pyconfig, [node_image, images.demoapp, images.toolbox])
         from .guest import vm
-        tuning = vm.kind_tuning(name)
         workers = opts.guest_workers
+        tuning = vm.kind_tuning(name, workers)
         if workers + 1 < 3:
             size_note = (f"{workers + 1} node(s), not 3: a kind cluster inside the UML guest is CPU-bound "
                          f"(every syscall is trapped); --guest-workers sets the size. Its control plane is untainted, "
@@ -403,7 +403,7 @@ def switch_cluster(pyconfig: pytest.Config, base: ClusterHandle):
     guest = base.runner.where != "host"
     from .guest import vm
     kc = KindCluster(name=name, mode=base.mode, workers=0 if guest else 1, node_image=node_image,
-                     runner=base.runner, engine_tuning=vm.kind_tuning(name) if guest else {},
+                     runner=base.runner, engine_tuning=vm.kind_tuning(name, 0) if guest else {},
                      create_timeout=vm.GUEST_CREATE_TIMEOUT if guest else config.CLUSTER_CREATE_TIMEOUT)
     try:
         kc.start()

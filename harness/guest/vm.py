@@ -311,7 +311,7 @@ GUEST_IPVS_SYNC_PERIOD = "10m0s"   # see kind_tuning
 GUEST_KUBE_PROXY_CPU = "100m"
 
 
-def kind_tuning(cluster_name: str) -> dict:
+def kind_tuning(cluster_name: str, workers: int) -> dict:
     """render_kind_config's engine_tuning for a cluster in the guest.
 
     The API server is published on the guest's link address (the host's
@@ -321,7 +321,8 @@ def kind_tuning(cluster_name: str) -> dict:
     lease renewals fail under load and the controller-manager restarts), and
     kubeadm's wait for the control plane longer than its 4 minutes. With fewer
     nodes than the article's 3, the control plane takes pods too (no taint), so
-    pods still spread over more than one node.
+    pods still spread over more than one node. (A 1-node cluster is kind's own
+    business: kind removes that taint itself and fails if it is already gone.)
 
     Two settings cut the guest's steady load without changing what a test sees.
     etcd skips fsync (each one crosses the guest's block driver to the host's
@@ -345,4 +346,5 @@ def kind_tuning(cluster_name: str) -> dict:
     untaint = "kind: InitConfiguration\nnodeRegistration:\n  taints: []\n"
     proxy = (f"kind: KubeProxyConfiguration\nipvs:\n  syncPeriod: {GUEST_IPVS_SYNC_PERIOD}\n")
     return {"networking": {"apiServerAddress": LINK_GUEST, "apiServerPort": port},
-            "kubeadm_patches": [patch, untaint, proxy], "kube_proxy_cpu_request": GUEST_KUBE_PROXY_CPU}
+            "kubeadm_patches": [patch] + ([untaint] if workers else []) + [proxy],
+            "kube_proxy_cpu_request": GUEST_KUBE_PROXY_CPU}

@@ -33,11 +33,19 @@ def test_the_egress_guard_of_a_guest_engine_is_the_link_rule():
 
 
 def test_kind_tuning_publishes_the_api_server_on_the_guest_link():
-    t = vm.kind_tuning("ipvsg-ipvs")
+    t = vm.kind_tuning("ipvsg-ipvs", 1)
     assert t["networking"]["apiServerAddress"] == vm.LINK_GUEST
     assert 16443 <= t["networking"]["apiServerPort"] < 17443
-    assert t == vm.kind_tuning("ipvsg-ipvs")  # stable per name
+    assert t == vm.kind_tuning("ipvsg-ipvs", 1)  # stable per name
     assert 'leader-elect: "false"' in t["kubeadm_patches"][0]
+
+
+def test_kind_tuning_untaints_the_control_plane_only_beside_workers():
+    # kind untaints a 1-node cluster itself and fails if the taint is already gone (seen: E16's
+    # switch cluster in the guest, "taint node-role.kubernetes.io/control-plane not found").
+    untainted = [p for p in vm.kind_tuning("x", 1)["kubeadm_patches"] if "taints: []" in p]
+    assert len(untainted) == 1
+    assert not [p for p in vm.kind_tuning("x", 0)["kubeadm_patches"] if "taints: []" in p]
 
 
 def test_runner_for_a_cluster_without_marker_is_the_default(tmp_path, monkeypatch):
