@@ -307,6 +307,7 @@ def guard_drops(runner: Runner = DEFAULT) -> int:
 # ---- kind clusters on the guest's engine
 GUEST_CREATE_TIMEOUT = 1500
 GUEST_IPVS_SYNC_PERIOD = "10m0s"   # see kind_tuning
+GUEST_RUNTIME_REQUEST_TIMEOUT = "15m0s"  # see kind_tuning
 # The control plane's own requests (850m) plus this fit the guest's one CPU; see kind_tuning.
 GUEST_KUBE_PROXY_CPU = "100m"
 
@@ -332,6 +333,12 @@ def kind_tuning(cluster_name: str, workers: int) -> dict:
     default each node's kube-proxy resynced back to back for ever. Syncs on a
     change (a new Service, endpoints, a restart) are not affected.
 
+    kubelet waits up to 15 minutes for a container runtime call instead of 2: unpacking
+    an image layer into containerd's snapshots took longer than 2 minutes in a second
+    cluster beside the first (E16's), so CreateContainer for kube-proxy and kindnet hit
+    "context deadline exceeded", the half-done unpack was thrown away, and each retry
+    started over (seen for 12 minutes: the node never got Ready).
+
     kube-proxy gets a CPU request (GUEST_KUBE_PROXY_CPU). kubeadm's DaemonSet has none, so
     it is a BestEffort pod, and on a CPU-bound node BestEffort gets almost no CPU beside the
     control plane's Burstable pods: a sync took 18.6 s on average on the control-plane node
@@ -345,6 +352,7 @@ def kind_tuning(cluster_name: str, workers: int) -> dict:
              "etcd:\n  local:\n    extraArgs:\n      unsafe-no-fsync: \"true\"\n")
     untaint = "kind: InitConfiguration\nnodeRegistration:\n  taints: []\n"
     proxy = (f"kind: KubeProxyConfiguration\nipvs:\n  syncPeriod: {GUEST_IPVS_SYNC_PERIOD}\n")
+    kubelet = f"kind: KubeletConfiguration\nruntimeRequestTimeout: {GUEST_RUNTIME_REQUEST_TIMEOUT}\n"
     return {"networking": {"apiServerAddress": LINK_GUEST, "apiServerPort": port},
-            "kubeadm_patches": [patch] + ([untaint] if workers else []) + [proxy],
+            "kubeadm_patches": [patch] + ([untaint] if workers else []) + [proxy, kubelet],
             "kube_proxy_cpu_request": GUEST_KUBE_PROXY_CPU}
