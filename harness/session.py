@@ -165,7 +165,7 @@ def _halt_guest(pyconfig: pytest.Config, summary: list[str] | None = None) -> No
 def _apply_cluster_breaks(active, mode: str, name: str, kc: KindCluster, images: Images) -> None:
     """Damage a freshly made cluster on purpose (--break); see harness.breaks."""
     handle = ClusterHandle(mode=mode, name=name, kube=Kube(kc.kubeconfig), nodes=kc.nodes(), images=images,
-                           kind=kc)
+                           kind=kc, runner=kc.runner)  # the cluster's engine: the guest's for ipvs here
     for b in active:
         if b.on_cluster:
             log.warning("breaking cluster %s on purpose: %s", name, b.fault)
