@@ -276,6 +276,7 @@ class Lab:
         self.samples: list[dict] = []   # counts of every checked sample, for the report's charts
         self.action: list[str] = []
         self._node_pods: dict[str, PodPeer] = {}
+        self._node_macs: dict[str, str] = {}  # MAC -> node name (arp_answerers)
 
     # ---- recording ------------------------------------------------------
     def note(self, *lines: str) -> None:
@@ -394,11 +395,11 @@ class Lab:
         from `peer`, which must sit on the nodes' link."""
         from .loadbalancer import arp_answers
         self.step(f"from {peer.describe()}: arping -c 3 {address}")
-        macs = {}
-        for node in self.cluster.nodes:
-            out = self.node(node).exec(["sh", "-c", "cat /sys/class/net/*/address"]).stdout
-            macs.update({mac.strip().lower(): node.name for mac in out.split()})
-        return {macs.get(mac, mac) for mac in arp_answers(peer, address)}
+        if not self._node_macs:  # read once: callers poll this
+            for node in self.cluster.nodes:
+                out = self.node(node).exec(["sh", "-c", "cat /sys/class/net/*/address"]).stdout
+                self._node_macs.update({mac.strip().lower(): node.name for mac in out.split()})
+        return {self._node_macs.get(mac, mac) for mac in arp_answers(peer, address)}
 
     def wait_endpoints(self, service: str, replicas: int | None = None) -> set[str]:
         """Endpoints and EndpointSlices equal the ready pods, and every node's data plane has them."""
