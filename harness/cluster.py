@@ -241,7 +241,10 @@ class KindCluster:
     def delete(self) -> None:
         """Delete the cluster if this harness created it (marker present)."""
         if not self.owned():
-            log.info("not deleting %s: not created by this harness", self.name)
+            if self.exists():
+                log.info("not deleting %s: not created by this harness", self.name)
+            else:
+                log.info("no cluster %s to delete", self.name)
             return
         with Step(f"deleting kind cluster {self.name}"):
             self._kind_delete()

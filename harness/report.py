@@ -7,8 +7,11 @@ a picture says more than counts (the per-backend distribution of E04 per mode).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import shutil
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -261,3 +264,53 @@ def write_report(directory: Path, gate=None) -> tuple[Path, Path]:
     js.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     log.info("report: %d checks -> %s, %s", len(evs), md, js)
     return md, js
+
+
+def merge(into: Path, others: list[Path]) -> tuple[Path, Path]:
+    """Fold the experiments of runs made separately into `into`'s report, so one matrix shows
+    every mode (CI runs ipvs in its own step, in the guest). Each other run's evidence is copied
+    in beside `into`'s own (the next run in `into` clears it again); the gate's per-mode lines
+    are rebuilt from each run's report.json. Upstream spec rows stay those of `into`."""
+    from .gate import Gate, ModeTally
+    into = Path(into)
+    gate, merged = Gate(), []
+    for d in [into, *map(Path, others)]:
+        js = d / "report.json"
+        if not js.exists():
+            raise SystemExit(f"no report.json in {d}: merge reports of finished runs only")
+        data = json.loads(js.read_text(encoding="utf-8"))
+        for mode, g in data.get("gate", {}).items():
+            if d == into and mode in data.get("merged_modes", []):
+                continue  # from an earlier merge: the other run brings it again
+            if mode in gate.modes:
+                raise SystemExit(f"mode {mode} is in more than one of the merged runs ({d})")
+            gate.requested.append(mode)
+            gate.modes[mode] = ModeTally(passed=g["passed"], failed=g["failed"], skipped=g["skipped"])
+            if g.get("reason"):
+                gate.unavailable[mode] = g["reason"]
+            if d != into:
+                merged.append(mode)
+        if d != into:
+            for f in d.glob("evidence-*.jsonl"):
+                shutil.copyfile(f, into / f.name.replace("evidence-", f"evidence-{d.name}-", 1))
+    md, js = write_report(into, gate)
+    data = json.loads(js.read_text(encoding="utf-8"))
+    js.write_text(json.dumps({**data, "merged_modes": merged}, indent=2) + "\n", encoding="utf-8")
+    return md, js
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("merge", help="put the experiments of separate runs into one report")
+    m.add_argument("into", type=Path, help="artifacts directory whose report gets the others' modes")
+    m.add_argument("others", type=Path, nargs="+", help="artifacts directories of the other runs")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    md, _ = merge(args.into, args.others)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -101,3 +101,39 @@ def test_no_chart_without_samples(tmp_path):
     Recorder(tmp_path, "gw0").record(ev("E04", "iptables", "pass"))
     md, _ = write_report(tmp_path)
     assert not (tmp_path / "report-E04.png").exists() and "report-E04.png" not in md.read_text()
+
+
+def _run(directory, mode, verdict, worker="gw0"):
+    """A finished run's artifacts: its evidence and the report (with gate) it wrote."""
+    from harness.gate import Gate
+    Recorder(directory, worker).record(ev("a", mode, verdict, title="first"))
+    gate = Gate(requested=[mode])
+    gate.record(mode, "call", "passed" if verdict == "pass" else "failed")
+    write_report(directory, gate)
+
+
+def test_merge_puts_separate_runs_in_one_matrix(tmp_path):
+    from harness.report import merge
+    main, ipvs = tmp_path / "artifacts", tmp_path / "artifacts" / "ipvs"
+    _run(main, "iptables", "pass")
+    _run(ipvs, "ipvs", "fail")
+    md_path, json_path = merge(main, [ipvs])
+    md = md_path.read_text()
+    assert "| a: first | PASS | FAIL |" in md
+    assert "- iptables: PASS (1 passed, 0 failed, 0 skipped)" in md
+    assert "- ipvs: FAIL (0 passed, 1 failed, 0 skipped)" in md
+    data = json.loads(json_path.read_text())
+    assert data["modes"] == ["iptables", "ipvs"]
+    assert set(data["gate"]) == {"iptables", "ipvs"}
+    merge(main, [ipvs])  # again: the copied evidence is replaced, not doubled
+    assert len(load(main)) == 2
+
+
+def test_merge_refuses_a_mode_twice_and_unfinished_runs(tmp_path):
+    from harness.report import merge
+    _run(tmp_path / "a", "iptables", "pass")
+    _run(tmp_path / "b", "iptables", "pass")
+    with pytest.raises(SystemExit, match="more than one"):
+        merge(tmp_path / "a", [tmp_path / "b"])
+    with pytest.raises(SystemExit, match="no report.json"):
+        merge(tmp_path / "a", [tmp_path / "missing"])
