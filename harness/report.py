@@ -239,8 +239,9 @@ def render_gate(gate) -> str:
     return "\n".join(["", "## Gate: one verdict per mode", "", *(f"- {line}" for line in lines)]) + "\n"
 
 
-def write_report(directory: Path, gate=None) -> tuple[Path, Path]:
-    """Merge every worker's evidence into report.md and report.json in `directory`."""
+def write_report(directory: Path, gate=None, extra: dict | None = None) -> tuple[Path, Path]:
+    """Merge every worker's evidence into report.md and report.json in `directory`
+    (`extra`: more top-level keys for report.json)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     evs = load(directory)
@@ -261,6 +262,7 @@ def write_report(directory: Path, gate=None) -> tuple[Path, Path]:
         data["upstream"] = upstream.render_json(ups, directory)
     if gate is not None:
         data["gate"] = gate.as_dict()
+    data.update(extra or {})
     js.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     log.info("report: %d checks -> %s, %s", len(evs), md, js)
     return md, js
@@ -293,10 +295,7 @@ def merge(into: Path, others: list[Path]) -> tuple[Path, Path]:
         if d != into:
             for f in d.glob("evidence-*.jsonl"):
                 shutil.copyfile(f, into / f.name.replace("evidence-", f"evidence-{d.name}-", 1))
-    md, js = write_report(into, gate)
-    data = json.loads(js.read_text(encoding="utf-8"))
-    js.write_text(json.dumps({**data, "merged_modes": merged}, indent=2) + "\n", encoding="utf-8")
-    return md, js
+    return write_report(into, gate, extra={"merged_modes": merged})
 
 
 def main(argv: list[str] | None = None) -> int:
