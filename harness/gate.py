@@ -105,6 +105,14 @@ class Gate:
         return {m: {"verdict": t.verdict, "passed": t.passed, "failed": t.failed, "skipped": t.skipped,
                     "reason": self.unavailable.get(m, "")} for m, t in self.verdicts().items()}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Gate":
+        """A finished run's gate back from its as_dict() (report.json); skip reasons are not kept there."""
+        return cls(requested=list(d),
+                   unavailable={m: g["reason"] for m, g in d.items() if g.get("reason")},
+                   modes={m: ModeTally(passed=g["passed"], failed=g["failed"], skipped=g["skipped"])
+                          for m, g in d.items()})
+
 
 def _main_reason(t: ModeTally) -> str:
     if not t.skip_reasons:

@@ -273,7 +273,7 @@ def merge(into: Path, others: list[Path]) -> tuple[Path, Path]:
     every mode (CI runs ipvs in its own step, in the guest). Each other run's evidence is copied
     in beside `into`'s own (the next run in `into` clears it again); the gate's per-mode lines
     are rebuilt from each run's report.json. Upstream spec rows stay those of `into`."""
-    from .gate import Gate, ModeTally
+    from .gate import Gate
     into = Path(into)
     gate, merged = Gate(), []
     for d in [into, *map(Path, others)]:
@@ -281,15 +281,16 @@ def merge(into: Path, others: list[Path]) -> tuple[Path, Path]:
         if not js.exists():
             raise SystemExit(f"no report.json in {d}: merge reports of finished runs only")
         data = json.loads(js.read_text(encoding="utf-8"))
-        for mode, g in data.get("gate", {}).items():
+        run = Gate.from_dict(data.get("gate", {}))
+        for mode, tally in run.modes.items():
             if d == into and mode in data.get("merged_modes", []):
                 continue  # from an earlier merge: the other run brings it again
             if mode in gate.modes:
                 raise SystemExit(f"mode {mode} is in more than one of the merged runs ({d})")
             gate.requested.append(mode)
-            gate.modes[mode] = ModeTally(passed=g["passed"], failed=g["failed"], skipped=g["skipped"])
-            if g.get("reason"):
-                gate.unavailable[mode] = g["reason"]
+            gate.modes[mode] = tally
+            if mode in run.unavailable:
+                gate.unavailable[mode] = run.unavailable[mode]
             if d != into:
                 merged.append(mode)
         if d != into:

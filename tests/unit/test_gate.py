@@ -107,3 +107,13 @@ def test_tally_counts_each_test_once():
     g.record("iptables", "call", "passed")
     g.record("iptables", "teardown", "failed")   # an error in teardown is a failure
     assert g.lines() == ["iptables: FAIL (2 passed, 1 failed, 1 skipped)"]
+
+
+def test_gate_round_trips_through_its_dict():
+    from harness.gate import Gate
+    g = Gate(requested=["iptables", "ipvs"], unavailable={"ipvs": "no IPVS"})
+    g.record("iptables", "call", "passed")
+    g.record("iptables", "call", "failed")
+    back = Gate.from_dict(g.as_dict())
+    assert back.as_dict() == g.as_dict()
+    assert back.lines() == g.lines()
