@@ -240,7 +240,7 @@ def prove(mode: str, names: list[str], artifacts: Path, extra: list[str], jobs: 
     from concurrent.futures import ThreadPoolExecutor
 
     from . import report
-    from .cluster import KindCluster, runner_for
+    from .cluster import KindCluster
     # one_each: the small size CI runs (every break and every kind of damage, first experiment only).
     ordered = [replace(BREAKS[n], must_fail=BREAKS[n].must_fail[:1]) if one_each else BREAKS[n]
                for n in names]
@@ -253,7 +253,7 @@ def prove(mode: str, names: list[str], artifacts: Path, extra: list[str], jobs: 
             results = [r for lane in done for r in lane]
     finally:
         shared_name = f"{SHARED_PREFIX}-{mode}"
-        KindCluster(name=shared_name, mode=mode, runner=runner_for(shared_name)).delete()  # on its engine
+        KindCluster.ours(shared_name).delete()  # on the engine its marker names
     for b, rc, took in results:
         verdicts = _verdicts(report.load(artifacts / b.name), mode)
         for exp in b.must_fail:

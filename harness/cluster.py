@@ -5,7 +5,10 @@
 
 Ownership: a cluster counts as ours only if the harness left a marker file
 for it (CACHE/clusters/<name>.json) when it created it. A cluster of that name
-without a marker belongs to someone else and is never deleted or changed.
+without a marker belongs to someone else and is never deleted or changed. The
+marker names the owner (a run's controller, harness.owners) and the engine the
+cluster runs on: a live owner's cluster is never deleted or reused by another
+run (`claim_name` gives that run another name), a dead owner's may be.
 """
 from __future__ import annotations
 
@@ -14,7 +17,6 @@ import copy
 import fcntl
 import json
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -22,7 +24,11 @@ from pathlib import Path
 
 import yaml
 
-from . import config, engine
+from filelock import FileLock
+
+from . import config
+from . import engine as engines
+from .owners import Owner, read_json, write_json
 from .runner import DEFAULT, CommandError, Runner, Step
 
 log = logging.getLogger(__name__)
@@ -92,6 +98,21 @@ class KindCluster:
     create_timeout: float = config.CLUSTER_CREATE_TIMEOUT
     created: bool = False           # did this object create it (and so may delete it)?
     create_seconds: float = 0.0
+    engine: "engines.Engine | None" = None   # where it runs (default: the engine `runner` reaches)
+    owner: Owner | None = None               # who may delete it (default: this process)
+
+    def __post_init__(self):
+        if self.engine is None:
+            self.engine = engines.of(self.runner)
+        else:
+            self.runner = self.engine.runner
+        self.owner = self.owner or Owner.of()
+
+    @classmethod
+    def ours(cls, name: str, owner: Owner | None = None) -> "KindCluster":
+        """A cluster of ours by name, on the engine its marker records (for deletion, logs, clean-up)."""
+        m = read_json(config.CACHE / "clusters" / f"{name}.json") or {}
+        return cls(name=name, mode=m.get("mode", "iptables"), engine=engines.from_marker(m), owner=owner)
 
     # ---- paths ---------------------------------------------------------
     @property
@@ -109,6 +130,11 @@ class KindCluster:
 
     def owned(self) -> bool:
         return self.marker.exists()
+
+    def held_by_other(self) -> Owner | None:
+        """The live owner of this cluster's marker, if that is not us."""
+        held = Owner.from_dict((read_json(self.marker) or {}).get("owner"))
+        return held if held and held.alive() and held != self.owner else None
 
     def nodes(self) -> list[Node]:
         names = self.runner.run([config.tool("kind"), "get", "nodes", "--name", self.name]).stdout.split()
@@ -136,24 +162,28 @@ class KindCluster:
 
     def start(self) -> None:
         """Create the cluster, or reuse ours if asked; never touch someone else's."""
-        if self.mode == "ipvs" and self.runner.where == "host":
-            reason = engine.ipvs_missing_reason()
-            if reason:
-                raise engine.PreflightError(reason)
-        engine.engine_ready(self.runner)
+        reason = self.engine.unavailable_reason(self.mode)
+        if reason:
+            raise engines.PreflightError(reason)
+        engines.engine_ready(self.runner)
         if self.exists():
             if not self.owned():
                 raise ClusterError(
                     f"a kind cluster named {self.name!r} exists but was not created by this harness "
                     f"(no {self.marker}); it is left alone. Pick another --cluster-name, or use "
                     f"--kubeconfig to run against it")
+            other = self.held_by_other()
+            if other:
+                raise ClusterError(f"kind cluster {self.name!r} belongs to a run that is still going ({other}); "
+                                   f"it is left alone. Pick another --cluster-name")
             if self.reuse and self._same_config() and self._healthy():
                 log.info("reusing cluster %s", self.name)
-                engine.ensure_egress_guard(self.runner)
+                self._write_marker(json.loads(self.marker.read_text()).get("config", ""))
+                self.engine.ensure_guard()
                 return
             log.info("deleting stale cluster %s left by an earlier run", self.name)
             self._kind_delete()
-        engine.ensure_egress_guard(self.runner)
+        self.engine.ensure_guard()
         self._create_with_retries()
 
     def _rendered(self) -> str:
@@ -184,9 +214,7 @@ class KindCluster:
         cfg_path = config.CACHE / "clusters" / f"{self.name}.kind.yaml"
         cfg_path.write_text(cfg)
         # The marker goes down before kind starts, so an interrupted create is still ours to clean up.
-        self.marker.write_text(json.dumps({"created_by": "svc-harness", "mode": self.mode, "config": cfg,
-                                           "pid": os.getpid(), "time": time.time(),
-                                           "engine_env": self.runner.env, "where": self.runner.where}))
+        self._write_marker(cfg)
         self.created = True
         last: CommandError | None = None
         for attempt in range(1, config.CLUSTER_CREATE_ATTEMPTS + 1):
@@ -211,6 +239,11 @@ class KindCluster:
         raise ClusterError(f"could not create kind cluster {self.name} after "
                            f"{config.CLUSTER_CREATE_ATTEMPTS} attempts; last error:\n{last}")
 
+    def _write_marker(self, cfg: str) -> None:
+        write_json(self.marker, {"created_by": "svc-harness", "mode": self.mode, "config": cfg,
+                                 "owner": self.owner.to_dict(), "time": time.time(),
+                                 "where": self.engine.describe(), **self.engine.marker()})
+
     def _apply_engine_tuning(self) -> None:
         """What an engine elsewhere asks for once the cluster exists (see harness.guest.vm.kind_tuning)."""
         cpu = self.engine_tuning.get("kube_proxy_cpu_request")
@@ -233,24 +266,39 @@ class KindCluster:
                         check=False, timeout=300)
         log.warning("kind logs of the failed attempt: %s", dest)
 
-    def _kind_delete(self) -> None:
+    def _kind_delete(self) -> bool:
         # --kubeconfig keeps kind away from ~/.kube/config on delete too.
-        self.runner.run([config.tool("kind"), "delete", "cluster", "--name", self.name,
-                         "--kubeconfig", str(self.kubeconfig)], check=False, timeout=300)
+        res = self.runner.run([config.tool("kind"), "delete", "cluster", "--name", self.name,
+                               "--kubeconfig", str(self.kubeconfig)], check=False, timeout=300)
+        if res.ok:
+            return True
+        log.warning("kind delete cluster %s failed (exit %d): %s", self.name, res.returncode,
+                    (res.stderr or res.stdout).strip()[-500:])
+        return not self.exists()
 
-    def delete(self) -> None:
-        """Delete the cluster if this harness created it (marker present)."""
+    def delete(self) -> bool:
+        """Delete the cluster if this harness created it (marker present) and no other live run
+        holds it. A delete that fails keeps the marker, so the next run or clean-up finishes it."""
         if not self.owned():
             if self.exists():
                 log.info("not deleting %s: not created by this harness", self.name)
             else:
                 log.info("no cluster %s to delete", self.name)
-            return
+            return False
+        other = self.held_by_other()
+        if other:
+            log.info("not deleting %s: a run that is still going owns it (%s)", self.name, other)
+            return False
         with Step(f"deleting kind cluster {self.name}"):
-            self._kind_delete()
+            if not self._kind_delete():
+                log.warning("cluster %s is still there; its marker %s stays so a later run can delete it",
+                            self.name, self.marker)
+                return False
         self.marker.unlink(missing_ok=True)
         self.kubeconfig.unlink(missing_ok=True)
         self.marker.with_suffix(".kind.yaml").unlink(missing_ok=True)
+        self.engine.remove_guard_if_unused()
+        return True
 
 
 def wait_system_ready(kubeconfig: Path, runner: Runner = DEFAULT, timeout: int = 180) -> None:
@@ -330,15 +378,40 @@ def use(lock_file: Path, exclusive: bool = False, what: str = ""):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def runner_for(name: str, runner: Runner = DEFAULT) -> Runner:
+def runner_for(name: str) -> Runner:
     """The runner that reaches the engine a cluster of ours was created on (from its marker)."""
-    try:
-        m = json.loads((config.CACHE / "clusters" / f"{name}.json").read_text())
-    except (OSError, ValueError):
-        return runner
-    return runner.on_engine(m["engine_env"], m.get("where", "?")) if m.get("engine_env") else runner
+    return KindCluster.ours(name).runner
 
 
-def delete_owned(name: str, runner: Runner = DEFAULT) -> None:
-    """Delete a cluster by name if (and only if) this harness created it."""
-    KindCluster(name=name, mode="iptables", runner=runner_for(name, runner)).delete()
+def claim_name(base: str, owner: Owner, engine: "engines.Engine") -> str:
+    """A cluster name that no live run holds: `base`, else `base-2`, `base-3`, ...
+
+    The claim is the ownership marker, written behind a machine-wide lock, so two runs started
+    at the same moment with the same --cluster-name get different clusters. A name whose cluster
+    exists without a marker (someone else's) is returned as it is: KindCluster.start refuses it.
+    """
+    clusters = config.CACHE / "clusters"
+    clusters.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(clusters / ".claim.lock"), timeout=120):
+        for i in range(1, 50):
+            name = base if i == 1 else f"{base}-{i}"
+            path = clusters / f"{name}.json"
+            m = read_json(path)
+            held = Owner.from_dict((m or {}).get("owner"))
+            if held and held != owner and held.alive():
+                continue
+            if m is None and name in engine.runner.run([config.tool("kind"), "get", "clusters"],
+                                                       check=False).stdout.split():
+                return name
+            write_json(path, {**(m or {"created_by": "svc-harness", "time": time.time()}),
+                              "owner": owner.to_dict(), **engine.marker()})
+            if i > 1:
+                log.warning("cluster name %s is held by a run that is still going (%s); this run uses %s",
+                            base, Owner.from_dict(read_json(clusters / f"{base}.json").get("owner")), name)
+            return name
+    raise ClusterError(f"no free cluster name {base}, {base}-2, ... {base}-49: live runs hold them all")
+
+
+def delete_owned(name: str) -> bool:
+    """Delete a cluster by name if (and only if) this harness created it and no live run holds it."""
+    return KindCluster.ours(name).delete()

@@ -33,8 +33,8 @@ CONVERGE_TIMEOUT = 60
 POLL_INTERVAL = 0.5
 
 
-# Factor on every wait's timeout. A cluster in the UML guest engine (harness.guest) is several
-# times slower than on the host (kube-proxy syncs took ~35 s, a new Service reached IPVS 64-138 s after its pods), so the session raises it.
+# Factor on every wait's timeout, set by the user for a slow machine; each engine adds its own
+# (harness.waits.slower; the UML guest's is GUEST_SLOWDOWN).
 SLOWDOWN_ENV = "SVC_HARNESS_SLOWDOWN"
 GUEST_SLOWDOWN = 3
 

@@ -1,4 +1,4 @@
-"""Host-side preconditions: the Docker engine, the IPVS preflight, the egress guard.
+"""Docker engines that run kind nodes (host, or the UML guest), chosen once per mode; the egress guard.
 
 The egress guard keeps every packet of the suites on this machine: a rule in
 Docker's DOCKER-USER chain drops anything forwarded from the kind network's
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config
@@ -47,43 +48,153 @@ def ipvs_missing_reason(proc: Path = Path("/proc"), modules: Path = Path("/lib/m
             f"or a host whose kernel has CONFIG_IP_VS")
 
 
-def mode_unavailable_reason(mode: str, ipvs_engine: str = "auto") -> str | None:
-    """Why kube-proxy cannot run in `mode` on this machine, or None if it can (the preflight).
+@dataclass
+class Shape:
+    """What a cluster looks like on an engine: its workers, kind/kubeadm tuning and why it differs."""
+    workers: int
+    tuning: dict = field(default_factory=dict)   # render_kind_config's engine_tuning
+    note: str = ""                                # for the report, when it differs from what was asked
 
-    ipvs needs IPVS in the kernel of the engine that runs the nodes: the host's,
-    or the UML guest's (harness.guest) when the host lacks it and the guest is allowed.
+
+class Engine:
+    """A Docker engine that runs kind nodes, like kind's node provider.
+
+    It owns how to reach it (`runner`: docker and kind through it reach this engine), its
+    lifecycle for a run (`up` / `release`), the egress guard of the networks it serves, the shape
+    of cluster it can carry and how much slower than the host its clusters are (`slowdown`, a
+    factor on every wait of a test on its cluster). `choose` picks one per mode; a cluster's
+    ownership marker records `marker()`, and `from_marker` rebuilds the engine from it.
+    """
+    kind = "?"
+    slowdown = 1.0
+    create_timeout: float = config.CLUSTER_CREATE_TIMEOUT
+
+    def __init__(self, runner: Runner = DEFAULT):
+        self.runner = runner
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def marker(self) -> dict:
+        return {"engine": self.kind}
+
+    def unavailable_reason(self, mode: str) -> str | None:
+        """Why kube-proxy cannot run in `mode` on this engine, or None if it can (the preflight)."""
+        return None
+
+    def shape(self, cluster_name: str, workers: int) -> Shape:
+        return Shape(workers)
+
+    def up(self, run_key: str, images: list[str]) -> dict[str, float]:
+        """Make the engine usable for the run `run_key`; returns seconds per image it had to load."""
+        engine_ready(self.runner)
+        return {}
+
+    def release(self, run_key: str, keep: bool = False) -> list[str]:
+        """The run is done with the engine; returns lines for the run's summary."""
+        return []
+
+    def ensure_guard(self, network: str = config.KIND_NETWORK) -> str:
+        raise NotImplementedError
+
+    def check_guard(self, network: str = config.KIND_NETWORK) -> None:
+        raise NotImplementedError
+
+    def guard_drops(self, comment: str = GUARD_COMMENT) -> int:
+        raise NotImplementedError
+
+    def remove_guard_if_unused(self, network: str = config.KIND_NETWORK) -> bool:
+        """Remove the guard once no container is left on the network it covers; True if removed."""
+        return False
+
+
+class HostEngine(Engine):
+    """The host's own Docker engine."""
+    kind = "host"
+
+    def describe(self) -> str:
+        return f"host engine (kernel {os.uname().release})"
+
+    def unavailable_reason(self, mode: str) -> str | None:
+        return ipvs_missing_reason() if mode == "ipvs" else None
+
+    def ensure_guard(self, network: str = config.KIND_NETWORK) -> str:
+        return _ensure_host_guard(self.runner, network)
+
+    def check_guard(self, network: str = config.KIND_NETWORK) -> None:
+        _check_host_guard(self.runner, network)
+
+    def guard_drops(self, comment: str = GUARD_COMMENT) -> int:
+        res = self.runner.run(["iptables", "-L", "DOCKER-USER", "-v", "-x", "-n"], check=False)
+        return sum(int(line.split()[0]) for line in res.stdout.splitlines() if f"/* {comment} */" in line)
+
+    def remove_guard_if_unused(self, network: str = config.KIND_NETWORK) -> bool:
+        with _guard_lock():
+            bridge = kind_bridge(self.runner, network)
+            if bridge is None:
+                return False
+            attached = self.runner.run(["docker", "network", "inspect", "-f", "{{len .Containers}}", network],
+                                       check=False).stdout.strip()
+            if attached not in ("0", ""):
+                return False
+            out_if = outside_interface(self.runner)
+            removed = False
+            for rule in (_guard_rule(bridge, out_if), _dns_rule(bridge, out_if, "udp"),
+                         _dns_rule(bridge, out_if, "tcp")):
+                while self.runner.run(["iptables", "-D", *rule], check=False).ok:
+                    removed = True
+            return removed
+
+
+def _guard_lock():
+    """Machine-wide: two runs install, check and remove the host's guard rules one at a time."""
+    from filelock import FileLock
+    (config.CACHE / "locks").mkdir(parents=True, exist_ok=True)
+    return FileLock(str(config.CACHE / "locks" / "host-guard.lock"), timeout=600)
+
+
+def choose(mode: str, preference: str = "auto") -> Engine:
+    """The engine a mode's clusters run on: the one place that decides.
+
+    Only ipvs needs more than the host has: with preference "auto" it runs in the UML guest
+    (harness.guest) when the host kernel lacks IPVS; "host" forbids the guest, "guest" asks for it.
     """
     if mode != "ipvs":
-        return None
-    missing = ipvs_missing_reason()
-    if choose(mode, ipvs_engine, missing) == "host":
+        return HostEngine()
+    if preference == "guest" or (preference == "auto" and ipvs_missing_reason()):
+        from .guest.engine import GuestEngine
+        return GuestEngine()
+    return _HostOnly() if preference == "host" else HostEngine()
+
+
+class _HostOnly(HostEngine):
+    """ipvs with --ipvs-engine=host: the host engine, and the preflight says why it cannot run."""
+
+    def unavailable_reason(self, mode: str) -> str | None:
+        missing = super().unavailable_reason(mode)
         return f"{missing} (--ipvs-engine=host forbids the UML guest engine)" if missing else None
-    from .guest import build
-    a = build.GuestBuilder().paths()
-    absent = [str(p) for p in (a.kernel, a.rootfs) if not p.exists()]
-    if absent:
-        return (f"ipvs runs in the UML guest engine here ({missing or '--ipvs-engine=guest'}), but the guest is "
-                f"not built ({', '.join(absent)} missing): run `python -m harness.guest build` "
-                "(scripts/setup does it)")
-    return None
 
 
-def choose(mode: str, preference: str, ipvs_missing: str | None) -> str:
-    """Which Docker engine a mode's cluster runs on: "host" or "guest".
-
-    Only ipvs ever needs the guest (harness.guest): with preference "auto" it
-    is used when the host kernel lacks IPVS (`ipvs_missing` is the reason).
-    """
-    if mode != "ipvs" or preference == "host":
-        return "host"
-    if preference == "guest":
-        return "guest"
-    return "guest" if ipvs_missing else "host"
+def from_marker(marker: dict | None) -> Engine:
+    """The engine a cluster of ours was created on, from its ownership marker."""
+    marker = marker or {}
+    if marker.get("engine") == "guest" or marker.get("engine_env"):
+        from .guest.engine import GuestEngine
+        return GuestEngine()
+    return HostEngine()
 
 
-def _guest(runner: Runner) -> bool:
-    """Does this runner reach a guest's engine (DOCKER_HOST set by harness.guest)?"""
-    return bool(runner.env.get("DOCKER_HOST"))
+def of(runner: Runner) -> Engine:
+    """The engine a runner reaches (Runner.on_engine names it)."""
+    if runner.where != "host":
+        from .guest.engine import GuestEngine
+        return GuestEngine(runner)
+    return HostEngine(runner)
+
+
+def mode_unavailable_reason(mode: str, ipvs_engine: str = "auto") -> str | None:
+    """The preflight: why kube-proxy cannot run in `mode` on this machine, or None if it can."""
+    return choose(mode, ipvs_engine).unavailable_reason(mode)
 
 
 def outside_interface(runner: Runner = DEFAULT) -> str:
@@ -135,15 +246,27 @@ def _guard_rule(bridge: str, out_if: str) -> list[str]:
 
 
 def ensure_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:
-    """Install (once) and verify the drop rule; returns the rule as text.
+    """Install (once) and verify the egress guard of the engine `runner` reaches; the rule as text."""
+    return of(runner).ensure_guard(network)
 
-    For a guest engine the guard is the host's drop of everything forwarded
-    from the guest's link (the guest has no route out of its own).
-    """
-    if _guest(runner):
-        from .guest import vm
-        ensure_kind_network(runner, network)  # the guest engine's own kind network, same explicit subnet rule
-        return vm.ensure_guard(runner)
+
+def check_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> None:
+    """Refuse to send traffic unless the engine's egress guard is in place."""
+    of(runner).check_guard(network)
+
+
+def egress_drops(runner: Runner = DEFAULT, comment: str = GUARD_COMMENT) -> int:
+    """Packets a guard rule has stopped so far (the egress guard's should stay 0)."""
+    return of(runner).guard_drops(comment)
+
+
+def _ensure_host_guard(runner: Runner, network: str) -> str:
+    """Install (once) and verify the drop rule in DOCKER-USER; returns the rule as text."""
+    with _guard_lock():
+        return _install_host_guard(runner, network)
+
+
+def _install_host_guard(runner: Runner, network: str) -> str:
     bridge = ensure_kind_network(runner, network)
     out_if = outside_interface(runner)
     rule = _guard_rule(bridge, out_if)
@@ -159,7 +282,7 @@ def ensure_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NET
                 runner.run(["iptables", "-D", *r])
         for r in reversed(wanted):  # -I prepends: end with the DNS rules first, then the drop
             runner.run(["iptables", "-I", *r], what="installing the egress guard in DOCKER-USER")
-    check_egress_guard(runner, network)
+    _check_host_guard(runner, network)
     return " ".join(rule)
 
 
@@ -168,12 +291,7 @@ def _dns_rule(bridge: str, out_if: str, proto: str) -> list[str]:
             "-m", "comment", "--comment", DNS_COMMENT, "-j", "REJECT"]
 
 
-def check_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> None:
-    """Refuse to send traffic unless the drop rule is present."""
-    if _guest(runner):
-        from .guest import vm
-        vm.check_guard(runner)
-        return
+def _check_host_guard(runner: Runner, network: str) -> None:
     bridge = kind_bridge(runner, network)
     if bridge is None:
         return  # no kind network, so no cluster traffic can be forwarded anywhere
@@ -181,12 +299,3 @@ def check_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETW
     if not runner.run(["iptables", "-C", *rule], check=False).ok:
         raise PreflightError(f"egress guard missing: expected `iptables -I {' '.join(rule)}`; "
                              "refusing to send traffic without it")
-
-
-def egress_drops(runner: Runner = DEFAULT, comment: str = GUARD_COMMENT) -> int:
-    """Packets a guard rule has stopped so far (the egress guard's should stay 0)."""
-    if _guest(runner):
-        from .guest import vm
-        return vm.guard_drops(runner) if comment == GUARD_COMMENT else 0
-    res = runner.run(["iptables", "-L", "DOCKER-USER", "-v", "-x", "-n"], check=False)
-    return sum(int(line.split()[0]) for line in res.stdout.splitlines() if f"/* {comment} */" in line)

@@ -61,6 +61,7 @@ class ClusterHandle:
     changes_log: Path | None = None      # consented changes are appended here for the report
     runner: Runner = field(default=DEFAULT, repr=False)
     engine_note: str = ""                # where it runs, for the report (harness.session fills it)
+    slowdown: float = 1.0                # its engine's factor on every wait (harness.waits.slower)
     expected_nodes: int = 0              # nodes it was created with (0: unknown, e.g. --kubeconfig)
     _external: dict[int, ExternalPeer] = field(default_factory=dict, repr=False)
     _allowed: list | None = field(default=None, repr=False)

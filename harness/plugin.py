@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import time
 import uuid
@@ -191,6 +190,8 @@ def pytest_configure(config: pytest.Config) -> None:
         run_dir = hcfg.CACHE / "runs" / uuid.uuid4().hex[:12]
         run_dir.mkdir(parents=True, exist_ok=True)
         config._svc_run_dir = run_dir
+        from .owners import Owner, write_json
+        write_json(run_dir / "owner.json", Owner.of().to_dict())  # the run's clusters and leases name it
         if opts.kubeconfig:
             (run_dir / "byo-preflight.json").write_text(config._svc_byo.to_json())
         _install_sigterm_handler(config)
@@ -385,7 +386,8 @@ def lab(request, cluster):
     """A fresh namespace on the mode's cluster, deleted afterwards; artifacts on failure."""
     if request.node.get_closest_marker("kind_only") and not cluster.is_kind:
         pytest.skip(KIND_ONLY_REASON)
-    with _cluster_use(request, cluster):
+    from .waits import slower
+    with _cluster_use(request, cluster), slower(cluster.slowdown):
         yield from _lab(request, cluster)
 
 
@@ -424,7 +426,8 @@ def mode_switch_cluster(request, cluster):
     from . import session
     if not cluster.is_kind:
         pytest.skip(KIND_ONLY_REASON)
-    with session.switch_cluster(request.config, cluster) as bench:
+    from .waits import slower
+    with slower(cluster.slowdown), session.switch_cluster(request.config, cluster) as bench:
         yield bench
 
 
@@ -432,8 +435,10 @@ def mode_switch_cluster(request, cluster):
 def upstream_run(request, cluster, proxy_mode):
     """This mode's upstream e2e run: made by the first item that needs it, shared by all."""
     from .upstream import run
-    with _cluster_use(request, cluster):  # its e2e run shares the cluster with the experiments
-        return run.for_mode(request.config, cluster, run.selected(request.session.items, proxy_mode))
+    from .waits import slower
+    with _cluster_use(request, cluster), slower(cluster.slowdown):  # it shares the cluster with the experiments
+        return run.for_mode(request.config, cluster, run.selected(request.session.items, proxy_mode),
+                            runner=cluster.runner)
 
 
 @pytest.fixture
@@ -497,9 +502,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         f.unlink()
     session.config._svc_started = time.monotonic()
     from . import engine
-    session.config._svc_drops_before = (engine.egress_drops(), engine.egress_drops(comment=engine.DNS_COMMENT))
-    from .guest import vm
-    session.config._svc_guest_drops_before = vm.guard_drops()
+    opts = session.config.option
+    before = {}
+    for mode in ([] if opts.kubeconfig else opts.proxy_modes):  # only the engines this run will use
+        eng = engine.choose(mode, opts.ipvs_engine)
+        before[eng.kind] = (eng.guard_drops(), eng.guard_drops(engine.DNS_COMMENT))
+    if opts.kubeconfig:
+        eng = engine.HostEngine()
+        before["host"] = (eng.guard_drops(), eng.guard_drops(engine.DNS_COMMENT))
+    session.config._svc_drops_before = before
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

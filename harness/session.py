@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from . import breaks, config, engine
-from .cluster import KindCluster, runner_for
+from . import assembly, config, engine
+from .cluster import KindCluster, claim_name
 from .kube import Kube
 from .lab import ClusterHandle, Images
+from .owners import read_json, run_owner, write_json
 from .runner import DEFAULT, Runner
 
 log = logging.getLogger(__name__)
@@ -33,143 +34,77 @@ def cluster_name(opts, mode: str) -> str:
     return f"{opts.cluster_name}-{mode}"
 
 
-def _image_exists(tag: str) -> bool:
-    return DEFAULT.run(["docker", "image", "inspect", tag], check=False, timeout=30).ok
+class OnceError(RuntimeError):
+    pass
 
 
-def resolve_images(opts) -> tuple[str, Images, bool]:
-    """(node image, workload images, whether the node image already holds them)."""
-    v = config.versions()
-    ours = config.node_image_tag()
-    node_image = opts.node_image or (ours if _image_exists(ours) else v["UPSTREAM_NODE_IMAGE"])
-    t = v["HARNESS_TAG"]
-    images = Images(demoapp=opts.demo_image or f"svc-harness/demoapp:{t}", toolbox=f"svc-harness/toolbox:{t}")
-    return node_image, images, node_image == ours
+def run_once(run_dir: Path, key: str, fn) -> dict:
+    """Do `fn()` once per run, behind a lock: the first caller (any xdist worker) runs it and
+    records its JSON result, later callers read that; if it failed, they fail with its error."""
+    state_file = run_dir / f"{key}.json"
+    with FileLock(str(run_dir / f"{key}.lock")):
+        state = read_json(state_file)
+        if state is None:
+            try:
+                state = fn()
+            except Exception as e:
+                write_json(state_file, {"error": str(e)})
+                raise
+            write_json(state_file, state)
+    if state.get("error"):
+        raise OnceError(f"{key} failed earlier in this run:\n{state['error']}")
+    return state
 
 
 def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     opts = pyconfig.option
-    node_image, images, baked = resolve_images(opts)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     if opts.kubeconfig:
+        _, images, _ = assembly.resolve_images(opts.node_image, opts.demo_image)
         return _existing(pyconfig, images, worker)
-    missing = engine.ipvs_missing_reason() if mode == "ipvs" else None
-    where = engine.choose(mode, opts.ipvs_engine, missing)
-    reason = engine.mode_unavailable_reason(mode, opts.ipvs_engine)
+    eng = engine.choose(mode, opts.ipvs_engine)
+    reason = eng.unavailable_reason(mode)
     if reason:  # only reached with --skip-unavailable-modes; otherwise the run stopped at configure
         pytest.skip(reason)
     run_dir: Path = pyconfig._svc_run_dir
-    name = cluster_name(opts, mode)
-    runner, tuning, workers, size_note = DEFAULT, {}, opts.workers, ""
-    if where == "guest":
-        os.environ.setdefault(config.SLOWDOWN_ENV, str(config.GUEST_SLOWDOWN))  # this worker's waits, see config
-        runner = _guest_engine(pyconfig, [node_image, images.demoapp, images.toolbox])
-        from .guest import vm
-        workers = opts.guest_workers
-        tuning = vm.kind_tuning(name, workers)
-        if workers + 1 < 3:
-            size_note = (f"{workers + 1} node(s), not 3: a kind cluster inside the UML guest is CPU-bound "
-                         f"(every syscall is trapped); --guest-workers sets the size. Its control plane is untainted, "
-                         f"so pods spread over both nodes")
-    state_file = run_dir / f"{name}.json"
-    with FileLock(str(run_dir / f"{name}.lock")):
-        if state_file.exists():
-            state = json.loads(state_file.read_text())
-            if state.get("error"):
-                pytest.fail(f"cluster {name} could not be created earlier in this run:\n{state['error']}",
-                            pytrace=False)
-        else:
-            kc = KindCluster(name=name, mode=mode, workers=workers, node_image=node_image,
-                             reuse=opts.reuse_cluster, keep=True, runner=runner, engine_tuning=tuning,
-                             create_timeout=(vm.GUEST_CREATE_TIMEOUT if tuning else config.CLUSTER_CREATE_TIMEOUT),
-                             kube_proxy_extra={**(opts.kube_proxy_config or {}),
-                                               **breaks.kube_proxy_patch(opts.breaks, mode)},
-                             damage=breaks.identity(opts.breaks))
-            with open(run_dir / "created", "a") as f:
-                f.write(name + "\n")
-            try:
-                kc.start()
-                if not baked:
-                    _load_images(name, [images.demoapp, images.toolbox], runner)
-                lb = "none"
-                if opts.lb_provider == "metallb":
-                    from . import loadbalancer
-                    lb = loadbalancer.install_metallb(Kube(kc.kubeconfig), mode, runner)
-                if kc.created:
-                    _apply_cluster_breaks(opts.breaks, mode, name, kc, images)
-            except Exception as e:
-                state_file.write_text(json.dumps({"error": str(e)}))
-                raise
-            state = {"kubeconfig": str(kc.kubeconfig), "create_seconds": kc.create_seconds,
-                     "node_image": node_image, "lb": lb, "reused": not kc.created,
-                     "where": runner.where, "nodes": workers + 1, "size_note": size_note}
-            state_file.write_text(json.dumps(state))
-    kc = KindCluster(name=name, mode=mode, workers=workers, runner=runner)
-    handle = ClusterHandle(mode=mode, name=name, kube=Kube(state["kubeconfig"]), nodes=kc.nodes(),
-                           images=images, kind=kc, external_mode=opts.external_client, worker=worker,
-                           lb_provider=state.get("lb", "none"), breaks=opts.breaks, runner=runner,
-                           engine_note=_engine_note(state), expected_nodes=state.get("nodes", workers + 1))
-    return handle
+    owner = run_owner(run_dir)
+
+    def make() -> dict:
+        name = claim_name(cluster_name(opts, mode), owner, eng)
+        out = assembly.build(assembly.Recipe(
+            name=name, mode=mode, engine=eng, owner=owner, run_key=run_dir.name,
+            workers=opts.guest_workers if eng.kind == "guest" else opts.workers,
+            node_image=opts.node_image or "", demo_image=opts.demo_image or "",
+            kube_proxy_extra=opts.kube_proxy_config or {}, breaks=opts.breaks, reuse=opts.reuse_cluster,
+            lb_provider=opts.lb_provider), on_created=lambda n: _record_created(run_dir, n))
+        return {"name": name, "kubeconfig": str(out.kind.kubeconfig), "create_seconds": out.kind.create_seconds,
+                "node_image": out.node_image, "lb": out.lb, "reused": not out.kind.created,
+                "where": eng.describe(), "engine": eng.marker(), "nodes": out.nodes, "size_note": out.size_note,
+                "loads": out.loads, "timings": out.timings}
+
+    try:
+        state = run_once(run_dir, f"cluster-{mode}", make)
+    except OnceError as e:
+        pytest.fail(str(e), pytrace=False)
+    kc = KindCluster.ours(state["name"], owner)
+    _, images, _ = assembly.resolve_images(opts.node_image, opts.demo_image)
+    return ClusterHandle(mode=mode, name=state["name"], kube=Kube(state["kubeconfig"]), nodes=kc.nodes(),
+                         images=images, kind=kc, external_mode=opts.external_client, worker=worker,
+                         lb_provider=state.get("lb", "none"), breaks=opts.breaks, runner=kc.runner,
+                         engine_note=_engine_note(state), slowdown=kc.engine.slowdown,
+                         expected_nodes=state.get("nodes", opts.workers + 1))
+
+
+def _record_created(run_dir: Path, name: str) -> None:
+    """Before kind starts: the controller deletes even a half-made cluster after Ctrl-C."""
+    with open(run_dir / "created", "a") as f:
+        f.write(name + "\n")
 
 
 def _engine_note(state: dict) -> str:
     """e.g. "host engine (kernel 6.x), 3 nodes" or "guest ... (UML, 7.2.13), 2 nodes — why"."""
-    where = state.get("where", "host")
-    if where == "host":
-        where = f"host engine (kernel {os.uname().release})"
-    note = f"{where}, {state.get('nodes', '?')} nodes"
+    note = f"{state.get('where', '?')}, {state.get('nodes', '?')} nodes"
     return note + (f" — {state['size_note']}" if state.get("size_note") else "")
-
-
-def _guest_engine(pyconfig: pytest.Config, images: list[str]) -> Runner:
-    """Bring up the UML guest engine once per run (any worker may ask first); returns its runner."""
-    from .guest.vm import Guest
-    run_dir: Path = pyconfig._svc_run_dir
-    guest = Guest()
-    with FileLock(str(run_dir / "guest.lock")):
-        state_file = run_dir / "guest.json"
-        if not state_file.exists():
-            # Recorded before boot, so the controller halts a half-booted guest too.
-            state_file.write_text(json.dumps({"name": guest.cfg.name, "booted": not guest.running()}))
-            try:
-                guest.up()
-                loads = guest.load_images([t for t in dict.fromkeys(images) if _image_exists(t)])
-            except Exception as e:
-                state_file.write_text(json.dumps({"name": guest.cfg.name, "booted": True, "error": str(e)}))
-                raise
-            state = json.loads(state_file.read_text())
-            state.update({"where": guest.describe(), "loads": loads})
-            state_file.write_text(json.dumps(state))
-        state = json.loads(state_file.read_text())
-        if state.get("error"):
-            pytest.fail(f"the guest engine could not be brought up earlier in this run:\n{state['error']}",
-                        pytrace=False)
-    return guest.runner()
-
-
-def _halt_guest(pyconfig: pytest.Config, summary: list[str] | None = None) -> None:
-    """Controller: shut down the guest this run booted (kept with --keep-cluster)."""
-    run_dir: Path = getattr(pyconfig, "_svc_run_dir", None)
-    if not run_dir or not (run_dir / "guest.json").exists():
-        return
-    from .guest.vm import Guest
-    state = json.loads((run_dir / "guest.json").read_text())
-    guest = Guest()
-    if summary is not None and state.get("where"):
-        loads = ", ".join(f"{t} {s:.0f}s" for t, s in state.get("loads", {}).items()) or "none needed"
-        summary.append(f"svc-harness: guest engine {state['where']}; image loads: {loads}")
-    if state.get("booted") and not pyconfig.option.keep_cluster:
-        guest.down()
-
-
-def _apply_cluster_breaks(active, mode: str, name: str, kc: KindCluster, images: Images) -> None:
-    """Damage a freshly made cluster on purpose (--break); see harness.breaks."""
-    handle = ClusterHandle(mode=mode, name=name, kube=Kube(kc.kubeconfig), nodes=kc.nodes(), images=images,
-                           kind=kc, runner=kc.runner)  # the cluster's engine: the guest's for ipvs here
-    for b in active:
-        if b.on_cluster:
-            log.warning("breaking cluster %s on purpose: %s", name, b.fault)
-            b.on_cluster(handle)
 
 
 def _existing(pyconfig: pytest.Config, images: Images, worker: str) -> ClusterHandle:
@@ -183,26 +118,19 @@ def _existing(pyconfig: pytest.Config, images: Images, worker: str) -> ClusterHa
     run_dir: Path = pyconfig._svc_run_dir
     pre = pyconfig._svc_byo
     kube = Kube(opts.kubeconfig, context=opts.context)
-    state_file = run_dir / "byo-discovery.json"
-    with FileLock(str(run_dir / "byo.lock")):
-        if state_file.exists():
-            state = json.loads(state_file.read_text())
-            if state.get("error"):
-                pytest.fail(f"discovering the --kubeconfig cluster failed earlier in this run:\n{state['error']}",
-                            pytrace=False)
-            disc = discover.Discovery(**state)
-        else:
-            try:
-                disc = discover.discover(kube, pre, namespace=f"svc-discovery-{run_dir.name}",
-                                         node_access=opts.node_access, external=opts.external_client)
-                if disc.node_access == "docker":  # local kind nodes: the same guard as our own clusters
-                    engine.ensure_egress_guard()
-            except Exception as e:
-                state_file.write_text(json.dumps({"error": str(e)}))
-                raise
-            state_file.write_text(disc.to_json())
-            for line in disc.notes:
-                log.info("--kubeconfig cluster: %s", line)
+    def discover_once() -> dict:
+        disc = discover.discover(kube, pre, namespace=f"svc-discovery-{run_dir.name}",
+                                 node_access=opts.node_access, external=opts.external_client)
+        if disc.node_access == "docker":  # local kind nodes: the same guard as our own clusters
+            engine.ensure_egress_guard()
+        for line in disc.notes:
+            log.info("--kubeconfig cluster: %s", line)
+        return json.loads(disc.to_json())
+
+    try:
+        disc = discover.Discovery(**run_once(run_dir, "byo-discovery", discover_once))
+    except OnceError as e:
+        pytest.fail(str(e), pytrace=False)
     # Cordoned, tainted or NotReady workers stay allowed traffic targets but get no test pods.
     nodes = [Node(n.name, n.ip, n.role if (n.schedulable or n.role == "control-plane") else "unschedulable")
              for n in pre.nodes]
@@ -254,7 +182,7 @@ def finish_byo(pyconfig: pytest.Config) -> tuple[list[str], bool]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"before": before, "after": after, "diff": changed}, indent=1))
     if disc.get("node_access") == "docker":
-        drops = engine.egress_drops() - getattr(pyconfig, "_svc_drops_before", (0, 0))[0]
+        drops = engine.egress_drops() - getattr(pyconfig, "_svc_drops_before", {}).get("host", (0, 0))[0]
         summary.append(f"svc-harness: egress guard dropped {drops} packets during this run (expected 0)")
     if not changed:
         summary.append(f"svc-harness: --kubeconfig cluster left as found: kube-system and nodes unchanged "
@@ -267,13 +195,6 @@ def finish_byo(pyconfig: pytest.Config) -> tuple[list[str], bool]:
     return summary, not consented
 
 
-def _load_images(name: str, tags: list[str], runner: Runner = DEFAULT) -> None:
-    for tag in tags:
-        if _image_exists(tag):
-            runner.run([config.tool("kind"), "load", "docker-image", tag, "--name", name], timeout=600,
-                        what=f"loading {tag} into {name}")
-
-
 def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
     """Controller only: export logs on failure, delete what this run created, write the report."""
     opts = pyconfig.option
@@ -283,10 +204,15 @@ def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
     created = []
     if run_dir and (run_dir / "created").exists():
         created = list(dict.fromkeys((run_dir / "created").read_text().split()))
+    states = {st["name"]: st for st in (read_json(f) for f in (run_dir.glob("cluster-*.json") if run_dir else []))
+              if st and "name" in st}
+    owner = run_owner(run_dir) if run_dir else None
+    engines_used = {}
     for name in created:
-        state_file = run_dir / f"{name}.json"
-        state = json.loads(state_file.read_text()) if state_file.exists() else {}
-        runner = runner_for(name)
+        state = states.get(name, {})
+        kc = KindCluster.ours(name, owner)
+        runner = kc.runner
+        engines_used[json.dumps(kc.engine.marker(), sort_keys=True)] = kc.engine
         if "create_seconds" in state:
             how = "reused" if state.get("reused") else f"created in {state['create_seconds']:.1f}s"
             size = f"{state.get('nodes')} nodes" + (f" — {state['size_note']}" if state.get("size_note") else "")
@@ -295,23 +221,27 @@ def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
         if failed:
             from . import artifacts
             artifacts.export_kind_logs(artifacts_dir / "kind-logs", name, runner)
+        if state.get("loads"):
+            summary.append(f"svc-harness: image loads into {state['where']}: "
+                           + ", ".join(f"{t} {sec:.0f}s" for t, sec in state["loads"].items()))
+        if state.get("timings"):
+            summary.append(f"svc-harness: cluster {name} assembly: "
+                           + ", ".join(f"{k} {v:.0f}s" for k, v in state["timings"].items()))
         _remove_external_clients(name, runner)
         if opts.keep_cluster:
-            if KindCluster(name=name, mode="iptables", runner=runner).exists():  # E16's own cluster is always gone
+            if kc.exists():  # E16's own cluster is always gone
                 summary.append(f"svc-harness: kept cluster {name}; kubeconfig: {state.get('kubeconfig')}")
         else:
-            KindCluster(name=name, mode="iptables", runner=runner).delete()
-    if run_dir and (run_dir / "guest.json").exists():
-        from .guest import vm
-        gdrops = vm.guard_drops() - getattr(pyconfig, "_svc_guest_drops_before", 0)
-        summary.append(f"svc-harness: guest egress guard dropped {gdrops} packets forwarded from the guest's "
-                       f"link during this run (expected 0)")
-        _halt_guest(pyconfig, summary)
-    if created:
-        drops = engine.egress_drops() - getattr(pyconfig, "_svc_drops_before", (0, 0))[0]
-        dns = engine.egress_drops(comment=engine.DNS_COMMENT) - getattr(pyconfig, "_svc_drops_before", (0, 0))[1]
-        summary.append(f"svc-harness: egress guard dropped {drops} packets during this run (expected 0); "
-                       f"{dns} DNS lookups from the kind network to outside resolvers were rejected")
+            kc.delete()
+    before = getattr(pyconfig, "_svc_drops_before", {})
+    for key, eng in engines_used.items():
+        drops = eng.guard_drops() - before.get(eng.kind, (0, 0))[0]
+        line = f"svc-harness: egress guard of the {eng.kind} engine dropped {drops} packets during this run (expected 0)"
+        if eng.kind == "host":
+            dns = eng.guard_drops(engine.DNS_COMMENT) - before.get(eng.kind, (0, 0))[1]
+            line += f"; {dns} DNS lookups from the kind network to outside resolvers were rejected"
+        summary.append(line)
+        summary += eng.release(run_dir.name, keep=opts.keep_cluster)
     from . import report
     if list(artifacts_dir.glob("evidence-*.jsonl")) or list(artifacts_dir.glob("upstream-*.jsonl")) \
             or (gate is not None and gate.verdicts()):
@@ -339,12 +269,16 @@ def abort_run(pyconfig: pytest.Config) -> None:
     run_dir: Path = getattr(pyconfig, "_svc_run_dir", None)
     if not run_dir or not (run_dir / "created").exists():
         return
+    owner = run_owner(run_dir)
+    used = {}
     for name in dict.fromkeys((run_dir / "created").read_text().split()):
-        runner = runner_for(name)
-        _remove_external_clients(name, runner)
+        kc = KindCluster.ours(name, owner)
+        used[kc.engine.kind] = kc.engine
+        _remove_external_clients(name, kc.runner)
         if not pyconfig.option.keep_cluster:
-            KindCluster(name=name, mode="iptables", runner=runner).delete()
-    _halt_guest(pyconfig)
+            kc.delete()
+    for eng in used.values():
+        eng.release(run_dir.name, keep=pyconfig.option.keep_cluster)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -393,24 +327,21 @@ class SwitchBench:
 
 @contextlib.contextmanager
 def switch_cluster(pyconfig: pytest.Config, base: ClusterHandle):
+    """E16's cluster of its own: the base cluster's mode and engine, the smallest shape."""
     from .lab import Lab
     opts = pyconfig.option
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    name = f"{cluster_name(opts, base.mode)}-switch-{worker}"[:50]
-    node_image, images, baked = resolve_images(opts)
-    with open(pyconfig._svc_run_dir / "created", "a") as f:  # so an interrupted run still deletes it
-        f.write(name + "\n")
-    guest = base.runner.where != "host"
-    from .guest import vm
-    kc = KindCluster(name=name, mode=base.mode, workers=0 if guest else 1, node_image=node_image,
-                     runner=base.runner, engine_tuning=vm.kind_tuning(name, 0) if guest else {},
-                     create_timeout=vm.GUEST_CREATE_TIMEOUT if guest else config.CLUSTER_CREATE_TIMEOUT)
+    run_dir: Path = pyconfig._svc_run_dir
+    owner = run_owner(run_dir)
+    eng = base.kind.engine
+    name = claim_name(f"{base.name}-switch-{worker}"[:50], owner, eng)
+    out = None
     try:
-        kc.start()
-        if not baked:
-            _load_images(name, [images.demoapp, images.toolbox], base.runner)
-        handle = ClusterHandle(mode=base.mode, name=name, kube=Kube(kc.kubeconfig), nodes=kc.nodes(),
-                               images=images, kind=kc, worker=worker, breaks=base.breaks, runner=base.runner)
+        out = assembly.build(assembly.Recipe(
+            name=name, mode=base.mode, engine=eng, owner=owner, run_key=run_dir.name,
+            workers=0 if eng.kind == "guest" else 1, node_image=opts.node_image or "",
+            demo_image=opts.demo_image or ""), on_created=lambda n: _record_created(run_dir, n))
+        handle = out.handle(base.mode, worker, breaks=base.breaks)
         lab = Lab(handle, "mode-switch")
         handle.kube.create_namespace(lab.ns)
         from . import modes
@@ -418,4 +349,4 @@ def switch_cluster(pyconfig: pytest.Config, base: ClusterHandle):
         yield SwitchBench(handle, lab, target)
         handle.close()
     finally:
-        kc.delete()
+        KindCluster.ours(name, owner).delete()

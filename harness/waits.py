@@ -10,6 +10,8 @@ saw, so a red test says "expected endpoints {a,b,c}, last saw {a,b}" instead of
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import time
 from typing import Any, Callable
@@ -17,6 +19,20 @@ from typing import Any, Callable
 from . import config
 
 log = logging.getLogger(__name__)
+
+# How much slower than the host the cluster in use is (its Engine's slowdown): set around a test
+# or a cluster's creation with `slower(...)`, so host clusters in the same process keep their pace.
+_SLOWDOWN: contextvars.ContextVar[float] = contextvars.ContextVar("svc_harness_slowdown", default=1.0)
+
+
+@contextlib.contextmanager
+def slower(factor: float):
+    """Every Wait made inside this block waits `factor` times longer."""
+    token = _SLOWDOWN.set(factor)
+    try:
+        yield
+    finally:
+        _SLOWDOWN.reset(token)
 
 
 class WaitTimeout(AssertionError):
@@ -35,7 +51,7 @@ class Wait:
                  interval: float = config.POLL_INTERVAL,
                  transient: tuple[type[Exception], ...] = (Exception,)):
         self.what, self.interval, self.transient = what, interval, transient
-        self.timeout = timeout * config.slowdown()  # a slow engine (the UML guest) waits longer
+        self.timeout = timeout * config.slowdown() * _SLOWDOWN.get()  # a slow engine (the UML guest) waits longer
 
     def until(self, observe: Callable[[], Any], ok: Callable[[Any], bool] = bool) -> Any:
         """Call observe() until ok(result); return the result that satisfied it."""

@@ -51,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="worker nodes (fewer kube-proxies compete for CPU)")
     s.add_argument("--out", type=Path, default=Path("artifacts/bench"))
     s.add_argument("--keep-cluster", action="store_true")
+    s.add_argument("--ipvs-engine", choices=["auto", "host", "guest"], default="auto",
+                   help="where ipvs clusters run: auto = the UML guest when the host kernel lacks IPVS")
     r = sub.add_parser("report", help="redraw results.md and the charts from a results.json")
     r.add_argument("results", type=Path)
     return p
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = scale.Options(modes=args.proxy_mode, sizes=args.services, repeats=args.repeats, probes=args.probes,
                          fp_services=args.fp_services, fp_requests=args.fp_requests,
                          cluster_name=args.cluster_name, workers=args.workers, out=args.out,
-                         keep_cluster=args.keep_cluster)
+                         keep_cluster=args.keep_cluster, engine=args.ipvs_engine)
     data = scale.run(opts)
     md, js = results.write(data, opts.out)
     print(md.read_text())

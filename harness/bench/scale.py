@@ -30,17 +30,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from .. import config, engine, modes, session
-from ..cluster import KindCluster
-from ..kube import Kube
+from .. import assembly, config, engine, modes
+from ..cluster import KindCluster, claim_name
 from ..lab import DEMO_PORT, ClusterHandle, Lab
-from ..runner import DEFAULT, Step
-from ..waits import Wait
+from ..owners import Owner
+from ..runner import Step
+from ..waits import Wait, slower
 from . import metrics
 
 log = logging.getLogger(__name__)
@@ -81,6 +80,7 @@ class Options:
     out: Path = Path("artifacts/bench")
     keep_cluster: bool = False
     create_workers: int = 8          # parallel API calls when creating/deleting Services
+    engine: str = "auto"             # --ipvs-engine: where ipvs clusters run (harness.engine.choose)
 
 
 def _done(resp) -> bytes:
@@ -310,20 +310,26 @@ class ScaleBench:
 
 def measure_mode(mode: str, opts: Options) -> dict:
     """Make the mode's cluster, run every repeat on it, delete it (unless kept)."""
-    node_image, images, baked = session.resolve_images(SimpleNamespace(node_image="", demo_image=""))
-    name = f"{opts.cluster_name}-{mode}"
-    kc = KindCluster(name=name, mode=mode, workers=opts.workers, node_image=node_image,
-                     kube_proxy_extra=dict(metrics.KUBE_PROXY_METRICS_CONFIG), keep=opts.keep_cluster)
+    eng = engine.choose(mode, opts.engine)
+    reason = eng.unavailable_reason(mode)
+    if reason:
+        raise engine.PreflightError(f"{mode}: {reason}")
+    owner = Owner.of()
+    name = claim_name(f"{opts.cluster_name}-{mode}", owner, eng)
+    run_key = f"bench-{os.getpid()}"
     handle = None
-    result = {"mode": mode, "cluster": name, "node_image": node_image, "repeats": []}
-    drops_before = engine.egress_drops()
+    result = {"mode": mode, "cluster": name, "engine": eng.describe(), "repeats": []}
+    drops_before = eng.guard_drops()
+    kc = None
     try:
-        kc.start()
+        out = assembly.build(assembly.Recipe(
+            name=name, mode=mode, engine=eng, owner=owner, run_key=run_key,
+            workers=opts.workers, kube_proxy_extra=dict(metrics.KUBE_PROXY_METRICS_CONFIG)))
+        kc = out.kind
+        result["node_image"] = out.node_image
         result["cluster_create_s"] = kc.create_seconds
-        if not baked:
-            session._load_images(name, [images.demoapp, images.toolbox])
-        handle = ClusterHandle(mode=mode, name=name, kube=Kube(kc.kubeconfig), nodes=kc.nodes(),
-                               images=images, kind=kc, runner=DEFAULT)
+        result["assembly_s"] = out.timings
+        handle = out.handle(mode)
         bench = ScaleBench(handle, opts)
         bench.setup()
         for r in range(opts.repeats):
@@ -339,9 +345,10 @@ def measure_mode(mode: str, opts: Options) -> dict:
         if handle:
             handle.close()
         if not opts.keep_cluster:
-            kc.delete()
+            KindCluster.ours(name, owner).delete()
+        eng.release(run_key, keep=opts.keep_cluster)
     # The guard's counter is machine-wide (other runs share it): a difference, expected 0.
-    result["egress_guard_drops"] = engine.egress_drops() - drops_before
+    result["egress_guard_drops"] = eng.guard_drops() - drops_before
     return result
 
 
@@ -358,7 +365,8 @@ def run(opts: Options) -> dict:
             "modes": []}
     from . import results
     for mode in opts.modes:
-        with Step(f"scale benchmark, {mode} mode, sizes {opts.sizes}, {opts.repeats} repeat(s)") as st:
+        with Step(f"scale benchmark, {mode} mode, sizes {opts.sizes}, {opts.repeats} repeat(s)") as st, \
+                slower(engine.choose(mode, opts.engine).slowdown):
             res = measure_mode(mode, opts)
         res["seconds"] = st.seconds
         data["modes"].append(res)

@@ -2,8 +2,9 @@
 
   build [--force] [--when-needed] [--only kernel|rootfs]   the cached offline build
   up [--load TAG ...]      boot the guest engine (and load images); prints DOCKER_HOST
-  down                     clean halt, then kill; removes the link and its guard
-  status                   is it running, where, which kernel
+  down [--force]           clean halt, then kill; removes the link and its guard
+                           (refused while a live run holds the guest, unless --force)
+  status                   is it running, where, which kernel, which runs hold it
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.guest", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["build", "up", "down", "status"])
-    ap.add_argument("--force", action="store_true", help="build: rebuild, ignoring the cache")
+    ap.add_argument("--force", action="store_true",
+                    help="build: rebuild, ignoring the cache; down: halt even while other runs hold the guest")
     ap.add_argument("--when-needed", action="store_true",
                     help="build: do nothing when the host kernel has IPVS (then ipvs runs on the host engine)")
     ap.add_argument("--only", choices=["kernel", "rootfs"], help="build: just one of the two")
@@ -45,13 +47,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(g.load_images(a.load))
             print(f"{g.describe()}\nexport DOCKER_HOST={g.docker_host}")
         elif a.command == "down":
-            g = Guest()
-            g.down()
-            g.remove_link()
+            from .engine import LEASES
+            from ..owners import Leases
+            with Leases(LEASES).locked() as leases:
+                holders = leases.live()
+                if holders and not a.force:
+                    print(f"guest down: refused, live runs hold the guest: "
+                          f"{', '.join(f'{k} ({o})' for k, o in holders.items())}; --force halts it anyway",
+                          file=sys.stderr)
+                    return 1
+                g = Guest()
+                g.down()
+                g.remove_link()
         else:
+            from .engine import LEASES
+            from ..owners import Leases
             g = Guest()
+            holders = Leases(LEASES).live()
             print(f"{g.describe()}: {'running' if g.running() else 'not running'}"
-                  + (f", dockerd answers on {g.docker_host}" if g.running() and g.docker_answers() else ""))
+                  + (f", dockerd answers on {g.docker_host} (TLS)" if g.running() and g.docker_answers() else "")
+                  + (f"; held by {', '.join(f'{k} ({o})' for k, o in holders.items())}" if holders else ""))
     except (BuildError, CommandError, GuestError) as e:
         print(f"guest {a.command} failed: {e}", file=sys.stderr)
         return 1

@@ -36,6 +36,9 @@ REQUIRED = ["CONFIG_IP_VS", "CONFIG_IP_VS_RR", "CONFIG_IP_VS_WRR", "CONFIG_IP_VS
             "CONFIG_NETFILTER_XT_MATCH_IPVS", "CONFIG_IP_SET", "CONFIG_NF_TABLES", "CONFIG_IP_NF_NAT",
             "CONFIG_BRIDGE_NETFILTER", "CONFIG_VETH", "CONFIG_OVERLAY_FS", "CONFIG_CGROUPS", "CONFIG_MEMCG",
             "CONFIG_CPUSETS", "CONFIG_UML_NET_VECTOR", "CONFIG_BLK_DEV_UBD", "CONFIG_SECCOMP", "CONFIG_SMP"]
+# Options the guest must not have: hostfs would let anything with root in the guest (a privileged
+# container started through its engine) mount the host's whole filesystem.
+FORBIDDEN = ["CONFIG_HOSTFS"]
 
 
 @dataclass
@@ -153,6 +156,10 @@ class GuestBuilder:
             if missing:
                 raise BuildError(f"the merged kernel config lacks {missing}: a dependency of "
                                  f"images/guest/uml.config is off (see {src / '.config'})")
+            present = [o for o in FORBIDDEN if f"{o}=y\n" in cfg]
+            if present:
+                raise BuildError(f"the merged kernel config has {present}, which the guest must not have "
+                                 f"(see {src / '.config'})")
         return src
 
     # ---- the root filesystem -------------------------------------------

@@ -26,8 +26,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import config
-from ..runner import DEFAULT, CommandError, Runner, Step
+from ..runner import DEFAULT, Runner, Step
 from ..waits import Wait, WaitTimeout
 from . import mconsole
 from .build import CACHE, GUEST_DIR, GuestBuilder
@@ -39,7 +38,10 @@ UML_IF = "svcg0u"           # the end UML's raw transport drives
 LINK_HOST = "10.253.0.1"
 LINK_GUEST = "10.253.0.2"
 LINK_PREFIX = 30
-DOCKER_PORT = 2375
+# dockerd listens there with TLS and asks for a client certificate that only the host's harness
+# holds (made with each guest disk, see ensure_tls); the guest's own INPUT filter drops the port
+# from anything but the host's end of the link (images/guest/init).
+DOCKER_PORT = 2376
 GUARD_COMMENT = "svc-harness guest egress guard"
 OFFLOADS = ["tso", "gso", "gro", "tx", "rx", "sg"]
 
@@ -80,6 +82,20 @@ class Guest:
         return f"tcp://{LINK_GUEST}:{DOCKER_PORT}"
 
     @property
+    def tls_dir(self) -> Path:
+        """The harness's client credentials for this guest's engine (ca.pem, cert.pem, key.pem)."""
+        return CACHE / "tls" / self.cfg.name
+
+    def docker_env(self) -> dict:
+        return {"DOCKER_HOST": self.docker_host, "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(self.tls_dir)}
+
+    def docker_argv(self) -> list[str]:
+        """`docker` with the flags that reach the guest's engine (for a command that also talks to the host's)."""
+        t = self.tls_dir
+        return ["docker", "--host", self.docker_host, "--tlsverify", "--tlscacert", str(t / "ca.pem"),
+                "--tlscert", str(t / "cert.pem"), "--tlskey", str(t / "key.pem")]
+
+    @property
     def pidfile(self) -> Path:
         return self.uml_dir / self.cfg.name / "pid"
 
@@ -92,7 +108,7 @@ class Guest:
 
     def runner(self) -> Runner:
         """A Runner whose docker and kind commands reach the guest's engine."""
-        return self.r.on_engine({"DOCKER_HOST": self.docker_host}, where=self.describe())
+        return self.r.on_engine(self.docker_env(), where=self.describe())
 
     def describe(self) -> str:
         return f"guest {self.cfg.name} (UML, {self.kernel_release() or 'kernel unknown'})"
@@ -105,18 +121,20 @@ class Guest:
 
     # ---- state -----------------------------------------------------------
     def pid(self) -> int | None:
+        """The guest's UML process, trusted only if that process is this guest (a pidfile left by a
+        killed run or a reboot may name an unrelated process by now)."""
         try:
             pid = int(self.pidfile.read_text().split()[0])
-            os.kill(pid, 0)
-            return pid
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError, IndexError):
             return None
+        return pid if f"umid={self.cfg.name}".encode() in argv else None
 
     def running(self) -> bool:
         return self.pid() is not None
 
     def docker_answers(self) -> bool:
-        return self.r.run(["docker", "-H", self.docker_host, "version", "-f", "{{.Server.Version}}"],
+        return self.r.run([*self.docker_argv(), "version", "-f", "{{.Server.Version}}"],
                           check=False, timeout=15).ok
 
     # ---- lifecycle -------------------------------------------------------
@@ -125,11 +143,12 @@ class Guest:
         art = GuestBuilder(self.r).build_all()
         self.link()
         self.ensure_guard()
-        if self.running() and self.docker_answers():
+        if self.running():
+            # Booted earlier (by this run or another: harness.guest.engine decides about restarts).
+            self._wait(f"dockerd in running guest {self.cfg.name} to answer on {self.docker_host}",
+                       self.cfg.ready_timeout, self.docker_answers)
             log.info("reusing running %s", self.describe())
             return self
-        if self.running():
-            self.down()
         disk = self.prepare_disk(art.rootfs, art.rootfs_key)
         with Step(f"guest {self.cfg.name}: boot ({self.cfg.cpus} CPUs, mem {self.cfg.mem}, "
                   f"seccomp {'on' if self.cfg.seccomp else 'off'}, disk {disk.parent})"):
@@ -137,7 +156,7 @@ class Guest:
         with Step(f"guest {self.cfg.name}: dockerd ready on {self.docker_host}"):
             self._wait(f"dockerd in guest {self.cfg.name} to answer on {self.docker_host}",
                        self.cfg.ready_timeout, lambda: self.running() and self.docker_answers())
-        kernel = self.r.run(["docker", "-H", self.docker_host, "info", "-f", "{{.KernelVersion}}"]).stdout.strip()
+        kernel = self.r.run([*self.docker_argv(), "info", "-f", "{{.KernelVersion}}"]).stdout.strip()
         state = json.loads(self.marker.read_text())
         state["kernel"] = kernel
         self.marker.write_text(json.dumps(state))
@@ -147,7 +166,10 @@ class Guest:
     def link(self) -> None:
         """The veth pair on a private /30, offloads off on both ends (idempotent)."""
         if self.r.run(["ip", "link", "show", HOST_IF], check=False).ok:
-            return
+            if f" {LINK_HOST}/" in self.r.run(["ip", "-o", "addr", "show", "dev", HOST_IF], check=False).stdout:
+                return
+            # Left half-made (interrupted between creating and addressing it): start over.
+            self.r.run(["ip", "link", "del", HOST_IF], check=False)
         with Step(f"guest link {HOST_IF} {LINK_HOST}/{LINK_PREFIX} <-> {LINK_GUEST}"):
             self.r.run(["ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", UML_IF],
                        what="creating the guest's veth pair")
@@ -168,17 +190,60 @@ class Guest:
             with Step(f"guest disk {disk} (sparse copy of the built rootfs)"):
                 tmp = disk.with_suffix(".tmp")
                 self.r.run(["cp", "--sparse=always", str(rootfs), str(tmp)], timeout=600)
+                shutil.rmtree(self.tls_dir, ignore_errors=True)  # a new disk gets new credentials
                 tmp.rename(disk)
-        # init and dockerd's config come from the repo at every boot, so changing them needs no rebuild.
+        server = self.ensure_tls()
+        # init, dockerd's config and its TLS files go in at every boot, so changing them needs no rebuild.
         with tempfile.NamedTemporaryFile("w", suffix=".debugfs", delete=False) as f:
             f.write(f"rm /usr/sbin/guest-init\nwrite {GUEST_DIR / 'init'} /usr/sbin/guest-init\n"
                     "set_inode_field /usr/sbin/guest-init mode 0100755\n"
-                    f"rm /etc/docker/daemon.json\nwrite {GUEST_DIR / 'daemon.json'} /etc/docker/daemon.json\n")
+                    f"rm /etc/docker/daemon.json\nwrite {GUEST_DIR / 'daemon.json'} /etc/docker/daemon.json\n"
+                    "mkdir /etc/docker/tls\n")
+            for name in ("ca.pem", "server-cert.pem", "server-key.pem"):
+                f.write(f"rm /etc/docker/tls/{name}\nwrite {server / name} /etc/docker/tls/{name}\n"
+                        f"set_inode_field /etc/docker/tls/{name} mode 0100600\n")
         try:
             self.r.run(["debugfs", "-w", "-f", f.name, str(disk)], what="installing guest-init into the guest's disk")
         finally:
             os.unlink(f.name)
         return disk
+
+    def ensure_tls(self) -> Path:
+        """A CA, a server certificate for LINK_GUEST and a client certificate, made once per guest disk.
+
+        The client side (ca.pem, cert.pem, key.pem: DOCKER_CERT_PATH's names) stays in tls_dir,
+        readable by its owner only; the server side goes into the guest's disk. Returns the
+        directory of the server side."""
+        t, server = self.tls_dir, self.tls_dir / "server"
+        if (t / "key.pem").exists() and (server / "server-key.pem").exists():
+            return server
+        shutil.rmtree(t, ignore_errors=True)
+        server.mkdir(parents=True, mode=0o700)
+        os.chmod(t, 0o700)
+        with Step(f"guest {self.cfg.name}: TLS credentials for its engine API ({t})"):
+            ossl = ["openssl"]
+            key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+            self.r.run([*ossl, "req", "-x509", *key, "-days", "3650", "-subj", f"/CN={self.cfg.name} CA",
+                        "-keyout", t / "ca-key.pem", "-out", t / "ca.pem"], what="making the guest engine's CA")
+            for who, cn, ext in (("server", LINK_GUEST, f"subjectAltName=IP:{LINK_GUEST}\n"
+                                                        "extendedKeyUsage=serverAuth\n"),
+                                 ("client", "svc-harness", "extendedKeyUsage=clientAuth\n")):
+                (t / f"{who}.ext").write_text(ext)
+                self.r.run([*ossl, "req", "-new", *key, "-subj", f"/CN={cn}", "-keyout", t / f"{who}-key.pem",
+                            "-out", t / f"{who}.csr"], what=f"making the guest engine's {who} key")
+                self.r.run([*ossl, "x509", "-req", "-in", t / f"{who}.csr", "-CA", t / "ca.pem", "-CAkey",
+                            t / "ca-key.pem", "-CAcreateserial", "-days", "3650", "-extfile", t / f"{who}.ext",
+                            "-out", t / f"{who}-cert.pem"], what=f"signing the guest engine's {who} certificate")
+            shutil.move(t / "server-key.pem", server / "server-key.pem")
+            shutil.move(t / "server-cert.pem", server / "server-cert.pem")
+            shutil.copy(t / "ca.pem", server / "ca.pem")
+            os.replace(t / "client-cert.pem", t / "cert.pem")
+            os.replace(t / "client-key.pem", t / "key.pem")
+            for leftover in [*t.glob("*.csr"), *t.glob("*.ext"), *t.glob("*.srl"), t / "ca-key.pem"]:
+                leftover.unlink(missing_ok=True)  # no new certificate is ever signed with it
+            for f in [*t.glob("*.pem"), *server.glob("*.pem")]:
+                os.chmod(f, 0o600)
+        return server
 
     def boot(self, kernel: Path, disk: Path) -> None:
         self.uml_dir.mkdir(parents=True, exist_ok=True)
@@ -190,7 +255,8 @@ class Guest:
                 f"ubd0={disk}", "root=/dev/ubda", "rw", "rootflags=noinit_itable",
                 f"vec0:transport=raw,ifname={UML_IF},depth=128,gro=0",
                 "con=null", "con0=null,fd:1", "init=/usr/sbin/guest-init",
-                f"guest.addr={LINK_GUEST}/{LINK_PREFIX}", f"guest.name={self.cfg.name}"]
+                f"guest.addr={LINK_GUEST}/{LINK_PREFIX}", f"guest.host={LINK_HOST}", f"guest.name={self.cfg.name}",
+                f"guest.port={DOCKER_PORT}"]
         # setsid -f: the guest outlives this process (xdist workers come and go) and is one
         # process group, so a last-resort kill reaches every host process of the guest.
         # TMPDIR: UML backs the guest's memory with a file there; tmpfs keeps it in RAM.
@@ -226,13 +292,13 @@ class Guest:
             if not host_id:
                 raise GuestError(f"image {tag} is not on the host engine; build it first "
                                  "(python -m harness.images build)")
-            guest_id = self.r.run(["docker", "-H", self.docker_host, "image", "inspect", "-f", "{{.Id}}", tag],
+            guest_id = self.r.run([*self.docker_argv(), "image", "inspect", "-f", "{{.Id}}", tag],
                                   check=False).stdout.strip()
             if guest_id == host_id:
                 continue
             with Step(f"guest {self.cfg.name}: docker load {tag}") as st:
-                self.r.run(["bash", "-o", "pipefail", "-c", 'docker save "$1" | docker -H "$2" load -q',
-                            "load", tag, self.docker_host], timeout=1800, what=f"loading {tag} into the guest")
+                self.r.run(["bash", "-o", "pipefail", "-c", 'docker save "$1" | "${@:2}" load -q',
+                            "load", tag, *self.docker_argv()], timeout=1800, what=f"loading {tag} into the guest")
             took[tag] = st.seconds
         return took
 

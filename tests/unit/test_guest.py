@@ -7,13 +7,26 @@ from harness.guest import mconsole, vm
 from harness.runner import FakeRunner, Runner
 
 
-def test_ipvs_goes_to_the_guest_only_when_the_host_lacks_ipvs_or_it_is_forced():
-    assert engine.choose("ipvs", "auto", "no IPVS") == "guest"
-    assert engine.choose("ipvs", "auto", None) == "host"
-    assert engine.choose("ipvs", "guest", None) == "guest"
-    assert engine.choose("ipvs", "host", "no IPVS") == "host"
+def test_ipvs_goes_to_the_guest_only_when_the_host_lacks_ipvs_or_it_is_forced(monkeypatch):
+    monkeypatch.setattr(engine, "ipvs_missing_reason", lambda: "no IPVS")
+    assert engine.choose("ipvs", "auto").kind == "guest"
+    assert engine.choose("ipvs", "guest").kind == "guest"
+    host_only = engine.choose("ipvs", "host")
+    assert host_only.kind == "host" and "--ipvs-engine=host" in host_only.unavailable_reason("ipvs")
     for mode in ("iptables", "nftables"):
-        assert engine.choose(mode, "guest", "no IPVS") == "host"
+        assert engine.choose(mode, "guest").kind == "host"
+        assert engine.choose(mode, "auto").unavailable_reason(mode) is None
+    monkeypatch.setattr(engine, "ipvs_missing_reason", lambda: None)
+    assert engine.choose("ipvs", "auto").kind == "host"
+    assert engine.choose("ipvs", "guest").kind == "guest"
+
+
+def test_a_guest_engine_is_reached_with_tls_client_credentials_only():
+    g = vm.Guest()
+    env = g.docker_env()
+    assert env["DOCKER_HOST"] == f"tcp://{vm.LINK_GUEST}:{vm.DOCKER_PORT}" and vm.DOCKER_PORT != 2375
+    assert env["DOCKER_TLS_VERIFY"] == "1" and env["DOCKER_CERT_PATH"] == str(g.tls_dir)
+    assert "--tlsverify" in g.docker_argv() and g.runner().env == env
 
 
 def test_a_guest_runner_carries_docker_host_and_leaves_the_default_alone():
@@ -48,15 +61,17 @@ def test_kind_tuning_untaints_the_control_plane_only_beside_workers():
     assert not [p for p in vm.kind_tuning("x", 0)["kubeadm_patches"] if "taints: []" in p]
 
 
-def test_runner_for_a_cluster_without_marker_is_the_default(tmp_path, monkeypatch):
+def test_a_cluster_is_rebuilt_on_the_engine_its_marker_names(tmp_path, monkeypatch):
     from harness import config
     monkeypatch.setattr(config, "CACHE", tmp_path)
-    base = Runner()
-    assert runner_for("nobody", base) is base
+    assert runner_for("nobody").env == {} and runner_for("nobody").where == "host"
     (tmp_path / "clusters").mkdir()
-    (tmp_path / "clusters" / "g.json").write_text('{"engine_env": {"DOCKER_HOST": "tcp://h:1"}, "where": "guest"}')
-    r = runner_for("g", base)
-    assert r.env == {"DOCKER_HOST": "tcp://h:1"} and r.where == "guest"
+    (tmp_path / "clusters" / "g.json").write_text('{"engine": "guest", "guest": "svc-harness-guest"}')
+    r = runner_for("g")
+    assert r.env["DOCKER_HOST"].endswith(f":{vm.DOCKER_PORT}") and r.where.startswith("guest")
+    # markers written before engines had names (engine_env) still lead to the guest
+    (tmp_path / "clusters" / "old.json").write_text('{"engine_env": {"DOCKER_HOST": "tcp://h:1"}}')
+    assert runner_for("old").where.startswith("guest")
 
 
 def test_mconsole_request_layout(tmp_path):
@@ -103,3 +118,6 @@ def test_guest_build_keys_follow_their_inputs(monkeypatch, tmp_path):
     # the kernel's options the guest cannot work without are all asked for in the fragment
     asked = build.FRAGMENT.read_text()
     assert all(f"{o}=y" in asked for o in build.REQUIRED if o != "CONFIG_MCONSOLE")
+    # and the ones it must not have are not: hostfs would open the host's filesystem to the guest
+    assert all(f"{o}=y" not in asked for o in build.FORBIDDEN)
+    assert "# CONFIG_HOSTFS is not set" in asked

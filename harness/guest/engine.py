@@ -1,0 +1,102 @@
+"""The UML guest as an Engine (harness.engine): a machine-wide resource shared by runs.
+
+Every run that uses the guest holds a lease on it (harness.owners.Leases under
+CACHE/guest/leases): the first boots it, the last one out halts it and removes
+its link and guard. Booting, loading images and halting happen behind the
+leases' lock, so two runs never boot, load into or halt the guest at once, and
+a run never halts a guest another live run still uses.
+"""
+from __future__ import annotations
+
+import logging
+
+from .. import config
+from ..engine import GUARD_COMMENT, Engine, Shape, ensure_kind_network
+from ..owners import Leases, Owner
+from ..runner import DEFAULT, Runner
+from . import vm
+from .build import CACHE, GuestBuilder
+
+log = logging.getLogger(__name__)
+
+LEASES = CACHE / "leases"
+
+
+class GuestEngine(Engine):
+    kind = "guest"
+    # Every wait of a test on a guest cluster is this many times longer: kube-proxy syncs took
+    # ~35 s and a new Service reached IPVS 30-138 s after its pods, against ~1 s on the host.
+    slowdown = config.GUEST_SLOWDOWN
+    create_timeout = vm.GUEST_CREATE_TIMEOUT
+
+    def __init__(self, runner: Runner | None = None, guest: vm.Guest | None = None):
+        self.guest = guest or vm.Guest()
+        super().__init__(runner or self.guest.runner())
+        self.leases = Leases(LEASES)
+
+    def describe(self) -> str:
+        return self.guest.describe()
+
+    def marker(self) -> dict:
+        return {"engine": self.kind, "guest": self.guest.cfg.name}
+
+    def unavailable_reason(self, mode: str) -> str | None:
+        from ..engine import ipvs_missing_reason
+        a = GuestBuilder().paths()
+        absent = [str(p) for p in (a.kernel, a.rootfs) if not p.exists()]
+        if absent:
+            why = ipvs_missing_reason() or "--ipvs-engine=guest"
+            return (f"{mode} runs in the UML guest engine here ({why}), but the guest is not built "
+                    f"({', '.join(absent)} missing): run `python -m harness.guest build` (scripts/setup does it)")
+        return None
+
+    def shape(self, cluster_name: str, workers: int) -> Shape:
+        note = ""
+        if workers + 1 < 3:
+            note = (f"{workers + 1} node(s), not 3: a kind cluster inside the UML guest is CPU-bound "
+                    f"(every syscall is trapped); --guest-workers sets the size. Its control plane is untainted, "
+                    f"so pods spread over both nodes")
+        return Shape(workers, vm.kind_tuning(cluster_name, workers), note)
+
+    def up(self, run_key: str, images: list[str], owner: Owner | None = None) -> dict[str, float]:
+        """Lease the guest for `run_key`: boot it unless it runs and answers, then load `images`."""
+        with self.leases.locked():
+            others = {k: o for k, o in self.leases.live().items() if k != run_key}
+            self.leases.add(run_key, owner or Owner.of())  # before boot: a half-booted guest is ours to halt
+            if self.guest.running() and not self.guest.docker_answers() and not others:
+                log.warning("guest %s runs but its engine does not answer, and no live run holds it: restarting it",
+                            self.guest.cfg.name)
+                self.guest.down()
+            if others and self.guest.running():
+                log.info("guest %s is shared with %d other run(s): %s", self.guest.cfg.name, len(others),
+                         ", ".join(f"{k} ({o})" for k, o in others.items()))
+            self.guest.up()
+            return self.guest.load_images([t for t in dict.fromkeys(images) if _on_host(t)])
+
+    def release(self, run_key: str, keep: bool = False) -> list[str]:
+        """Drop this run's lease; the last holder halts the guest and removes its link and guard."""
+        with self.leases.locked():
+            self.leases.remove(run_key)
+            others = self.leases.live()
+            if others:
+                return [f"svc-harness: guest engine left running for {len(others)} other run(s)"]
+            if keep:
+                return ["svc-harness: guest engine kept running (--keep-cluster); "
+                        "`python -m harness.guest down` halts it"]
+            self.guest.down()
+            self.guest.remove_link()
+            return []
+
+    def ensure_guard(self, network: str = config.KIND_NETWORK) -> str:
+        ensure_kind_network(self.runner, network)  # the guest engine's own, with an explicit subnet
+        return vm.ensure_guard(self.runner)        # the host's rule on the guest's link
+
+    def check_guard(self, network: str = config.KIND_NETWORK) -> None:
+        vm.check_guard(self.runner)
+
+    def guard_drops(self, comment: str = GUARD_COMMENT) -> int:
+        return vm.guard_drops(self.runner) if comment == GUARD_COMMENT else 0
+
+
+def _on_host(tag: str) -> bool:
+    return DEFAULT.run(["docker", "image", "inspect", tag], check=False, timeout=30).ok

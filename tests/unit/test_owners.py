@@ -1,0 +1,60 @@
+"""Ownership and leases: a live owner is told apart from a dead one and from a reused pid."""
+import os
+import subprocess
+
+from harness import config
+from harness.cluster import claim_name
+from harness.engine import HostEngine
+from harness.owners import Leases, Owner, read_json
+from harness.runner import FakeRunner
+
+
+def _dead_owner() -> Owner:
+    p = subprocess.Popen(["true"])
+    owner = Owner.of(p.pid)
+    p.wait()
+    return owner
+
+
+def test_an_owner_is_alive_while_its_process_runs_and_not_after():
+    assert Owner.of().alive()
+    assert not _dead_owner().alive()
+    me = Owner.of()
+    # the same pid with another start time is another process (a pid reused after a crash)
+    assert not Owner(me.pid, str(int(me.start) + 1), me.boot).alive()
+    assert not Owner(me.pid, me.start, "another-boot").alive()
+    assert Owner.from_dict(me.to_dict()) == me and Owner.from_dict({"pid": 1}) is None
+
+
+def test_leases_keep_live_holders_and_prune_dead_ones(tmp_path):
+    leases = Leases(tmp_path / "leases")
+    with leases.locked():
+        leases.add("live", Owner.of())
+        leases.add("dead", _dead_owner())
+        assert set(leases.live()) == {"live"}
+        assert not (tmp_path / "leases" / "dead.json").exists()
+        leases.remove("live")
+        assert leases.live() == {}
+
+
+def test_a_name_held_by_a_live_run_is_not_claimed_twice(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    eng = HostEngine(FakeRunner())  # `kind get clusters` answers nothing
+    other = Owner.of(os.getppid())  # a live process that is not us
+    me = Owner.of()
+    assert claim_name("svc-harness-iptables", other, eng) == "svc-harness-iptables"
+    assert claim_name("svc-harness-iptables", me, eng) == "svc-harness-iptables-2"
+    assert read_json(tmp_path / "clusters" / "svc-harness-iptables-2.json")["owner"] == me.to_dict()
+    assert claim_name("svc-harness-iptables", me, eng) == "svc-harness-iptables-2"  # ours already
+    # a dead owner's name is free again
+    (tmp_path / "clusters" / "svc-harness-iptables.json").write_text(
+        '{"owner": %s}' % __import__("json").dumps(_dead_owner().to_dict()))
+    assert claim_name("svc-harness-iptables", me, eng) == "svc-harness-iptables"
+
+
+def test_a_foreign_cluster_of_that_name_is_never_claimed(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    eng = HostEngine(FakeRunner().on(["kind", "get", "clusters"], stdout="svc-harness-iptables\n")
+                     .on(lambda a: a[1:3] == ["get", "clusters"], stdout="svc-harness-iptables\n"))
+    assert claim_name("svc-harness-iptables", Owner.of(), eng) == "svc-harness-iptables"
+    assert not (tmp_path / "clusters" / "svc-harness-iptables.json").exists()  # start() then refuses it
