@@ -53,6 +53,22 @@ class Break:
 
 
 # ---------------------------------------------------------------- the damage
+def _open_engine_api(lab: "Lab") -> None:
+    """The engine's API open to its clusters, as it was before TLS: a socat in the engine's own
+    network namespace forwards plain TCP on 2375 at the kind network's gateway to dockerd's socket.
+    Named like an external client, so the run's end removes it with them."""
+    from .engine import kind_gateway
+    c = lab.cluster
+    gw = kind_gateway(c.runner)
+    name = f"{c.name}-ext-engine-api-{c.worker}"
+    c.runner.run(["docker", "rm", "-f", name], check=False)
+    c.runner.run(["docker", "run", "-d", "--name", name, "--label", f"{config.OWNER_LABEL}=external-client",
+                  "--network", "host", "-v", "/run/docker.sock:/run/docker.sock", "--entrypoint", "socat",
+                  c.kind.node_image or config.node_image_tag(),
+                  f"TCP-LISTEN:2375,bind={gw},fork,reuseaddr", "UNIX-CONNECT:/run/docker.sock"],
+                 what="opening the engine's API on purpose")
+
+
 def _stray_backend(lab: "Lab") -> None:
     """A bare pod that carries the demo app's label: the Service selects it too."""
     from .kube import load_manifest
@@ -129,6 +145,11 @@ BREAKS = {b.name: b for b in [
     Break("policy-patches-lost", "patches to traffic policies, affinity and source ranges never reach the "
           "Service", ("E05", "E08", "E09", "E11"), on_patch=_lose_policy_fields),
     Break("dns-down", "cluster DNS is down (CoreDNS scaled to 0)", ("E00", "E12"), on_cluster=_dns_down),
+    # ipvs only, where it runs in the UML guest here: on a host engine this would open the host's
+    # own Docker API to the kind network for the length of the run.
+    Break("engine-api-open", "the Docker engine running the nodes serves its API unauthenticated on its kind "
+          "network gateway (port 2375), as the guest engine did before TLS", ("E18",),
+          on_namespace=_open_engine_api, modes=("ipvs",)),
     # Not in ipvs: there a node's own address as an external IP sits on every node's kube-ipvs0, and
     # the nodes lose each other (see E13), so the cluster would be damaged, not one claim.
     Break("external-ips-everywhere", "a Service's externalIPs list every node's own IP besides its one address",

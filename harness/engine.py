@@ -107,6 +107,22 @@ class Engine:
         """Remove the guard once no container is left on the network it covers; True if removed."""
         return False
 
+    # Docker's API ports (plain, TLS). The engine runs the nodes as root: a cluster that could reach
+    # its API could start a privileged container on the engine's machine.
+    API_PORTS = (2375, 2376)
+
+    def api_addresses(self) -> list[str]:
+        """Where the cluster's nodes see the machine this engine runs on (an open API would answer there)."""
+        return [kind_gateway(self.runner)]
+
+    def api_url(self) -> str | None:
+        """The engine's TCP API as the harness reaches it, or None (a local unix socket only)."""
+        return None
+
+    def api_credentials(self) -> list[str]:
+        """curl options that carry the harness's own credentials for api_url."""
+        return []
+
 
 class HostEngine(Engine):
     """The host's own Docker engine."""
@@ -229,6 +245,16 @@ def free_subnet(runner: Runner = DEFAULT) -> str:
         if f"172.{second}." not in used:
             return f"172.{second}.0.0/16"
     raise PreflightError("no free 172.18-31.0.0/16 subnet for the kind network")
+
+
+def kind_gateway(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:
+    """The kind network's IPv4 gateway: the engine's machine as its containers see it."""
+    out = runner.run(["docker", "network", "inspect", "-f",
+                      "{{range .IPAM.Config}}{{.Gateway}} {{end}}", network]).stdout.split()
+    v4 = [s for s in out if ":" not in s]
+    if not v4:
+        raise PreflightError(f"docker network {network} has no IPv4 gateway")
+    return v4[0]
 
 
 def network_subnet(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:

@@ -456,6 +456,23 @@ class Lab:
         return self.cluster.external(index)
 
     # ---- traffic ----------------------------------------------------------
+    def engine_api_urls(self) -> list[str]:
+        """Every way the cluster could reach the engine running its nodes: each address at which
+        the nodes see the engine's machine, on Docker's API ports, as plain HTTP and as TLS."""
+        eng = self.cluster.kind.engine
+        return [f"{scheme}://{addr}:{port}/version" for addr in eng.api_addresses()
+                for port in eng.API_PORTS for scheme in ("http", "https")]
+
+    def http_code(self, peer: Peer | None, url: str, extra: list[str] | None = None) -> str:
+        """The HTTP status `url` answers with from `peer` (None: this host), "000" if nothing answers.
+        TLS servers are not verified (-k): what counts is whether anything answers at all."""
+        argv = ["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", *(extra or []), url]
+        res = peer.exec(argv, check=False, timeout=30) if peer else self.cluster.runner.run(argv, check=False,
+                                                                                            timeout=30)
+        code = res.stdout.strip()[-3:] or "000"
+        self.step(f"{'from ' + peer.describe() if peer else 'from this host'}: curl {url} -> {code}")
+        return code
+
     def probe(self, peer: Peer, host: str, port: int, n: int = 1, path: str = "/",
               timeout_s: float = 5.0, concurrency: int = 1) -> Sample:
         """Send a measured sample. The default per-request timeout is generous because on two

@@ -87,6 +87,16 @@ class GuestEngine(Engine):
             self.guest.remove_link()
             return []
 
+    def api_addresses(self) -> list[str]:
+        return [vm.LINK_GUEST, *super().api_addresses()]
+
+    def api_url(self) -> str | None:
+        return f"https://{vm.LINK_GUEST}:{vm.DOCKER_PORT}/version"
+
+    def api_credentials(self) -> list[str]:
+        t = self.guest.tls_dir
+        return ["--cacert", str(t / "ca.pem"), "--cert", str(t / "cert.pem"), "--key", str(t / "key.pem")]
+
     def ensure_guard(self, network: str = config.KIND_NETWORK) -> str:
         ensure_kind_network(self.runner, network)  # the guest engine's own, with an explicit subnet
         return vm.ensure_guard(self.runner)        # the host's rule on the guest's link

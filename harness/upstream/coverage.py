@@ -61,4 +61,5 @@ COVERAGE = [
     Coverage("E15", (), "ping to a ClusterIP: no reply in iptables/nftables, a reply in ipvs"),
     Coverage("E16", (), "changing the proxy mode through the ConfigMap and a rolling kube-proxy restart"),
     Coverage("E17", (), "the ipvs schedulers' characteristic patterns"),
+    Coverage("E18", (), "the engine running the nodes answers the harness only (not a claim of the article)"),
 ]
