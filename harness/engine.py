@@ -145,13 +145,12 @@ class HostEngine(Engine):
         return sum(int(line.split()[0]) for line in res.stdout.splitlines() if f"/* {comment} */" in line)
 
     def remove_guard_if_unused(self, network: str = config.KIND_NETWORK) -> bool:
+        """Once no container of the harness is left on the network (another run's cluster, an
+        external client), its rules go; containers of anyone else (a plain kind cluster) do not
+        keep them there."""
         with _guard_lock():
             bridge = kind_bridge(self.runner, network)
-            if bridge is None:
-                return False
-            attached = self.runner.run(["docker", "network", "inspect", "-f", "{{len .Containers}}", network],
-                                       check=False).stdout.strip()
-            if attached not in ("0", ""):
+            if bridge is None or harness_containers(self.runner, network):
                 return False
             out_if = outside_interface(self.runner)
             removed = False
@@ -160,6 +159,21 @@ class HostEngine(Engine):
                 while self.runner.run(["iptables", "-D", *rule], check=False).ok:
                     removed = True
             return removed
+
+
+def harness_containers(runner: Runner, network: str) -> list[str]:
+    """Containers on `network` that the harness made: nodes of a cluster with a harness marker,
+    and containers carrying the harness's owner label."""
+    ours = {p.stem for p in (config.CACHE / "clusters").glob("*.json")}
+    res = runner.run(["docker", "ps", "-a", "--filter", f"network={network}", "--format",
+                      '{{.Names}}|{{.Label "io.x-k8s.kind.cluster"}}|{{.Label "' + config.OWNER_LABEL + '"}}'],
+                     check=False)
+    out = []
+    for line in res.stdout.splitlines():
+        name, cluster, owner = (line.split("|") + ["", ""])[:3]
+        if cluster in ours or owner:
+            out.append(name)
+    return out
 
 
 def _guard_lock():

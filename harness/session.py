@@ -184,6 +184,9 @@ def finish_byo(pyconfig: pytest.Config) -> tuple[list[str], bool]:
     if disc.get("node_access") == "docker":
         drops = engine.egress_drops() - getattr(pyconfig, "_svc_drops_before", {}).get("host", (0, 0))[0]
         summary.append(f"svc-harness: egress guard dropped {drops} packets during this run (expected 0)")
+        if engine.HostEngine().remove_guard_if_unused():  # the user's network keeps none of our rules
+            summary.append("svc-harness: egress guard rules removed from the kind network (no container of "
+                           "the harness is left on it)")
     if not changed:
         summary.append(f"svc-harness: --kubeconfig cluster left as found: kube-system and nodes unchanged "
                        f"({snapshot.counts(after)} compared; {out})")

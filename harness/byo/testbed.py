@@ -272,6 +272,7 @@ def check(modes: list[str], xdist: list[int], name: str, keep: bool, cases: bool
                 bed.delete()
                 bed.kubeconfig.unlink(missing_ok=True)
                 bed.config_file.unlink(missing_ok=True)
+                engine.HostEngine().remove_guard_if_unused()  # its rules go with the last container of ours
         report += [f"## {mode}", "", f"cluster {bed.name} created in {create_s:.0f}s; "
                    f"kubeconfig {bed.kubeconfig}", "",
                    "| run | exit | passed | skipped | failed | time | problems |", "|---|---|---|---|---|---|---|"]

@@ -58,3 +58,28 @@ def test_a_foreign_cluster_of_that_name_is_never_claimed(tmp_path, monkeypatch):
                      .on(lambda a: a[1:3] == ["get", "clusters"], stdout="svc-harness-iptables\n"))
     assert claim_name("svc-harness-iptables", Owner.of(), eng) == "svc-harness-iptables"
     assert not (tmp_path / "clusters" / "svc-harness-iptables.json").exists()  # start() then refuses it
+
+
+def test_the_host_guard_goes_only_when_no_container_of_the_harness_is_left(tmp_path, monkeypatch):
+    from harness import engine
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    (tmp_path / "clusters").mkdir()
+    (tmp_path / "clusters" / "svc-harness-iptables.json").write_text("{}")
+    plain_kind = "kind-control-plane|kind|\n"
+    ours = "svc-harness-iptables-worker|svc-harness-iptables|\n"
+    client = "x-ext-0||external-client\n"
+
+    def fake(ps_out):
+        return (FakeRunner().on(["docker", "network", "inspect", "-f", "{{.Id}}"], stdout="0123456789abcdef\n")
+                .on(["docker", "ps"], stdout=ps_out)
+                .on(["ip", "-o", "route", "show", "default"], stdout="default via 10.0.0.1 dev eth0\n")
+                .on(["iptables", "-D"], returncode=1))
+    for ps_out in (ours + plain_kind, client):
+        r = fake(ps_out)
+        assert engine.HostEngine(r).remove_guard_if_unused() is False
+        assert not any(c[:2] == ["iptables", "-D"] for c in r.calls)
+    r = fake(plain_kind)  # a plain kind cluster does not keep the harness's rules on the network
+    engine.HostEngine(r).remove_guard_if_unused()
+    deleted = [c for c in r.calls if c[:2] == ["iptables", "-D"]]
+    assert {c[c.index("--comment") + 1] for c in deleted} == {engine.GUARD_COMMENT, engine.DNS_COMMENT}
+    assert all("br-0123456789ab" in c for c in deleted)
