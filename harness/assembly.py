@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from . import breaks as breaks_mod
 from . import config
 from .cluster import KindCluster
-from .engine import Engine
+from .engine import Engine, image_id
 from .kube import Kube
 from .lab import ClusterHandle, Images
 from .owners import Owner
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def _image_exists(tag: str) -> bool:
-    return DEFAULT.run(["docker", "image", "inspect", tag], check=False, timeout=30).ok
+    return bool(image_id(DEFAULT, tag))
 
 
 def resolve_images(node_image: str = "", demo_image: str = "") -> tuple[str, Images, bool]:

@@ -57,16 +57,16 @@ def _open_engine_api(lab: "Lab") -> None:
     """The engine's API open to its clusters, as it was before TLS: a socat in the engine's own
     network namespace forwards plain TCP on 2375 at the kind network's gateway to dockerd's socket.
     Named like an external client, so the run's end removes it with them."""
-    from .engine import kind_gateway
+    from .engine import kind_gateway, remove_container
     c = lab.cluster
     gw = kind_gateway(c.runner)
     name = f"{c.name}-ext-engine-api-{c.worker}"
-    c.runner.run(["docker", "rm", "-f", name], check=False)
-    c.runner.run(["docker", "run", "-d", "--name", name, "--label", f"{config.OWNER_LABEL}=external-client",
-                  "--network", "host", "-v", "/run/docker.sock:/run/docker.sock", "--entrypoint", "socat",
-                  c.kind.node_image or config.node_image_tag(),
-                  f"TCP-LISTEN:2375,bind={gw},fork,reuseaddr", "UNIX-CONNECT:/run/docker.sock"],
-                 what="opening the engine's API on purpose")
+    remove_container(c.runner, name)
+    c.runner.engine("open the engine's API on purpose", lambda d: d.containers.run(
+        c.kind.node_image or config.node_image_tag(),
+        [f"TCP-LISTEN:2375,bind={gw},fork,reuseaddr", "UNIX-CONNECT:/run/docker.sock"], entrypoint="socat",
+        name=name, detach=True, network_mode="host", volumes=["/run/docker.sock:/run/docker.sock"],
+        labels={config.OWNER_LABEL: "external-client"}))
 
 
 def _stray_backend(lab: "Lab") -> None:

@@ -140,15 +140,14 @@ class KindCluster:
         names = self.runner.run([config.tool("kind"), "get", "nodes", "--name", self.name]).stdout.split()
         if not names:
             return []
-        fmt = ('{{.Name}} {{index .Config.Labels "io.x-k8s.kind.role"}} '
-               '{{range $k, $v := .NetworkSettings.Networks}}{{if eq $k "%s"}}{{$v.IPAddress}}{{end}}{{end}}'
-               % config.KIND_NETWORK)
-        out = self.runner.run(["docker", "inspect", "-f", fmt, *names]).stdout
-        nodes = []
-        for line in out.splitlines():
-            parts = line.split()
-            if len(parts) >= 2:
-                nodes.append(Node(parts[0].lstrip("/"), parts[2] if len(parts) > 2 else "", parts[1]))
+        def read(c) -> list[Node]:
+            out = []
+            for name in names:
+                a = c.containers.get(name).attrs
+                net = (a["NetworkSettings"].get("Networks") or {}).get(config.KIND_NETWORK) or {}
+                out.append(Node(name, net.get("IPAddress", ""), a["Config"]["Labels"].get("io.x-k8s.kind.role", "")))
+            return out
+        nodes = self.runner.engine(f"inspect the nodes of {self.name}", read)
         return sorted(nodes, key=lambda n: (n.role != "control-plane", n.name))
 
     # ---- lifecycle -----------------------------------------------------

@@ -26,7 +26,7 @@ class PreflightError(RuntimeError):
 
 
 def engine_ready(runner: Runner = DEFAULT) -> None:
-    if not runner.run(["docker", "info"], check=False, timeout=30).ok:
+    if not runner.engine("ping", lambda c: c.ping(), check=False, timeout=30):
         raise PreflightError("no Docker engine answers `docker info`; start one with "
                              f"`sudo {config.SCRIPTS / 'engine-up'}` (installs and starts dockerd where needed)")
 
@@ -165,15 +165,42 @@ def harness_containers(runner: Runner, network: str) -> list[str]:
     """Containers on `network` that the harness made: nodes of a cluster with a harness marker,
     and containers carrying the harness's owner label."""
     ours = {p.stem for p in (config.CACHE / "clusters").glob("*.json")}
-    res = runner.run(["docker", "ps", "-a", "--filter", f"network={network}", "--format",
-                      '{{.Names}}|{{.Label "io.x-k8s.kind.cluster"}}|{{.Label "' + config.OWNER_LABEL + '"}}'],
-                     check=False)
-    out = []
-    for line in res.stdout.splitlines():
-        name, cluster, owner = (line.split("|") + ["", ""])[:3]
-        if cluster in ours or owner:
-            out.append(name)
-    return out
+    found = runner.engine(f"list containers on network {network}",
+                          lambda c: [(x.name, x.labels) for x in c.containers.list(all=True,
+                                                                                  filters={"network": network})],
+                          check=False, default=[])
+    return [name for name, labels in found
+            if labels.get("io.x-k8s.kind.cluster") in ours or labels.get(config.OWNER_LABEL)]
+
+
+def image_id(runner: Runner, tag: str) -> str:
+    """The ID of image `tag` on the engine `runner` reaches, "" if it has none."""
+    return runner.engine(f"inspect image {tag}", lambda c: c.images.get(tag).id, check=False, default="",
+                         timeout=30)
+
+
+def remove_containers(runner: Runner, label: str, name_prefix: str = "") -> list[str]:
+    """Force-remove the containers carrying `label` (key or key=value) whose name starts with
+    `name_prefix`; returns their names."""
+    def remove(c) -> list[str]:
+        gone = []
+        for x in c.containers.list(all=True, filters={"label": label}):
+            if x.name.startswith(name_prefix):
+                x.remove(force=True)
+                gone.append(x.name)
+        return gone
+    return runner.engine(f"remove containers {label} {name_prefix}*", remove, check=False, default=[])
+
+
+def remove_container(runner: Runner, name: str) -> None:
+    """Force-remove container `name` if it exists."""
+    import docker
+    def remove(c):
+        try:
+            c.containers.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+    runner.engine(f"remove container {name}", remove, check=False)
 
 
 def _guard_lock():
@@ -232,9 +259,13 @@ def outside_interface(runner: Runner = DEFAULT) -> str:
     return out[out.index("dev") + 1] if "dev" in out else "eth0"
 
 
+def _network(runner: Runner, network: str) -> dict | None:
+    return runner.engine(f"inspect network {network}", lambda c: c.networks.get(network).attrs, check=False)
+
+
 def kind_bridge(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str | None:
-    res = runner.run(["docker", "network", "inspect", "-f", "{{.Id}}", network], check=False)
-    return f"br-{res.stdout.strip()[:12]}" if res.ok else None
+    attrs = _network(runner, network)
+    return f"br-{attrs['Id'][:12]}" if attrs else None
 
 
 def ensure_kind_network(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:
@@ -245,10 +276,12 @@ def ensure_kind_network(runner: Runner = DEFAULT, network: str = config.KIND_NET
     send traffic to is known before a node starts.
     """
     if kind_bridge(runner, network) is None:
+        import docker
         subnet = free_subnet(runner)
-        runner.run(["docker", "network", "create", "-d", "bridge", "--subnet", subnet,
-                    "-o", "com.docker.network.bridge.enable_ip_masquerade=true",
-                    "-o", "com.docker.network.driver.mtu=1500", network], what="creating the kind network")
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+        runner.engine(f"create network {network} ({subnet})", lambda c: c.networks.create(
+            network, driver="bridge", ipam=ipam, options={"com.docker.network.bridge.enable_ip_masquerade": "true",
+                                                          "com.docker.network.driver.mtu": "1500"}))
     return kind_bridge(runner, network)
 
 
@@ -261,24 +294,24 @@ def free_subnet(runner: Runner = DEFAULT) -> str:
     raise PreflightError("no free 172.18-31.0.0/16 subnet for the kind network")
 
 
+def _ipam_v4(runner: Runner, network: str, key: str) -> str:
+    attrs = _network(runner, network)
+    if attrs is None:
+        raise PreflightError(f"no docker network {network} on the {runner.where} engine")
+    v4 = [c[key] for c in (attrs.get("IPAM") or {}).get("Config") or [] if c.get(key) and ":" not in c[key]]
+    if not v4:
+        raise PreflightError(f"docker network {network} has no IPv4 {key.lower()}")
+    return v4[0]
+
+
 def kind_gateway(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:
     """The kind network's IPv4 gateway: the engine's machine as its containers see it."""
-    out = runner.run(["docker", "network", "inspect", "-f",
-                      "{{range .IPAM.Config}}{{.Gateway}} {{end}}", network]).stdout.split()
-    v4 = [s for s in out if ":" not in s]
-    if not v4:
-        raise PreflightError(f"docker network {network} has no IPv4 gateway")
-    return v4[0]
+    return _ipam_v4(runner, network, "Gateway")
 
 
 def network_subnet(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:
     """The kind network's IPv4 subnet, e.g. 172.18.0.0/16."""
-    out = runner.run(["docker", "network", "inspect", "-f",
-                      "{{range .IPAM.Config}}{{.Subnet}} {{end}}", network]).stdout.split()
-    v4 = [s for s in out if ":" not in s]
-    if not v4:
-        raise PreflightError(f"docker network {network} has no IPv4 subnet")
-    return v4[0]
+    return _ipam_v4(runner, network, "Subnet")
 
 
 def _guard_rule(bridge: str, out_if: str) -> list[str]:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import config
 from .cluster import Node
+from .engine import kind_gateway, remove_container
 from .kube import Kube, load_manifest
 from .probe import PROBE_BIN
 from .runner import DEFAULT, Result, Runner
@@ -53,7 +55,7 @@ class NodePeer(Peer):
 
     def close(self) -> None:
         if self.probe_container:
-            self.runner.run(["docker", "rm", "-f", self.probe_container], check=False)
+            remove_container(self.runner, self.probe_container)
 
     @classmethod
     def of(cls, node: Node, runner: Runner = DEFAULT) -> "NodePeer":
@@ -65,10 +67,10 @@ class NodePeer(Peer):
     def with_sidecar(cls, node: Node, sidecar: str, image: str, runner: Runner = DEFAULT) -> "NodePeer":
         """A node we may not change (--kubeconfig): reads by docker exec, the probe from a toolbox
         container joined to the node's network namespace (same addresses, routes and rules)."""
-        runner.run(["docker", "rm", "-f", sidecar], check=False)
-        runner.run(["docker", "run", "-d", "--name", sidecar, "--network", f"container:{node.name}",
-                    "--label", f"{config.OWNER_LABEL}=node-sidecar", "--entrypoint", "sleep", image, "infinity"],
-                   what=f"starting the probe sidecar of {node.name}")
+        remove_container(runner, sidecar)
+        runner.engine(f"start the probe sidecar of {node.name}", lambda c: c.containers.run(
+            image, ["infinity"], entrypoint="sleep", name=sidecar, detach=True,
+            network_mode=f"container:{node.name}", labels={config.OWNER_LABEL: "node-sidecar"}))
         return cls(node.name, node.ip, "node", runner, container=node.name, probe_container=sidecar)
 
 
@@ -113,18 +115,19 @@ class ExternalPeer(Peer):
 
     def close(self) -> None:
         if self.container:
-            self.runner.run(["docker", "rm", "-f", self.container], check=False)
+            remove_container(self.runner, self.container)
 
     @classmethod
     def start(cls, name: str, image: str, runner: Runner = DEFAULT) -> "ExternalPeer":
         """A toolbox container on the kind network, outside every node (replaced if stale)."""
-        runner.run(["docker", "rm", "-f", name], check=False)
-        runner.run(["docker", "run", "-d", "--name", name, "--network", config.KIND_NETWORK,
-                    "--label", f"{config.OWNER_LABEL}=external-client",
-                    "--entrypoint", "sleep", image, "infinity"], what=f"starting external client {name}")
-        ip = runner.run(["docker", "inspect", "-f",
-                         '{{(index .NetworkSettings.Networks "%s").IPAddress}}' % config.KIND_NETWORK,
-                         name]).stdout.strip()
+        remove_container(runner, name)
+
+        def run(c) -> str:
+            x = c.containers.run(image, ["infinity"], entrypoint="sleep", name=name, detach=True,
+                                 network=config.KIND_NETWORK, labels={config.OWNER_LABEL: "external-client"})
+            x.reload()
+            return x.attrs["NetworkSettings"]["Networks"][config.KIND_NETWORK]["IPAddress"]
+        ip = runner.engine(f"start external client {name}", run)
         return cls(name, ip, "external", runner, container=name)
 
     @classmethod
@@ -135,15 +138,17 @@ class ExternalPeer(Peer):
             out = runner.run(["ip", "-o", "route", "get", towards]).stdout.split()
             ip = out[out.index("src") + 1] if "src" in out else ""
             return cls("host", ip, "external", runner, container="")
-        gw = runner.run(["docker", "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
-                         config.KIND_NETWORK]).stdout.split()
-        ip = next((g for g in gw if ":" not in g), "")
-        return cls("host", ip, "external", runner, container="")
+        return cls("host", kind_gateway(runner), "external", runner, container="")
 
 
 def install_probe(runner: Runner, container: str) -> None:
     """Copy the static svc-probe into a node container (node images need not ship it)."""
     if runner.run(["docker", "exec", container, "test", "-x", PROBE_BIN], check=False).ok:
         return
-    runner.run(["docker", "cp", str(config.BIN / "svc-probe"), f"{container}:{PROBE_BIN}"],
-               what=f"installing svc-probe on {container}")
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(str(config.BIN / "svc-probe"), arcname=Path(PROBE_BIN).name)
+    runner.engine(f"install svc-probe on {container}",
+                  lambda c: c.containers.get(container).put_archive(str(Path(PROBE_BIN).parent), buf.getvalue()))

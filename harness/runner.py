@@ -3,6 +3,10 @@
 kind, docker, `docker exec` into nodes and `kubectl` all go through a Runner,
 so every command is logged (DEBUG, pasteable into a shell), timed, and can be
 replaced by `FakeRunner` in unit tests. Modelled on kind's exec.Cmder.
+Engine calls through the docker SDK (containers, networks, images) go through
+`Runner.engine`, with a client for the engine this runner's environment names
+(DOCKER_HOST and its TLS settings), logged and timed the same way. The docker
+CLI stays for `docker exec` (the SDK's exec has no timeout) and for kind.
 HTTP requests the host itself sends (kube-proxy's metrics and health
 endpoints on a node's address) go through `Runner.http`, logged and timed the
 same way, through `requests`.
@@ -16,7 +20,9 @@ import shlex
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,28 @@ class CommandError(RuntimeError):
         head = f"{what}: " if what else ""
         super().__init__(f"{head}command failed (exit {result.returncode} after "
                          f"{result.seconds:.1f}s): {shlex.join(result.argv)}\n{tail}")
+
+
+class EngineError(RuntimeError):
+    """An engine call through the docker SDK failed: what was asked, which engine, what it said."""
+
+    def __init__(self, what: str, where: str, error: Exception, seconds: float):
+        self.error = error
+        super().__init__(f"{what} on the {where} engine failed after {seconds:.1f}s: "
+                         f"{type(error).__name__}: {error}")
+
+
+_CLIENTS: dict = {}
+
+
+def _docker_client(env: dict, timeout: float):
+    """A docker SDK client for the engine `env` names (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH;
+    none: the local socket); one per engine and timeout, per process."""
+    import docker
+    key = (tuple(sorted((k, v) for k, v in env.items() if k.startswith("DOCKER_"))), timeout, os.getpid())
+    if key not in _CLIENTS:
+        _CLIENTS[key] = docker.from_env(environment=dict(key[0]), timeout=int(timeout))
+    return _CLIENTS[key]
 
 
 @dataclass
@@ -84,6 +112,23 @@ class Runner:
         other.env = {**self.env, **env}
         other.where = where
         return other
+
+    def engine(self, what: str, call: Callable[[Any], T], *, check: bool = True, default: Any = None,
+               timeout: float = 120) -> T:
+        """`call(client)` with a docker SDK client of this runner's engine: logged and timed like a
+        command. `check=False` returns `default` instead of raising EngineError."""
+        log.debug("engine (%s): %s", self.where, what)
+        started = time.monotonic()
+        try:
+            out = call(_docker_client(self.env, timeout))
+        except Exception as e:  # noqa: BLE001 - the SDK raises requests' and its own errors
+            seconds = time.monotonic() - started
+            log.debug("  -> %s in %.2fs", type(e).__name__, seconds)
+            if check:
+                raise EngineError(what, self.where, e, seconds) from e
+            return default
+        log.debug("  -> ok in %.2fs", time.monotonic() - started)
+        return out
 
     def http(self, url: str, *, timeout: float = 5.0, check: bool = True, what: str = "") -> HttpResult:
         """GET `url` from this host (never through a proxy from the environment)."""
@@ -142,7 +187,24 @@ class FakeRunner(Runner):
     """Records argv and answers from a script: [(predicate or argv-prefix, Result-ish)]."""
     responses: list = field(default_factory=list)
     http_responses: list = field(default_factory=list)
+    engine_responses: list = field(default_factory=list)
     calls: list[list[str]] = field(default_factory=list)
+
+    def on_api(self, what_prefix: str, value: Any = None, error: Exception | None = None) -> "FakeRunner":
+        """Answer engine calls whose description starts with `what_prefix` (recorded as ["engine", what])."""
+        self.engine_responses.append((what_prefix, value, error))
+        return self
+
+    def engine(self, what, call, *, check=True, default=None, timeout=120):
+        self.calls.append(["engine", what])
+        for prefix, value, error in self.engine_responses:
+            if what.startswith(prefix):
+                if error is None:
+                    return value
+                if check:
+                    raise EngineError(what, self.where, error, 0.0)
+                return default
+        return default
 
     def on(self, prefix: Sequence[str] | Callable[[list[str]], bool], stdout: str = "",
            returncode: int = 0, stderr: str = "") -> "FakeRunner":

@@ -154,10 +154,7 @@ def finish_byo(pyconfig: pytest.Config) -> tuple[list[str], bool]:
     opts = pyconfig.option
     run_dir: Path = pyconfig._svc_run_dir
     summary: list[str] = []
-    ids = DEFAULT.run(["docker", "ps", "-aq", "--filter", f"label={config.OWNER_LABEL}",
-                       "--filter", f"name={byo_prefix(run_dir)}-"], check=False).stdout.split()
-    if ids:
-        DEFAULT.run(["docker", "rm", "-f", *ids], check=False)
+    engine.remove_containers(DEFAULT, config.OWNER_LABEL, f"{byo_prefix(run_dir)}-")
     pre = pyconfig._svc_byo
     state_file = run_dir / "byo-discovery.json"
     disc = json.loads(state_file.read_text()) if state_file.exists() else {}
@@ -303,10 +300,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _remove_external_clients(cluster: str, runner: Runner = DEFAULT) -> None:
-    ids = runner.run(["docker", "ps", "-aq", "--filter", f"label={config.OWNER_LABEL}=external-client",
-                      "--filter", f"name={cluster}-ext"], check=False).stdout.split()
-    if ids:
-        runner.run(["docker", "rm", "-f", *ids], check=False)
+    engine.remove_containers(runner, f"{config.OWNER_LABEL}=external-client", f"{cluster}-ext")
 
 
 class SwitchBench:

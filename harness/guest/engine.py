@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from .. import config
-from ..engine import GUARD_COMMENT, Engine, Shape, ensure_kind_network
+from ..engine import GUARD_COMMENT, Engine, Shape, ensure_kind_network, image_id
 from ..owners import Leases, Owner
 from ..runner import DEFAULT, Runner
 from . import vm
@@ -109,4 +109,4 @@ class GuestEngine(Engine):
 
 
 def _on_host(tag: str) -> bool:
-    return DEFAULT.run(["docker", "image", "inspect", tag], check=False, timeout=30).ok
+    return bool(image_id(DEFAULT, tag))

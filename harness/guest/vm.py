@@ -26,6 +26,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..engine import image_id
 from ..runner import DEFAULT, Runner, Step
 from ..waits import Wait, WaitTimeout
 from . import mconsole
@@ -134,8 +135,7 @@ class Guest:
         return self.pid() is not None
 
     def docker_answers(self) -> bool:
-        return self.r.run([*self.docker_argv(), "version", "-f", "{{.Server.Version}}"],
-                          check=False, timeout=15).ok
+        return bool(self.runner().engine("ping", lambda c: c.ping(), check=False, timeout=15))
 
     # ---- lifecycle -------------------------------------------------------
     def up(self) -> "Guest":
@@ -156,7 +156,7 @@ class Guest:
         with Step(f"guest {self.cfg.name}: dockerd ready on {self.docker_host}"):
             self._wait(f"dockerd in guest {self.cfg.name} to answer on {self.docker_host}",
                        self.cfg.ready_timeout, lambda: self.running() and self.docker_answers())
-        kernel = self.r.run([*self.docker_argv(), "info", "-f", "{{.KernelVersion}}"]).stdout.strip()
+        kernel = self.runner().engine("info", lambda c: c.info()["KernelVersion"])
         state = json.loads(self.marker.read_text())
         state["kernel"] = kernel
         self.marker.write_text(json.dumps(state))
@@ -288,17 +288,16 @@ class Guest:
         """Copy host images into the guest's engine unless it holds the same image ID already."""
         took = {}
         for tag in tags:
-            host_id = self.r.run(["docker", "image", "inspect", "-f", "{{.Id}}", tag], check=False).stdout.strip()
+            host_id = image_id(self.r, tag)
             if not host_id:
                 raise GuestError(f"image {tag} is not on the host engine; build it first "
                                  "(python -m harness.images build)")
-            guest_id = self.r.run([*self.docker_argv(), "image", "inspect", "-f", "{{.Id}}", tag],
-                                  check=False).stdout.strip()
-            if guest_id == host_id:
+            if image_id(self.runner(), tag) == host_id:
                 continue
             with Step(f"guest {self.cfg.name}: docker load {tag}") as st:
-                self.r.run(["bash", "-o", "pipefail", "-c", 'docker save "$1" | "${@:2}" load -q',
-                            "load", tag, *self.docker_argv()], timeout=1800, what=f"loading {tag} into the guest")
+                # The host engine's `save` stream goes straight into the guest engine's `load`.
+                stream = self.r.engine(f"save {tag}", lambda c: c.images.get(tag).save(named=True), timeout=1800)
+                self.runner().engine(f"load {tag} into the guest", lambda c: c.images.load(stream), timeout=1800)
             took[tag] = st.seconds
         return took
 

@@ -146,7 +146,7 @@ def test_ipvs_preflight_passes_when_the_kernel_has_it(tmp_path):
 
 def test_egress_guard_check_fails_without_the_rule():
     fake = (FakeRunner()
-            .on(["docker", "network", "inspect"], stdout="0123456789abcdef\n")
+            .on_api("inspect network", {"Id": "0123456789abcdef"})
             .on(["ip", "-o", "route"], stdout="default via 192.0.2.1 dev eth0\n")
             .on(["iptables", "-C"], returncode=1))
     with pytest.raises(engine.PreflightError, match="egress guard missing"):

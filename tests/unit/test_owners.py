@@ -65,13 +65,13 @@ def test_the_host_guard_goes_only_when_no_container_of_the_harness_is_left(tmp_p
     monkeypatch.setattr(config, "CACHE", tmp_path)
     (tmp_path / "clusters").mkdir()
     (tmp_path / "clusters" / "svc-harness-iptables.json").write_text("{}")
-    plain_kind = "kind-control-plane|kind|\n"
-    ours = "svc-harness-iptables-worker|svc-harness-iptables|\n"
-    client = "x-ext-0||external-client\n"
+    plain_kind = [("kind-control-plane", {"io.x-k8s.kind.cluster": "kind"})]
+    ours = [("svc-harness-iptables-worker", {"io.x-k8s.kind.cluster": "svc-harness-iptables"})]
+    client = [("x-ext-0", {config.OWNER_LABEL: "external-client"})]
 
-    def fake(ps_out):
-        return (FakeRunner().on(["docker", "network", "inspect", "-f", "{{.Id}}"], stdout="0123456789abcdef\n")
-                .on(["docker", "ps"], stdout=ps_out)
+    def fake(containers):
+        return (FakeRunner().on_api("inspect network", {"Id": "0123456789abcdef"})
+                .on_api("list containers on network", containers)
                 .on(["ip", "-o", "route", "show", "default"], stdout="default via 10.0.0.1 dev eth0\n")
                 .on(["iptables", "-D"], returncode=1))
     for ps_out in (ours + plain_kind, client):
