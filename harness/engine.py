@@ -68,6 +68,7 @@ class Engine:
     kind = "?"
     slowdown = 1.0
     create_timeout: float = config.CLUSTER_CREATE_TIMEOUT
+    smallest_workers = 1    # the smallest cluster that still has a node without the control plane
 
     def __init__(self, runner: Runner = DEFAULT):
         self.runner = runner
@@ -102,6 +103,15 @@ class Engine:
 
     def guard_drops(self, comment: str = GUARD_COMMENT) -> int:
         raise NotImplementedError
+
+    def guard_counters(self) -> list[int]:
+        """The guard's counters, for guard_report's difference."""
+        return [self.guard_drops()]
+
+    def guard_report(self, before: list[int]) -> str:
+        """What the guard stopped since `before` (guard_counters), for the run's summary."""
+        drops = self.guard_drops() - (before or [0])[0]
+        return f"svc-harness: egress guard of the {self.kind} engine dropped {drops} packets during this run (expected 0)"
 
     def remove_guard_if_unused(self, network: str = config.KIND_NETWORK) -> bool:
         """Remove the guard once no container is left on the network it covers; True if removed."""
@@ -143,6 +153,14 @@ class HostEngine(Engine):
     def guard_drops(self, comment: str = GUARD_COMMENT) -> int:
         res = self.runner.run(["iptables", "-L", "DOCKER-USER", "-v", "-x", "-n"], check=False)
         return sum(int(line.split()[0]) for line in res.stdout.splitlines() if f"/* {comment} */" in line)
+
+    def guard_counters(self) -> list[int]:
+        return [self.guard_drops(), self.guard_drops(DNS_COMMENT)]
+
+    def guard_report(self, before: list[int]) -> str:
+        dns = self.guard_drops(DNS_COMMENT) - (list(before or []) + [0, 0])[1]
+        return (super().guard_report(before) + f"; {dns} DNS lookups from the kind network to outside resolvers "
+                "were rejected")
 
     def remove_guard_if_unused(self, network: str = config.KIND_NETWORK) -> bool:
         """Once no container of the harness is left on the network (another run's cluster, an
@@ -210,17 +228,18 @@ def _guard_lock():
     return FileLock(str(config.CACHE / "locks" / "host-guard.lock"), timeout=600)
 
 
-def choose(mode: str, preference: str = "auto") -> Engine:
+def choose(mode: str, preference: str = "auto", guest_workers: int = 1) -> Engine:
     """The engine a mode's clusters run on: the one place that decides.
 
     Only ipvs needs more than the host has: with preference "auto" it runs in the UML guest
     (harness.guest) when the host kernel lacks IPVS; "host" forbids the guest, "guest" asks for it.
+    `guest_workers`: the size of a cluster in the guest (--guest-workers).
     """
     if mode != "ipvs":
         return HostEngine()
     if preference == "guest" or (preference == "auto" and ipvs_missing_reason()):
         from .guest.engine import GuestEngine
-        return GuestEngine()
+        return GuestEngine(workers=guest_workers)
     return _HostOnly() if preference == "host" else HostEngine()
 
 

@@ -184,6 +184,8 @@ def pytest_configure(config: pytest.Config) -> None:
             from .byo.discover import Preflight
             config._svc_byo = Preflight.from_json((config._svc_run_dir / "byo-preflight.json").read_text())
     else:
+        if opts.help:
+            return  # `pytest --help` makes nothing and leaves nothing behind
         _preflight_modes(config)
         if opts.kubeconfig:
             _byo_preflight(config, asked_modes)  # before anything exists: a bad cluster ends the run here
@@ -276,6 +278,8 @@ def _byo_preflight(config: pytest.Config, asked_modes: list[str] | None) -> None
              "; ".join(f"{k}: {v}" for k, v in pre.mode_sources.items()), snapshot.counts(before))
     config._svc_byo = pre
     config._svc_byo_before = before
+    from . import engine
+    config._svc_byo_drops_before = engine.HostEngine().guard_drops()
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -501,16 +505,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     for f in [*d.glob("evidence-*.jsonl"), *d.glob("upstream-*.jsonl")]:
         f.unlink()
     session.config._svc_started = time.monotonic()
-    from . import engine
-    opts = session.config.option
-    before = {}
-    for mode in ([] if opts.kubeconfig else opts.proxy_modes):  # only the engines this run will use
-        eng = engine.choose(mode, opts.ipvs_engine)
-        before[eng.kind] = (eng.guard_drops(), eng.guard_drops(engine.DNS_COMMENT))
-    if opts.kubeconfig:
-        eng = engine.HostEngine()
-        before["host"] = (eng.guard_drops(), eng.guard_drops(engine.DNS_COMMENT))
-    session.config._svc_drops_before = before
+    # (The guards' counters are read when a cluster is made or attached: a run that makes none,
+    # like the unit tests, touches nothing of the machine.)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -62,7 +62,7 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     if opts.kubeconfig:
         _, images, _ = assembly.resolve_images(opts.node_image, opts.demo_image)
         return _existing(pyconfig, images, worker)
-    eng = engine.choose(mode, opts.ipvs_engine)
+    eng = engine.choose(mode, opts.ipvs_engine, opts.guest_workers)
     reason = eng.unavailable_reason(mode)
     if reason:  # only reached with --skip-unavailable-modes; otherwise the run stopped at configure
         pytest.skip(reason)
@@ -70,17 +70,18 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     owner = run_owner(run_dir)
 
     def make() -> dict:
+        drops_before = eng.guard_counters()
         name = claim_name(cluster_name(opts, mode), owner, eng)
         out = assembly.build(assembly.Recipe(
             name=name, mode=mode, engine=eng, owner=owner, run_key=run_dir.name,
-            workers=opts.guest_workers if eng.kind == "guest" else opts.workers,
+            workers=opts.workers,
             node_image=opts.node_image or "", demo_image=opts.demo_image or "",
             kube_proxy_extra=opts.kube_proxy_config or {}, breaks=opts.breaks, reuse=opts.reuse_cluster,
             lb_provider=opts.lb_provider), on_created=lambda n: _record_created(run_dir, n))
         return {"name": name, "kubeconfig": str(out.kind.kubeconfig), "create_seconds": out.kind.create_seconds,
                 "node_image": out.node_image, "lb": out.lb, "reused": not out.kind.created,
                 "where": eng.describe(), "engine": eng.marker(), "nodes": out.nodes, "size_note": out.size_note,
-                "loads": out.loads, "timings": out.timings}
+                "loads": out.loads, "timings": out.timings, "drops_before": drops_before}
 
     try:
         state = run_once(run_dir, f"cluster-{mode}", make)
@@ -179,7 +180,7 @@ def finish_byo(pyconfig: pytest.Config) -> tuple[list[str], bool]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"before": before, "after": after, "diff": changed}, indent=1))
     if disc.get("node_access") == "docker":
-        drops = engine.egress_drops() - getattr(pyconfig, "_svc_drops_before", {}).get("host", (0, 0))[0]
+        drops = engine.egress_drops() - getattr(pyconfig, "_svc_byo_drops_before", 0)
         summary.append(f"svc-harness: egress guard dropped {drops} packets during this run (expected 0)")
         if engine.HostEngine().remove_guard_if_unused():  # the user's network keeps none of our rules
             summary.append("svc-harness: egress guard rules removed from the kind network (no container of "
@@ -233,14 +234,13 @@ def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
                 summary.append(f"svc-harness: kept cluster {name}; kubeconfig: {state.get('kubeconfig')}")
         else:
             kc.delete()
-    before = getattr(pyconfig, "_svc_drops_before", {})
+    before: dict[str, list[int]] = {}  # per engine: its counters before this run's first cluster on it
+    for st in states.values():
+        key = json.dumps(st.get("engine") or {}, sort_keys=True)
+        if st.get("drops_before"):
+            before[key] = [min(a, b) for a, b in zip(before.get(key, st["drops_before"]), st["drops_before"])]
     for key, eng in engines_used.items():
-        drops = eng.guard_drops() - before.get(eng.kind, (0, 0))[0]
-        line = f"svc-harness: egress guard of the {eng.kind} engine dropped {drops} packets during this run (expected 0)"
-        if eng.kind == "host":
-            dns = eng.guard_drops(engine.DNS_COMMENT) - before.get(eng.kind, (0, 0))[1]
-            line += f"; {dns} DNS lookups from the kind network to outside resolvers were rejected"
-        summary.append(line)
+        summary.append(eng.guard_report(before.get(key, [])))
         summary += eng.release(run_dir.name, keep=opts.keep_cluster)
     from . import report
     if list(artifacts_dir.glob("evidence-*.jsonl")) or list(artifacts_dir.glob("upstream-*.jsonl")) \
@@ -336,7 +336,7 @@ def switch_cluster(pyconfig: pytest.Config, base: ClusterHandle):
     try:
         out = assembly.build(assembly.Recipe(
             name=name, mode=base.mode, engine=eng, owner=owner, run_key=run_dir.name,
-            workers=0 if eng.kind == "guest" else 1, node_image=opts.node_image or "",
+            workers=eng.smallest_workers, node_image=opts.node_image or "",
             demo_image=opts.demo_image or ""), on_created=lambda n: _record_created(run_dir, n))
         handle = out.handle(base.mode, worker, breaks=base.breaks)
         lab = Lab(handle, "mode-switch")

@@ -28,11 +28,13 @@ class GuestEngine(Engine):
     # ~35 s and a new Service reached IPVS 30-138 s after its pods, against ~1 s on the host.
     slowdown = config.GUEST_SLOWDOWN
     create_timeout = vm.GUEST_CREATE_TIMEOUT
+    smallest_workers = 0    # kind's own 1-node cluster (untainted by kind)
 
-    def __init__(self, runner: Runner | None = None, guest: vm.Guest | None = None):
+    def __init__(self, runner: Runner | None = None, guest: vm.Guest | None = None, workers: int = 1):
         self.guest = guest or vm.Guest()
         super().__init__(runner or self.guest.runner())
         self.leases = Leases(LEASES)
+        self.workers = workers  # --guest-workers: the guest's own cluster size, whatever --workers says
 
     def describe(self) -> str:
         return self.guest.describe()
@@ -51,6 +53,7 @@ class GuestEngine(Engine):
         return None
 
     def shape(self, cluster_name: str, workers: int) -> Shape:
+        workers = min(workers, self.workers)  # asked for the smallest: 0; else the guest's own size
         note = ""
         if workers + 1 < 3:
             note = (f"{workers + 1} node(s), not 3: a kind cluster inside the UML guest is CPU-bound "
@@ -106,6 +109,11 @@ class GuestEngine(Engine):
 
     def guard_drops(self, comment: str = GUARD_COMMENT) -> int:
         return vm.guard_drops(self.runner) if comment == GUARD_COMMENT else 0
+
+    def guard_report(self, before: list[int]) -> str:
+        drops = self.guard_drops() - (before or [0])[0]
+        return (f"svc-harness: guest egress guard dropped {drops} packets forwarded from the guest's link "
+                "during this run (expected 0)")
 
 
 def _on_host(tag: str) -> bool:
