@@ -224,7 +224,8 @@ class KindCluster:
             try:
                 with Step(f"creating kind cluster {self.name} ({self.mode}, 1 control-plane + "
                           f"{self.workers} workers, attempt {attempt})") as st:
-                    self.runner.run(argv, timeout=self.create_timeout, what=f"kind create cluster {self.name}")
+                    self.runner.run(argv, timeout=self.create_timeout, what=f"kind create cluster {self.name}",
+                                    stream=True)
                     self._apply_engine_tuning()
                     self._wait_system_ready()
                     self._seal_dns()

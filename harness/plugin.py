@@ -199,6 +199,8 @@ def pytest_configure(config: pytest.Config) -> None:
         _install_sigterm_handler(config)
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(_XdistHooks(run_dir), "svc-harness-xdist")
+            from . import progress
+            os.environ[progress.ENV] = str(run_dir / "progress.log")  # workers inherit it
     if opts.upstream_conformance:
         config._svc_upstream_specs = _upstream_specs(config)
 
@@ -505,6 +507,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     for f in [*d.glob("evidence-*.jsonl"), *d.glob("upstream-*.jsonl")]:
         f.unlink()
     session.config._svc_started = time.monotonic()
+    opts = session.config.option
+    if getattr(opts, "numprocesses", None) and session.config.get_verbosity() >= 0:
+        # The workers' progress (cluster creation, long waits), which xdist would not show.
+        from .progress import Tailer
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            session.config._svc_tailer = Tailer(session.config._svc_run_dir / "progress.log",
+                                                lambda line: tr.write_line(f"svc-harness {line}")).start()
     # (The guards' counters are read when a cluster is made or attached: a run that makes none,
     # like the unit tests, touches nothing of the machine.)
 
@@ -513,6 +523,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if _is_worker(config):
         return
+    if getattr(config, "_svc_tailer", None):
+        config._svc_tailer.stop()
     from . import gate
     from . import session as clusters
     changed = False

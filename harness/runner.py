@@ -149,9 +149,10 @@ class Runner:
 
     def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = 600,
             check: bool = True, env: dict | None = None, cwd: str | None = None,
-            what: str = "", output: str | os.PathLike | None = None) -> Result:
+            what: str = "", output: str | os.PathLike | None = None, stream: bool = False) -> Result:
         """`output`: a file that gets stdout and stderr as they come (long runs you can tail);
-        the Result then holds only the output's last 2000 characters, as stderr."""
+        the Result then holds only the output's last 2000 characters, as stderr.
+        `stream`: each line of output is also a progress line (harness.progress) as it comes."""
         argv = [str(a) for a in argv]
         prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in self.env.items())
         log.debug("$ %s%s%s", prefix, shlex.join(argv), f" >{output} 2>&1" if output else "")
@@ -159,7 +160,9 @@ class Runner:
         env = {**self.env, **(env or {})}
         full_env = {**os.environ, **env} if env else None
         try:
-            if output is None:
+            if stream and output is None:
+                p = _run_streaming(argv, input, timeout, full_env, cwd)
+            elif output is None:
                 p = subprocess.run(argv, input=input, capture_output=True, text=True,
                                    timeout=timeout, env=full_env, cwd=cwd)
             else:
@@ -180,6 +183,35 @@ class Runner:
         if check and not res.ok:
             raise CommandError(res, what)
         return res
+
+
+def _run_streaming(argv, input, timeout, env, cwd) -> subprocess.CompletedProcess:
+    """subprocess.run with stdout and stderr merged and each line emitted as progress as it comes."""
+    import threading
+    from . import progress
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip():
+                progress.emit(f"   {argv[0].rsplit('/', 1)[-1]}: {line.strip()}")
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    if input is not None:
+        proc.stdin.write(input)
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        reader.join(5)
+        raise subprocess.TimeoutExpired(argv, timeout, output="".join(lines), stderr="")
+    reader.join(5)
+    return subprocess.CompletedProcess(argv, proc.returncode, "", "".join(lines))
 
 
 @dataclass
@@ -228,7 +260,8 @@ class FakeRunner(Runner):
             raise HttpError(res, what)
         return res
 
-    def run(self, argv, *, input=None, timeout=None, check=True, env=None, cwd=None, what="", output=None):
+    def run(self, argv, *, input=None, timeout=None, check=True, env=None, cwd=None, what="", output=None,
+            stream=False):
         argv = [str(a) for a in argv]
         self.calls.append(argv)
         for prefix, stdout, rc, stderr in self.responses:
@@ -272,5 +305,7 @@ class Step:
 
 
 def _status(line: str) -> None:
-    # Under pytest these show live through log_cli (see pyproject.toml).
-    log.info(line.strip())
+    # Under pytest these show live through log_cli (see pyproject.toml), and from xdist workers
+    # through the controller's progress tail (harness.progress).
+    from . import progress
+    progress.emit(line.strip())

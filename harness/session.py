@@ -252,6 +252,9 @@ def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
         summary.append(f"svc-harness: run time {time.monotonic() - started:.0f}s "
                        f"(modes: {', '.join(opts.proxy_modes)})")
     pyconfig._svc_summary = summary
+    if run_dir and (run_dir / "progress.log").exists():
+        artifacts_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / "progress.log", artifacts_dir / "progress.log")
     if run_dir:
         shutil.rmtree(run_dir, ignore_errors=True)
 

@@ -35,6 +35,14 @@ def slower(factor: float):
         _SLOWDOWN.reset(token)
 
 
+PROGRESS_EVERY = 30  # seconds between a long wait's progress lines
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class WaitTimeout(AssertionError):
     """A condition did not hold in time; carries the last observation."""
 
@@ -58,6 +66,7 @@ class Wait:
         deadline = time.monotonic() + self.timeout
         last, error = None, None
         started = time.monotonic()
+        next_note = started + PROGRESS_EVERY
         while True:
             try:
                 last = observe()
@@ -67,6 +76,12 @@ class Wait:
                     return last
             except self.transient as e:  # "not yet": e.g. object not created yet
                 error = e
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 raise WaitTimeout(self.what, self.timeout, last, error)
+            if now >= next_note:  # a long wait says what it is waiting for, and what it sees
+                from . import progress
+                progress.emit(f"still waiting for {self.what}: {now - started:.0f}s of {self.timeout:.0f}s; "
+                              f"last seen: {_short(last if error is None else error)}")
+                next_note = now + PROGRESS_EVERY
             time.sleep(self.interval)
