@@ -1,13 +1,19 @@
 """Integration-test harness for Kubernetes Services on real kind clusters.
 
 Module map (one concern each):
-  runner        the single seam for running commands (kind, docker, kubectl) and host-side HTTP
+  runner        the single seam for running commands (kind, docker, kubectl), docker SDK calls
+                (Runner.engine) and host-side HTTP
+  progress      live progress of long steps, also from xdist workers (shown by the controller)
   config        defaults, pinned versions, paths
-  engine        Docker engine checks, IPVS preflight, engine choice per mode, the egress guard
+  owners        who owns what the harness leaves on the machine (pid + start time), machine-wide leases
+  engine        Docker engines that run kind nodes: Engine, HostEngine; engine.choose picks one per
+                mode (the only place that decides host or guest); IPVS preflight; the egress guard
   guest/        (sub-package) an engine with IPVS: Docker in a user-mode-Linux guest
-                (build: kernel + rootfs; vm: boot/ready/images/shutdown; mconsole)
+                (build: kernel + rootfs; vm: boot/TLS/images/shutdown; engine: GuestEngine with
+                leases; mconsole)
   images        offline image build (node image, workload images)
-  cluster       kind cluster lifecycle (create/reuse/delete, xdist lock)
+  cluster       kind cluster lifecycle (create/reuse/delete, ownership markers, name claims, xdist lock)
+  assembly      one way to assemble a cluster: engine -> kind create -> images -> load balancer -> breaks
   kube          Kubernetes API helpers (apply, scale, patch, read objects)
   peers         vantage points: client pod, node, external client
   probe         traffic samples (one exec per sample) and their records
@@ -22,6 +28,7 @@ Module map (one concern each):
   upstream/     upstream Kubernetes' own Services e2e specs as results beside the experiments
                 (build, specs, run, coverage, report; see harness/upstream/__init__.py)
   bench/        benchmarks apart from the suites (python -m harness.bench): scale
+  session       a run's clusters: acquire once per run (run_once), E16's switch cluster, the end of a run
   plugin        pytest options, hooks and fixtures
   byo/          bring your own cluster (--kubeconfig): preflight and discovery, the
                 before/after snapshot, and the foreign-kind-cluster test bed

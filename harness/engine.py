@@ -7,6 +7,7 @@ the host never crosses that path, so the rule's drop counter must stay 0.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from dataclasses import dataclass, field
@@ -297,7 +298,8 @@ def ensure_kind_network(runner: Runner = DEFAULT, network: str = config.KIND_NET
     if kind_bridge(runner, network) is None:
         import docker
         subnet = free_subnet(runner)
-        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+        gateway = str(next(ipaddress.ip_network(subnet).hosts()))
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet, gateway=gateway)])
         runner.engine(f"create network {network} ({subnet})", lambda c: c.networks.create(
             network, driver="bridge", ipam=ipam, options={"com.docker.network.bridge.enable_ip_masquerade": "true",
                                                           "com.docker.network.driver.mtu": "1500"}))
@@ -324,8 +326,12 @@ def _ipam_v4(runner: Runner, network: str, key: str) -> str:
 
 
 def kind_gateway(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:
-    """The kind network's IPv4 gateway: the engine's machine as its containers see it."""
-    return _ipam_v4(runner, network, "Gateway")
+    """The kind network's IPv4 gateway: the engine's machine as its containers see it (Docker
+    records it only when it was given; otherwise it is the subnet's first address)."""
+    try:
+        return _ipam_v4(runner, network, "Gateway")
+    except PreflightError:
+        return str(next(ipaddress.ip_network(_ipam_v4(runner, network, "Subnet")).hosts()))
 
 
 def network_subnet(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:

@@ -3,8 +3,8 @@
     python -m harness.images build        # cached; prints each step's time
     python -m harness.images build --force
 
-Where a registry is reachable none of this is needed: use upstream
-`kindest/node` (see --node-image) and let pods pull.
+Where a registry is reachable, --node-image and --demo-image can name upstream
+images instead; the toolbox, MetalLB and probe images are always these builds.
 
 Pipeline (each step is skipped when its inputs are unchanged):
   1. debian-base    debootstrap --variant=minbase, `docker import`ed

@@ -8,6 +8,7 @@ import pytest
 
 
 @pytest.mark.experiment("E18", "The engine running the nodes answers the harness only")
+@pytest.mark.kind_only
 def test_engine_api_answers_only_the_harness(lab):
     """Neither a pod nor a node's own network namespace (what every hostNetwork pod shares) gets an
     answer from the Docker engine's API, tried at every address where the nodes see the engine's

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             g = Guest().up()
             if a.load:
                 print(g.load_images(a.load))
-            print(f"{g.describe()}\nexport DOCKER_HOST={g.docker_host}")
+            print(g.describe())
+            print("\n".join(f"export {k}={v}" for k, v in g.docker_env().items()))
         elif a.command == "down":
             from .engine import LEASES
             from ..owners import Leases

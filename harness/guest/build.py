@@ -5,7 +5,7 @@
 Both come from Debian packages only (the kernel from the pinned
 `linux-source-*` package, the rootfs by debootstrap), are keyed by the hash of
 their inputs (images/versions.env lines, images/guest/*) and live under
-~/.cache/svc-harness/guest/. The kernel build is heavy (~13 min on 2 cores) and
+~/.cache/svc-harness/guest/. The kernel build is heavy (`make` 322-525 s on 2 cores, see docs/ipvs-guest.md) and
 runs under `flock /tmp/svc-heavy.lock` so it never competes with another heavy
 build on this machine.
 """

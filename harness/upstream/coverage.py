@@ -58,7 +58,8 @@ COVERAGE = [
                         "and again after (upstream's ExternalIP spec uses an address on no node)"),
     Coverage("E14", (), "mode introspection: ConfigMap, /proxyMode and kube-proxy's log agree, the data plane "
                         "holds the Service"),
-    Coverage("E15", (), "ping to a ClusterIP: no reply in iptables/nftables, a reply in ipvs"),
+    Coverage("E15", (), "ping to a ClusterIP: no answer in iptables, no answer or port unreachable in "
+                        "nftables, port unreachable in ipvs (kube-proxy's KUBE-IPVS-FILTER)"),
     Coverage("E16", (), "changing the proxy mode through the ConfigMap and a rolling kube-proxy restart"),
     Coverage("E17", (), "the ipvs schedulers' characteristic patterns"),
     Coverage("E18", (), "the engine running the nodes answers the harness only (not a claim of the article)"),
