@@ -19,6 +19,8 @@ from .runner import DEFAULT, Runner
 log = logging.getLogger(__name__)
 
 GUARD_COMMENT = "svc-harness egress guard"
+# Values of config.OWNER_LABEL on the containers the harness starts beside clusters.
+CONTAINER_ROLES = ("external-client", "node-sidecar")
 DNS_COMMENT = "svc-harness dns guard"
 
 
@@ -188,8 +190,10 @@ def harness_containers(runner: Runner, network: str) -> list[str]:
                           lambda c: [(x.name, x.labels) for x in c.containers.list(all=True,
                                                                                   filters={"network": network})],
                           check=False, default=[])
+    # (Images the harness builds carry the owner label too, as "image-build": a plain kind cluster
+    # made from the harness's node image is not the harness's.)
     return [name for name, labels in found
-            if labels.get("io.x-k8s.kind.cluster") in ours or labels.get(config.OWNER_LABEL)]
+            if labels.get("io.x-k8s.kind.cluster") in ours or labels.get(config.OWNER_LABEL) in CONTAINER_ROLES]
 
 
 def image_id(runner: Runner, tag: str) -> str:

@@ -65,7 +65,7 @@ def test_the_host_guard_goes_only_when_no_container_of_the_harness_is_left(tmp_p
     monkeypatch.setattr(config, "CACHE", tmp_path)
     (tmp_path / "clusters").mkdir()
     (tmp_path / "clusters" / "svc-harness-iptables.json").write_text("{}")
-    plain_kind = [("kind-control-plane", {"io.x-k8s.kind.cluster": "kind"})]
+    plain_kind = [("kind-control-plane", {"io.x-k8s.kind.cluster": "kind", config.OWNER_LABEL: "image-build"})]
     ours = [("svc-harness-iptables-worker", {"io.x-k8s.kind.cluster": "svc-harness-iptables"})]
     client = [("x-ext-0", {config.OWNER_LABEL: "external-client"})]
 

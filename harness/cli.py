@@ -1,0 +1,135 @@
+"""svc-harness: what the harness left on this machine (status), removing it (clean), and the tools.
+
+    svc-harness status            clusters, their owners and engines; the guest and its holders;
+                                  guard rules; run directories
+    svc-harness clean [--force]   remove what the harness made and no live run uses: clusters with
+                                  a harness marker, its containers, its guard rules, the guest and
+                                  its link, stale run directories. Never anything without a marker
+                                  or label of the harness (a plain `kind create cluster` stays).
+    svc-harness guest|bench|breaks|byo|upstream|images|report ...
+                                  the `python -m harness.<tool>` commands
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import shutil
+import sys
+import time
+
+from . import config
+from .owners import Owner, read_json
+
+# subcommand -> the module whose main(argv) it runs
+TOOLS = {"guest": "harness.guest.__main__", "bench": "harness.bench.__main__", "breaks": "harness.breaks",
+         "byo": "harness.byo.testbed", "upstream": "harness.upstream.__main__", "images": "harness.images",
+         "report": "harness.report"}
+
+
+def _markers() -> list[tuple[str, dict]]:
+    return [(p.stem, read_json(p) or {}) for p in sorted((config.CACHE / "clusters").glob("*.json"))]
+
+
+def _age(t: float | None) -> str:
+    if not t:
+        return "?"
+    s = time.time() - t
+    return f"{s / 3600:.1f}h" if s > 3600 else f"{s / 60:.0f}m"
+
+
+def status() -> int:
+    from . import engine
+    from .guest.engine import LEASES
+    from .guest.vm import GUARD_COMMENT as GUEST_GUARD, Guest
+    from .owners import Leases
+    from .runner import DEFAULT
+    print("clusters with a harness marker (~/.cache/svc-harness/clusters):")
+    for name, m in _markers() or [("(none)", {})]:
+        if not m:
+            print(f"  {name}")
+            continue
+        owner = Owner.from_dict(m.get("owner"))
+        state = "owner running" if owner and owner.alive() else "owner gone: `clean` removes it"
+        print(f"  {name}: {m.get('mode', '?')} on {m.get('where') or m.get('engine', 'host')}, "
+              f"age {_age(m.get('time'))}, {state} ({owner or 'no owner recorded'})")
+    g = Guest()
+    holders = Leases(LEASES).live()
+    print(f"guest engine: {g.describe()}: {'running' if g.running() else 'not running'}"
+          + (f"; held by {', '.join(f'{k} ({o})' for k, o in holders.items())}" if holders else ""))
+    rules = [line for line in DEFAULT.run(["iptables-save"], check=False).stdout.splitlines()
+             if engine.GUARD_COMMENT in line or engine.DNS_COMMENT in line or GUEST_GUARD in line]
+    print(f"guard rules of the harness: {len(rules)}")
+    for r in rules:
+        print(f"  {r}")
+    runs = sorted((config.CACHE / "runs").glob("*"))
+    live = [r for r in runs if (o := Owner.from_dict(read_json(r / "owner.json"))) and o.alive()]
+    print(f"run directories: {len(runs)} ({len(live)} of live runs)")
+    return 0
+
+
+def clean(force: bool) -> int:
+    """Remove what the harness made and no live run uses (`force`: live runs' too)."""
+    from . import engine
+    from .cluster import KindCluster
+    from .guest.engine import LEASES
+    from .guest.vm import Guest
+    from .owners import Leases
+    from .runner import DEFAULT
+    left = 0
+    for name, m in _markers():
+        owner = Owner.from_dict(m.get("owner"))
+        if owner and owner.alive() and not force:
+            print(f"kept {name}: its run is still going ({owner})")
+            left += 1
+            continue
+        kc = KindCluster.ours(name, owner if force else None)
+        if force and owner:
+            kc.owner = owner  # act as its owner
+        engine.remove_containers(kc.runner, f"{config.OWNER_LABEL}=external-client", f"{name}-ext")
+        if kc.delete():
+            print(f"deleted cluster {name} ({m.get('where') or 'host engine'})")
+        elif kc.owned():
+            print(f"could not delete cluster {name}; its marker stays (see the log above)")
+            left += 1
+    gone = engine.remove_containers(DEFAULT, config.OWNER_LABEL, "svc-byo-")  # --kubeconfig runs' sidecars
+    if gone:
+        print(f"removed containers: {', '.join(gone)}")
+    if engine.HostEngine().remove_guard_if_unused():
+        print("removed the host's guard rules (no container of the harness is left on the kind network)")
+    with Leases(LEASES).locked() as leases:
+        holders = leases.live()
+        g = Guest()
+        if holders and not force:
+            print(f"kept the guest engine: held by {', '.join(holders)}")
+            left += 1
+        else:
+            if g.running():
+                g.down()
+                print("halted the guest engine")
+            g.remove_link()
+    for run in sorted((config.CACHE / "runs").glob("*")):
+        owner = Owner.from_dict(read_json(run / "owner.json"))
+        if force or not (owner and owner.alive()):
+            shutil.rmtree(run, ignore_errors=True)
+    print("clean: nothing of the harness is left" if not left else f"clean: {left} thing(s) kept (see above)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOLS:
+        tool = importlib.import_module(TOOLS[argv[0]])
+        sys.argv = [f"svc-harness {argv[0]}", *argv[1:]]
+        return tool.main(argv[1:])
+    ap = argparse.ArgumentParser(prog="svc-harness", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["status", "clean", *TOOLS])
+    ap.add_argument("--force", action="store_true", help="clean: also what live runs hold")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    return status() if a.command == "status" else clean(a.force)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
