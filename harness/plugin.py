@@ -299,19 +299,23 @@ class _XdistHooks:
 
 
 def _install_sigterm_handler(config) -> None:
-    """On SIGTERM: stop this run's children, delete the clusters it created, exit.
+    """On SIGTERM or SIGHUP (a closed terminal, a dropped ssh session): stop this run's children,
+    delete the clusters it created, release its engines, exit 128 + the signal.
 
     Done here rather than by unwinding pytest, because under xdist the
-    controller can die inside execnet before sessionfinish runs.
+    controller can die inside execnet before sessionfinish runs. What a SIGKILL
+    leaves behind, `svc-harness clean` removes.
     """
     def handler(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         log.warning("signal %d: stopping workers and deleting the clusters this run created", signum)
         from . import session
         session.abort_run(config)
         os._exit(128 + signum)
     try:
         signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGHUP, handler)
     except ValueError:  # not the main thread
         pass
 
