@@ -6,8 +6,9 @@ Module map (one concern each):
   progress      live progress of long steps, also from xdist workers (shown by the controller)
   config        defaults, pinned versions, paths
   owners        who owns what the harness leaves on the machine (pid + start time), machine-wide leases
-  engine        Docker engines that run kind nodes: Engine, HostEngine; engine.choose picks one per
-                mode (the only place that decides host or guest); IPVS preflight; the egress guard
+  engine/       (sub-package) Docker engines that run kind nodes: engine.choose picks one per mode
+                (the only place that decides host or guest); base: Engine, HostEngine, the kind
+                network, IPVS preflight, the host's egress guard
   guest/        (sub-package) an engine with IPVS: Docker in a user-mode-Linux guest
                 (build: kernel + rootfs; vm: boot/TLS/images/shutdown; engine: GuestEngine with
                 leases; mconsole)

@@ -81,10 +81,35 @@ def staging_version(kubernetes_version: str) -> str:
     return "v0." + kubernetes_version.lstrip("v").split(".", 1)[1]
 
 
+# agnhost: the image every upstream Services spec runs (harness.upstream). It is baked into the node
+# image: a cluster then has it on every node from the first second, where `kind load` would cost
+# every run tens of seconds per cluster.
+E2E_MODULE = "e2e"                   # images/e2e: requires k8s.io/kubernetes (e2e.test, ginkgo, agnhost)
+AGNHOST_VERSION = "2.56"             # test/images/agnhost/VERSION at v1.34.4; e2e.test asks for this tag
+AGNHOST_IMAGE = f"registry.k8s.io/e2e-test-images/agnhost:{AGNHOST_VERSION}"
+
+
+def e2e_pins(v: dict[str, str]) -> dict[str, str]:
+    return {"k8s.io/kubernetes": v["KUBERNETES_VERSION"]}
+
+
+def agnhost_build(v: dict[str, str]) -> "GoBuild":
+    return GoBuild("agnhost", E2E_MODULE, ["k8s.io/kubernetes/test/images/agnhost"],
+                   version_keys=("KUBERNETES_VERSION",), pins=e2e_pins(v))
+
+
+def agnhost_image(v: dict[str, str], runner: Runner = DEFAULT) -> "Image":
+    """agnhost on the Debian base with the tools its pods exec (images/agnhost/Dockerfile)."""
+    porter = module_dir("k8s.io/kubernetes", v["KUBERNETES_VERSION"], runner) / "test/images/agnhost/porter"
+    return Image(AGNHOST_IMAGE, (config.IMAGES_DIR / "agnhost" / "Dockerfile").read_text(),
+                 {"agnhost": config.BIN / "agnhost",
+                  "localhost.crt": porter / "localhost.crt", "localhost.key": porter / "localhost.key"},
+                 build_args={"BASE_IMAGE": base_tag(v)})
+
+
 def go_builds(v: dict[str, str]) -> list[GoBuild]:
-    from .upstream import build as upstream  # agnhost is baked into the node image (see there)
     k = v["KUBERNETES_VERSION"]
-    return [upstream.agnhost_build(v),
+    return [agnhost_build(v),
         GoBuild("kubernetes", "k8s", [f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS] + ["./kindnetd"],
                 version_keys=("KUBERNETES_VERSION",), ldflags=k8s_ldflags(k),
                 pins={"k8s.io/kubernetes": k}),
@@ -395,8 +420,7 @@ class Builder:
         self.netbase()
         work = workload_images(self.v)
         cl = cluster_images(self.v)
-        from .upstream import build as upstream
-        agnhost = upstream.agnhost_image(self.v)
+        agnhost = agnhost_image(self.v)
         for img in [*cl.values(), *work.values(), agnhost]:
             self.image(img)
         tag = self.node_image([*cl.values(), *work.values(), agnhost])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from .. import config
-from ..engine import GUARD_COMMENT, Engine, Shape, ensure_kind_network, image_id
+from ..engine.base import GUARD_COMMENT, Engine, Shape, ensure_kind_network, image_id
 from ..owners import Leases, Owner
 from ..runner import DEFAULT, Runner
 from . import vm
@@ -43,7 +43,7 @@ class GuestEngine(Engine):
         return {"engine": self.kind, "guest": self.guest.cfg.name}
 
     def unavailable_reason(self, mode: str) -> str | None:
-        from ..engine import ipvs_missing_reason
+        from ..engine.base import ipvs_missing_reason
         a = GuestBuilder().paths()
         absent = [str(p) for p in (a.kernel, a.rootfs) if not p.exists()]
         if absent:

@@ -26,7 +26,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..engine import image_id
+from ..engine.base import image_id
 from ..runner import DEFAULT, Runner, Step
 from ..waits import Wait, WaitTimeout
 from . import mconsole

@@ -1,4 +1,4 @@
-"""Docker engines that run kind nodes (host, or the UML guest), chosen once per mode; the egress guard.
+"""The Engine interface, the host's engine, the kind network and the host's egress guard.
 
 The egress guard keeps every packet of the suites on this machine: a rule in
 Docker's DOCKER-USER chain drops anything forwarded from the kind network's
@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config
-from .runner import DEFAULT, Runner
+from .. import config
+from ..runner import DEFAULT, Runner
 
 log = logging.getLogger(__name__)
 
@@ -233,51 +233,6 @@ def _guard_lock():
     return FileLock(str(config.CACHE / "locks" / "host-guard.lock"), timeout=600)
 
 
-def choose(mode: str, preference: str = "auto", guest_workers: int = 1) -> Engine:
-    """The engine a mode's clusters run on: the one place that decides.
-
-    Only ipvs needs more than the host has: with preference "auto" it runs in the UML guest
-    (harness.guest) when the host kernel lacks IPVS; "host" forbids the guest, "guest" asks for it.
-    `guest_workers`: the size of a cluster in the guest (--guest-workers).
-    """
-    if mode != "ipvs":
-        return HostEngine()
-    if preference == "guest" or (preference == "auto" and ipvs_missing_reason()):
-        from .guest.engine import GuestEngine
-        return GuestEngine(workers=guest_workers)
-    return _HostOnly() if preference == "host" else HostEngine()
-
-
-class _HostOnly(HostEngine):
-    """ipvs with --ipvs-engine=host: the host engine, and the preflight says why it cannot run."""
-
-    def unavailable_reason(self, mode: str) -> str | None:
-        missing = super().unavailable_reason(mode)
-        return f"{missing} (--ipvs-engine=host forbids the UML guest engine)" if missing else None
-
-
-def from_marker(marker: dict | None) -> Engine:
-    """The engine a cluster of ours was created on, from its ownership marker."""
-    marker = marker or {}
-    if marker.get("engine") == "guest" or marker.get("engine_env"):
-        from .guest.engine import GuestEngine
-        return GuestEngine()
-    return HostEngine()
-
-
-def of(runner: Runner) -> Engine:
-    """The engine a runner reaches (Runner.on_engine names it)."""
-    if runner.where != "host":
-        from .guest.engine import GuestEngine
-        return GuestEngine(runner)
-    return HostEngine(runner)
-
-
-def mode_unavailable_reason(mode: str, ipvs_engine: str = "auto") -> str | None:
-    """The preflight: why kube-proxy cannot run in `mode` on this machine, or None if it can."""
-    return choose(mode, ipvs_engine).unavailable_reason(mode)
-
-
 def outside_interface(runner: Runner = DEFAULT) -> str:
     out = runner.run(["ip", "-o", "route", "show", "default"]).stdout.split()
     return out[out.index("dev") + 1] if "dev" in out else "eth0"
@@ -345,21 +300,6 @@ def network_subnet(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK)
 
 def _guard_rule(bridge: str, out_if: str) -> list[str]:
     return ["DOCKER-USER", "-i", bridge, "-o", out_if, "-m", "comment", "--comment", GUARD_COMMENT, "-j", "DROP"]
-
-
-def ensure_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:
-    """Install (once) and verify the egress guard of the engine `runner` reaches; the rule as text."""
-    return of(runner).ensure_guard(network)
-
-
-def check_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> None:
-    """Refuse to send traffic unless the engine's egress guard is in place."""
-    of(runner).check_guard(network)
-
-
-def egress_drops(runner: Runner = DEFAULT, comment: str = GUARD_COMMENT) -> int:
-    """Packets a guard rule has stopped so far (the egress guard's should stay 0)."""
-    return of(runner).guard_drops(comment)
 
 
 def _ensure_host_guard(runner: Runner, network: str) -> str:

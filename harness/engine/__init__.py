@@ -1,0 +1,77 @@
+"""Docker engines that run kind nodes, and the one place that picks one per mode.
+
+  base      the Engine interface, HostEngine, the kind network helpers, the host's egress guard
+  (the UML guest's engine is harness.guest.engine.GuestEngine)
+
+Nothing outside this package and harness.guest branches on which engine a cluster uses: callers
+ask the Engine (its runner, shape, slowdown, guard, API addresses).
+"""
+from __future__ import annotations
+
+from .. import config
+from ..runner import DEFAULT, Runner
+from .base import *  # noqa: F401,F403 - the package's public names
+from .base import GUARD_COMMENT, Engine, HostEngine, ipvs_missing_reason  # noqa: F401 - named for readers
+
+
+def _guest_engine(**kw) -> Engine:
+    # Imported here: harness.guest.engine builds on .base, and this package must load without it.
+    from ..guest.engine import GuestEngine
+    return GuestEngine(**kw)
+
+
+def choose(mode: str, preference: str = "auto", guest_workers: int = 1) -> Engine:
+    """The engine a mode's clusters run on: the one place that decides.
+
+    Only ipvs needs more than the host has: with preference "auto" it runs in the UML guest
+    (harness.guest) when the host kernel lacks IPVS; "host" forbids the guest, "guest" asks for it.
+    `guest_workers`: the size of a cluster in the guest (--guest-workers).
+    """
+    if mode != "ipvs":
+        return HostEngine()
+    if preference == "guest" or (preference == "auto" and ipvs_missing_reason()):
+        return _guest_engine(workers=guest_workers)
+    return _HostOnly() if preference == "host" else HostEngine()
+
+
+class _HostOnly(HostEngine):
+    """ipvs with --ipvs-engine=host: the host engine, and the preflight says why it cannot run."""
+
+    def unavailable_reason(self, mode: str) -> str | None:
+        missing = super().unavailable_reason(mode)
+        return f"{missing} (--ipvs-engine=host forbids the UML guest engine)" if missing else None
+
+
+def from_marker(marker: dict | None) -> Engine:
+    """The engine a cluster of ours was created on, from its ownership marker."""
+    marker = marker or {}
+    if marker.get("engine") == "guest" or marker.get("engine_env"):
+        return _guest_engine()
+    return HostEngine()
+
+
+def of(runner: Runner) -> Engine:
+    """The engine a runner reaches (Runner.on_engine names it)."""
+    if runner.where != "host":
+        return _guest_engine(runner=runner)
+    return HostEngine(runner)
+
+
+def mode_unavailable_reason(mode: str, ipvs_engine: str = "auto") -> str | None:
+    """The preflight: why kube-proxy cannot run in `mode` on this machine, or None if it can."""
+    return choose(mode, ipvs_engine).unavailable_reason(mode)
+
+
+def ensure_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:
+    """Install (once) and verify the egress guard of the engine `runner` reaches; the rule as text."""
+    return of(runner).ensure_guard(network)
+
+
+def check_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> None:
+    """Refuse to send traffic unless the engine's egress guard is in place."""
+    of(runner).check_guard(network)
+
+
+def egress_drops(runner: Runner = DEFAULT, comment: str = GUARD_COMMENT) -> int:
+    """Packets a guard rule has stopped so far (the egress guard's should stay 0)."""
+    return of(runner).guard_drops(comment)
