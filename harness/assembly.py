@@ -92,7 +92,7 @@ def build(r: Recipe, on_created=None) -> Assembled:
         timings[step] = round(time.monotonic() - t0, 1)
         return out
 
-    loads = timed("engine", lambda: r.engine.up(r.run_key, [node_image, images.demoapp, images.toolbox]))
+    loads = timed("engine", lambda: r.engine.up(r.run_key, [node_image, images.demoapp, images.toolbox], r.owner))
     shape = r.engine.shape(r.name, r.workers)
     kc = KindCluster(name=r.name, mode=r.mode, workers=shape.workers, node_image=node_image, reuse=r.reuse,
                      keep=True, engine=r.engine, owner=r.owner, engine_tuning=shape.tuning,

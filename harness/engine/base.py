@@ -89,8 +89,9 @@ class Engine:
     def shape(self, cluster_name: str, workers: int) -> Shape:
         return Shape(workers)
 
-    def up(self, run_key: str, images: list[str]) -> dict[str, float]:
-        """Make the engine usable for the run `run_key`; returns seconds per image it had to load."""
+    def up(self, run_key: str, images: list[str], owner=None) -> dict[str, float]:
+        """Make the engine usable for the run `run_key` (owned by `owner`, harness.owners); returns
+        seconds per image it had to load."""
         engine_ready(self.runner)
         return {}
 
