@@ -61,6 +61,7 @@ class EngineError(RuntimeError):
 
 
 _CLIENTS: dict = {}
+DOCKER_API_VERSION = "1.41"
 
 
 def _docker_client(env: dict, timeout: float):
@@ -69,7 +70,13 @@ def _docker_client(env: dict, timeout: float):
     import docker
     key = (tuple(sorted((k, v) for k, v in env.items() if k.startswith("DOCKER_"))), timeout, os.getpid())
     if key not in _CLIENTS:
-        _CLIENTS[key] = docker.from_env(environment=dict(key[0]), timeout=int(timeout))
+        # A fixed API version: "auto" would ask the engine at once, before trust_env is off below.
+        # 1.41 is the guest's dockerd (20.10); the host's newer engine still serves it.
+        client = docker.from_env(environment=dict(key[0]), timeout=int(timeout), version=DOCKER_API_VERSION)
+        # requests would let REQUESTS_CA_BUNDLE (or a proxy variable) replace the engine's own CA
+        # (and route engine calls elsewhere): the engine's TLS settings are the only ones that count.
+        client.api.trust_env = False
+        _CLIENTS[key] = client
     return _CLIENTS[key]
 
 

@@ -70,6 +70,7 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     owner = run_owner(run_dir)
 
     def make() -> dict:
+        _record_engine(run_dir, eng)  # before its lease is taken: the run's end releases it, even after a failure
         drops_before = eng.guard_counters()
         name = claim_name(cluster_name(opts, mode), owner, eng)
         out = assembly.build(assembly.Recipe(
@@ -94,6 +95,18 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
                          lb_provider=state.get("lb", "none"), breaks=opts.breaks, runner=kc.runner,
                          engine_note=_engine_note(state), slowdown=kc.engine.slowdown,
                          expected_nodes=state.get("nodes", opts.workers + 1))
+
+
+def _record_engine(run_dir: Path, eng: engine.Engine) -> None:
+    with open(run_dir / "engines", "a") as f:
+        f.write(json.dumps(eng.marker(), sort_keys=True) + "\n")
+
+
+def _engines_used(run_dir: Path | None) -> dict[str, engine.Engine]:
+    """The engines this run took a lease on (or used), by their marker."""
+    f = run_dir / "engines" if run_dir else None
+    lines = f.read_text().splitlines() if f and f.exists() else []
+    return {line: engine.from_marker(json.loads(line)) for line in dict.fromkeys(lines)}
 
 
 def _record_created(run_dir: Path, name: str) -> None:
@@ -208,12 +221,11 @@ def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
     states = {st["name"]: st for st in (read_json(f) for f in (run_dir.glob("cluster-*.json") if run_dir else []))
               if st and "name" in st}
     owner = run_owner(run_dir) if run_dir else None
-    engines_used = {}
+    engines_used = _engines_used(run_dir)
     for name in created:
         state = states.get(name, {})
         kc = KindCluster.ours(name, owner)
         runner = kc.runner
-        engines_used[json.dumps(kc.engine.marker(), sort_keys=True)] = kc.engine
         if "create_seconds" in state:
             how = "reused" if state.get("reused") else f"created in {state['create_seconds']:.1f}s"
             size = f"{state.get('nodes')} nodes" + (f" — {state['size_note']}" if state.get("size_note") else "")
@@ -270,17 +282,16 @@ def abort_run(pyconfig: pytest.Config) -> None:
     while time.monotonic() < deadline and _descendants(os.getpid()):
         time.sleep(0.2)
     run_dir: Path = getattr(pyconfig, "_svc_run_dir", None)
-    if not run_dir or not (run_dir / "created").exists():
+    if not run_dir:
         return
     owner = run_owner(run_dir)
-    used = {}
-    for name in dict.fromkeys((run_dir / "created").read_text().split()):
+    created = (run_dir / "created").read_text().split() if (run_dir / "created").exists() else []
+    for name in dict.fromkeys(created):
         kc = KindCluster.ours(name, owner)
-        used[kc.engine.kind] = kc.engine
         _remove_external_clients(name, kc.runner)
         if not pyconfig.option.keep_cluster:
             kc.delete()
-    for eng in used.values():
+    for eng in _engines_used(run_dir).values():
         eng.release(run_dir.name, keep=pyconfig.option.keep_cluster)
 
 
