@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.base import image_id
+from ..owners import read_json, write_json
 from ..runner import DEFAULT, Runner, Step
 from ..waits import Wait, WaitTimeout
 from . import mconsole
@@ -147,6 +148,7 @@ class Guest:
             # Booted earlier (by this run or another: harness.guest.engine decides about restarts).
             self._wait(f"dockerd in running guest {self.cfg.name} to answer on {self.docker_host}",
                        self.cfg.ready_timeout, self.docker_answers)
+            self._record_kernel()
             log.info("reusing running %s", self.describe())
             return self
         disk = self.prepare_disk(art.rootfs, art.rootfs_key)
@@ -156,12 +158,17 @@ class Guest:
         with Step(f"guest {self.cfg.name}: dockerd ready on {self.docker_host}"):
             self._wait(f"dockerd in guest {self.cfg.name} to answer on {self.docker_host}",
                        self.cfg.ready_timeout, lambda: self.running() and self.docker_answers())
-        kernel = self.runner().engine("info", lambda c: c.info()["KernelVersion"])
-        state = json.loads(self.marker.read_text())
-        state["kernel"] = kernel
-        self.marker.write_text(json.dumps(state))
+        self._record_kernel()
         log.info("guest engine: %s", self.describe())
         return self
+
+    def _record_kernel(self) -> None:
+        """The guest kernel's release, for describe() (the report says where each mode ran)."""
+        if self.kernel_release():
+            return
+        kernel = self.runner().engine("info", lambda c: c.info()["KernelVersion"], check=False, default="")
+        state = read_json(self.marker) or {"created_by": "svc-harness", "name": self.cfg.name}
+        write_json(self.marker, {**state, "kernel": kernel})
 
     def link(self) -> None:
         """The veth pair on a private /30, offloads off on both ends (idempotent)."""
