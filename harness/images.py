@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config
+from .owners import move_into, write_text
 from .runner import DEFAULT, CommandError, Runner, Step
 
 log = logging.getLogger(__name__)
@@ -334,9 +335,8 @@ class Builder:
                 if "." in b.rename and len(produced) == 1:  # `go build .` names it after the module
                     produced = {".": next(iter(produced.values()))}
                 for name, p in produced.items():
-                    dst = config.BIN / b.rename.get(name, name)
-                    shutil.move(str(p), dst)
-        stamp.write_text(inputs)
+                    move_into(p, config.BIN / b.rename.get(name, name))
+        write_text(stamp, inputs)
         return b.outputs()
 
     def image(self, img: Image) -> None:

@@ -183,8 +183,8 @@ class ClusterHandle:
         if restart:
             modes.restart_all(self.kube)
 
-        def restore() -> None:
-            modes.set_config(self.kube, {"ipvs": before.get("ipvs", {})})
+        def restore() -> None:  # what was there, also where the ipvs section or scheduler was absent
+            modes.put_config(self.kube, before)
             if restart:
                 modes.restart_all(self.kube)
         return restore

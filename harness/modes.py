@@ -188,6 +188,15 @@ def set_config(kube: Kube, changes: dict) -> dict:
     return before
 
 
+def put_config(kube: Kube, conf: dict) -> None:
+    """Write `conf` as the kube-proxy ConfigMap's whole config.conf (restores what set_config
+    returned, including keys that were absent before)."""
+    import json
+    patch = {"data": {"config.conf": yaml.safe_dump(conf, sort_keys=False)}}
+    kube.kubectl("-n", "kube-system", "patch", "configmap", "kube-proxy", "--type", "merge",
+                 "-p", json.dumps(patch), what="restoring the kube-proxy ConfigMap")
+
+
 def rolling_restart(kube: Kube):
     """Restart kube-proxy pods one at a time, each time waiting for the DaemonSet to be whole
     again; yields (node, command) per step (so callers can check traffic in between)."""

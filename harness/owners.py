@@ -1,4 +1,4 @@
-"""Who owns what the harness leaves on this machine, and machine-wide leases.
+"""Who owns what the harness leaves on this machine, machine-wide leases, and atomic state writes.
 
 An owner is a process told apart from any later process with the same pid: its
 pid, its start time (from /proc/<pid>/stat) and the boot it started in. Cluster
@@ -81,12 +81,26 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data) -> None:
     """Atomically: a reader sees the old file or the new one, never half of it."""
+    write_text(path, json.dumps(data))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomically (temp file + rename in the same directory): a write cut short leaves the old file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def move_into(src: Path, dst: Path) -> None:
+    """Move a file into place atomically, also from another filesystem (copy next to `dst`, rename)."""
+    import shutil
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+    Path(src).unlink(missing_ok=True)
 
 
 class Leases:

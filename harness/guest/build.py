@@ -96,7 +96,8 @@ class GuestBuilder:
         pkg, ver = self.v["GUEST_KERNEL_SOURCE"], self.v["GUEST_KERNEL_SOURCE_VERSION"]
         dest = CACHE / "src"
         dest.mkdir(parents=True, exist_ok=True)
-        found = sorted(dest.glob(f"{pkg}_{ver.replace(':', '%3a')}_*.deb"))
+        pattern = f"{pkg}_{ver.replace(':', '%3a')}_*.deb"  # this version's, never an older cached one
+        found = sorted(dest.glob(pattern))
         if found:
             return found[0]
         opts = self._apt()
@@ -110,7 +111,10 @@ class GuestBuilder:
                                  f"(is the pinned version still published? `apt-cache policy {pkg}` with that "
                                  f"suite shows what is); set GUEST_KERNEL_SOURCE_VERSION in images/versions.env."
                                  f"\n{res.stderr[-1500:]}")
-        return sorted(dest.glob(f"{pkg}_*.deb"))[0]
+        found = sorted(dest.glob(pattern))
+        if not found:
+            raise BuildError(f"apt-get download {pkg}={ver} left no {pattern} in {dest}")
+        return found[0]
 
     def kernel(self, a: Artifacts) -> None:
         deb = self.source_deb()

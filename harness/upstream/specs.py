@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config
+from ..owners import write_json
 from ..runner import DEFAULT, Runner
 
 DEFAULT_FOCUS = r"\[sig-network\] Services"
@@ -131,5 +132,5 @@ def list_specs(e2e_test: Path, focus: str, skip: str, runner: Runner = DEFAULT) 
                    timeout=300, cwd=tmp, what="listing upstream specs (e2e.test --ginkgo.dry-run)")
         names = sorted(n for n, r in read_report(report).items() if r.state == "passed")
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(names, indent=1))
+    write_json(cache, names)
     return names
