@@ -64,6 +64,11 @@ def _json_object(text: str) -> dict:
         raise pytest.UsageError(f"--kube-proxy-config: not JSON ({e}): {text!r}") from None
     if not isinstance(value, dict):
         raise pytest.UsageError(f"--kube-proxy-config: expected a JSON object, got {text!r}")
+    for key, why in (("mode", "the mode comes from --proxy-mode (a run per mode); this would contradict it"),
+                     ("kind", "the harness writes the KubeProxyConfiguration's kind and apiVersion itself"),
+                     ("apiVersion", "the harness writes the KubeProxyConfiguration's kind and apiVersion itself")):
+        if key in value:
+            raise pytest.UsageError(f"--kube-proxy-config: {key!r} is not allowed: {why}")
     if "masqueradeAll" in value:
         # kube-proxy's v1alpha1 config has no top-level masqueradeAll and silently drops it.
         raise pytest.UsageError('--kube-proxy-config: masqueradeAll belongs under "iptables" or "nftables" '
@@ -72,10 +77,16 @@ def _json_object(text: str) -> dict:
     return value
 
 
+# Node hostnames must fit in 64 characters: the prefix, then "-nftables", E16's "-switch-gw12", a
+# concurrent run's "-49" and kind's "-control-plane" (38 in all).
+CLUSTER_PREFIX_MAX = 26
+
+
 def _cluster_name(text: str) -> str:
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?", text):
-        raise pytest.UsageError(f"--cluster-name={text!r}: use lower-case letters, digits and '-' "
-                                "(at most 42 characters; the mode is appended)")
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,%d}[a-z0-9])?" % (CLUSTER_PREFIX_MAX - 2), text):
+        raise pytest.UsageError(f"--cluster-name={text!r}: use lower-case letters, digits and '-', at most "
+                                f"{CLUSTER_PREFIX_MAX} characters (the mode and kind's node suffixes are appended, "
+                                "and a node's hostname must fit in 64)")
     return text
 
 

@@ -36,10 +36,22 @@ def test_workers_must_be_a_positive_whole_number(text):
         plugin._positive_int(text)
 
 
-@pytest.mark.parametrize("name", ["Svc", "a_b", "-x", "x" * 50])
+@pytest.mark.parametrize("name", ["Svc", "a_b", "-x", "x" * (plugin.CLUSTER_PREFIX_MAX + 1)])
 def test_cluster_names_must_be_dns_labels(name):
     with pytest.raises(pytest.UsageError):
         plugin._cluster_name(name)
+
+
+def test_the_longest_cluster_name_still_gives_node_hostnames_under_64():
+    prefix = plugin._cluster_name("x" * plugin.CLUSTER_PREFIX_MAX)
+    longest = f"{prefix}-nftables-switch-gw12-49-control-plane"
+    assert len(longest) <= 64
+
+
+@pytest.mark.parametrize("text", ['{"mode": "ipvs"}', '{"kind": "KubeletConfiguration"}', '{"apiVersion": "v1"}'])
+def test_kube_proxy_config_cannot_contradict_the_mode_or_retarget_the_patch(text):
+    with pytest.raises(pytest.UsageError, match="not allowed"):
+        plugin._json_object(text)
 
 
 def test_kube_proxy_config_must_be_a_json_object():
