@@ -90,3 +90,12 @@ def test_ipvs_only_breaks_are_proven_only_in_ipvs_mode():
     assert breaks.BREAKS["kube-ipvs0-empty"].modes == ("ipvs",)
     assert breaks.BREAKS["ipvs-scheduler-unapplied"].modes == ("ipvs",)
     assert "ipvs" not in breaks.BREAKS["service-range-local"].modes
+
+
+def test_every_break_cluster_prefix_is_a_valid_cluster_name_and_its_own():
+    from harness import plugin
+    prefixes = [breaks._cluster_prefix(b) for b in breaks.BREAKS.values()]
+    for p in prefixes:
+        assert plugin._cluster_name(p) == p
+    assert len(set(p for p, b in zip(prefixes, breaks.BREAKS.values()) if b.changes_cluster)) == \
+        sum(b.changes_cluster for b in breaks.BREAKS.values())
