@@ -213,8 +213,7 @@ def _pytest_argv(b: Break, mode: str, artifacts: Path, extra: list[str]) -> list
 def _cluster_prefix(b: Break) -> str:
     """One kept cluster for all Service/namespace-level breaks; one of its own per cluster-level break
     (so those can run side by side with --jobs)."""
-    from .plugin import CLUSTER_PREFIX_MAX  # --cluster-name's limit
-    return f"svc-brk-{b.name}"[:CLUSTER_PREFIX_MAX].rstrip("-") if b.changes_cluster else SHARED_PREFIX
+    return f"svc-brk-{b.name}"[:config.CLUSTER_PREFIX_MAX].rstrip("-") if b.changes_cluster else SHARED_PREFIX
 
 
 SHARED_PREFIX = "svc-breaks"

@@ -77,9 +77,7 @@ def _json_object(text: str) -> dict:
     return value
 
 
-# Node hostnames must fit in 64 characters: the prefix, then "-nftables", E16's "-switch-gw12", a
-# concurrent run's "-49" and kind's "-control-plane" (38 in all).
-CLUSTER_PREFIX_MAX = 26
+CLUSTER_PREFIX_MAX = hcfg.CLUSTER_PREFIX_MAX
 
 
 def _cluster_name(text: str) -> str:
