@@ -15,9 +15,13 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import config
+
 log = logging.getLogger(__name__)
 
 VERDICTS = ("pass", "fail", "skip")
+# report.json's layout; harness/report.schema.json describes it. Bump when a field changes meaning.
+SCHEMA_VERSION = 1
 # Known modes come first, in this order; any other mode follows as first seen.
 MODE_ORDER = ("iptables", "ipvs", "nftables")
 TITLE = "Kubernetes Services under kube-proxy modes: reproduction report"
@@ -83,11 +87,11 @@ def _modes(evs: list[Evidence]) -> list[str]:
 
 
 def _by_experiment(evs: list[Evidence]) -> dict[str, list[Evidence]]:
-    """Evidence grouped per experiment, experiments in first-seen order."""
+    """Evidence grouped per experiment, in experiment order (E00, E01, ...), not the order files ran."""
     groups: dict[str, list[Evidence]] = {}
     for ev in evs:
         groups.setdefault(ev.experiment, []).append(ev)
-    return groups
+    return dict(sorted(groups.items()))
 
 
 def _cell(evs: list[Evidence]) -> str | None:
@@ -117,7 +121,22 @@ def render_json(evs: list[Evidence]) -> dict:
         })
     totals = {v: sum(ev.verdict == v for ev in evs) for v in VERDICTS}
     engines = {m: next((ev.engine for ev in evs if ev.mode == m and ev.engine), "") for m in modes}
-    return {"title": TITLE, "modes": modes, "engines": engines, "totals": totals, "experiments": experiments}
+    return {"schema": SCHEMA_VERSION, "title": TITLE, "run": run_metadata(), "modes": modes, "engines": engines,
+            "totals": totals, "experiments": experiments}
+
+
+def run_metadata() -> dict:
+    """When and from what the report was made (report.json's "run")."""
+    import datetime
+    import subprocess
+    try:
+        commit = subprocess.run(["git", "-C", str(config.REPO), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    v = config.versions()
+    return {"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "commit": commit, "kubernetes": v["KUBERNETES_VERSION"], "kind": v.get("KIND_VERSION", "")}
 
 
 def _cell_text(s: str) -> str:

@@ -46,9 +46,9 @@ def test_markdown_has_matrix_and_sections(tmp_path):
     assert lines[0].startswith("# ")
     assert "4 checks: 2 passed, 1 failed, 1 skipped." in md
     assert "| Experiment | iptables | ipvs | nftables |" in lines
-    # Rows in first-seen order; empty cells show "-".
-    assert lines.index("| b: second | - | - | PASS |") < lines.index("| a: first | PASS | FAIL | SKIP |")
-    assert md.index("| Experiment") < md.index("## b -- second") < md.index("## a -- first")
+    # Rows and sections in experiment order, not the order the tests ran in; empty cells show "-".
+    assert lines.index("| a: first | PASS | FAIL | SKIP |") < lines.index("| b: second | - | - | PASS |")
+    assert md.index("| Experiment") < md.index("## a -- first") < md.index("## b -- second")
     assert "**Claim:** claim of a" in md
     assert "- `curl a`" in md
     assert "```text\na ipvs line\n```" in md
@@ -56,9 +56,10 @@ def test_markdown_has_matrix_and_sections(tmp_path):
     assert "**Detail:** not supported" in md
 
     data = json.loads(json_path.read_text())
-    assert data == render_json(load(tmp_path))
+    again = render_json(load(tmp_path))
+    assert {**data, "run": {}} == {**again, "run": {}}  # the same but for the time it was made
     assert data["modes"] == ["iptables", "ipvs", "nftables"]
-    assert data["experiments"][1]["verdicts"] == {"iptables": "pass", "ipvs": "fail", "nftables": "skip"}
+    assert data["experiments"][0]["verdicts"] == {"iptables": "pass", "ipvs": "fail", "nftables": "skip"}
 
 
 def test_fence_survives_backticks():
@@ -137,3 +138,23 @@ def test_merge_refuses_a_mode_twice_and_unfinished_runs(tmp_path):
         merge(tmp_path / "a", [tmp_path / "b"])
     with pytest.raises(SystemExit, match="no report.json"):
         merge(tmp_path / "a", [tmp_path / "missing"])
+
+
+def test_a_report_from_real_evidence_validates_against_the_schema(tmp_path):
+    # Evidence a real run wrote (ipvs in the UML guest, E00 and E18, 2026-12-02).
+    import shutil
+    from pathlib import Path
+
+    import jsonschema
+    from harness import config
+    from harness import report
+    shutil.copy(Path(__file__).parent / "data" / "evidence-ipvs-guest-E00-E18.jsonl", tmp_path / "evidence-x.jsonl")
+    _, js = report.write_report(tmp_path)
+    data = json.loads(js.read_text())
+    schema = json.loads((config.REPO / "harness" / "report.schema.json").read_text())
+    jsonschema.validate(data, schema)
+    assert data["schema"] == report.SCHEMA_VERSION and data["run"]["kubernetes"].startswith("v1.")
+    assert [e["experiment"] for e in data["experiments"]] == ["E00", "E18"]
+    bad = {**data, "modes": ["userspace"]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
