@@ -5,7 +5,20 @@ import os
 import shutil
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+
+
+def _checkout() -> Path:
+    """The checkout whose kind-configs/, manifests/, images/ and suites/ the harness uses: the one
+    this package sits in (editable install, or run from the checkout), else SVC_HARNESS_HOME, else
+    the current directory (a non-editable install run from a checkout)."""
+    beside = Path(__file__).resolve().parent.parent
+    for candidate in (beside, os.environ.get("SVC_HARNESS_HOME"), Path.cwd()):
+        if candidate and (Path(candidate) / "kind-configs").is_dir():
+            return Path(candidate).resolve()
+    return beside  # nothing found: errors will name the missing files under it
+
+
+REPO = _checkout()
 IMAGES_DIR = REPO / "images"
 KIND_CONFIGS = REPO / "kind-configs"
 MANIFESTS = REPO / "manifests"
