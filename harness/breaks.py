@@ -14,6 +14,7 @@ reused by a run without it (the break is part of the cluster's identity).
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from . import config, modes
+from .owners import owner_env
 
 if TYPE_CHECKING:
     from .lab import ClusterHandle, Lab
@@ -240,12 +242,13 @@ def _run_break(b: Break, mode: str, artifacts: Path, extra: list[str], quiet: bo
     log.info("break %s (%s): expecting %s to fail", b.name, b.fault, ", ".join(b.must_fail))
     started = time.monotonic()
     argv = _pytest_argv(b, mode, out, extra)
+    env = {**os.environ, **owner_env()}  # the kept clusters between runs are prove's own
     if quiet:
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "pytest.log", "w") as f:
-            rc = subprocess.run(argv, cwd=config.REPO, stdout=f, stderr=subprocess.STDOUT).returncode
+            rc = subprocess.run(argv, cwd=config.REPO, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     else:
-        rc = subprocess.run(argv, cwd=config.REPO).returncode
+        rc = subprocess.run(argv, cwd=config.REPO, env=env).returncode
     took = time.monotonic() - started
     log.info("break %s: pytest exit %d in %.0fs%s", b.name, rc, took, f" (log: {out / 'pytest.log'})" if quiet else "")
     return rc, took

@@ -64,6 +64,24 @@ class Owner:
         return f"pid {self.pid}" + ("" if self.alive() else " (gone)")
 
 
+OWNER_ENV = "SVC_HARNESS_OWNER"  # a tool that runs pytest several times on one kept cluster owns it
+
+
+def owner_env() -> dict:
+    """Environment for pytest runs a tool starts: their clusters belong to the tool, which outlives
+    each run (so a kept cluster between two runs is not taken for a dead run's)."""
+    return {OWNER_ENV: json.dumps(Owner.of().to_dict())}
+
+
+def controller_owner() -> Owner:
+    """The owner a pytest controller records for its run: the tool that started it, or itself."""
+    try:
+        inherited = Owner.from_dict(json.loads(os.environ.get(OWNER_ENV, "")))
+    except ValueError:
+        inherited = None
+    return inherited if inherited and inherited.alive() else Owner.of()
+
+
 def run_owner(run_dir: Path | None) -> Owner:
     """The owner of everything a run makes: its controller (written to the run directory at the start,
     read by xdist workers), or this process outside a pytest run."""

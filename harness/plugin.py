@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import re
 import signal
 import time
@@ -201,8 +202,8 @@ def pytest_configure(config: pytest.Config) -> None:
         run_dir = hcfg.CACHE / "runs" / uuid.uuid4().hex[:12]
         run_dir.mkdir(parents=True, exist_ok=True)
         config._svc_run_dir = run_dir
-        from .owners import Owner, write_json
-        write_json(run_dir / "owner.json", Owner.of().to_dict())  # the run's clusters and leases name it
+        from .owners import controller_owner, write_json
+        write_json(run_dir / "owner.json", controller_owner().to_dict())  # the run's clusters and leases name it
         if opts.kubeconfig:
             (run_dir / "byo-preflight.json").write_text(config._svc_byo.to_json())
         _install_sigterm_handler(config)
@@ -318,15 +319,33 @@ def _install_sigterm_handler(config) -> None:
     def handler(signum, frame):
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
+        # The terminal or the pipe the output went to may be gone with the signal (a closed ssh
+        # session, a CI runner ending the step): clean-up must not depend on it.
+        _output_or_file(config._svc_run_dir.parent / f"abort-{config._svc_run_dir.name}.log")
         log.warning("signal %d: stopping workers and deleting the clusters this run created", signum)
         from . import session
-        session.abort_run(config)
-        os._exit(128 + signum)
+        try:
+            session.abort_run(config)
+        finally:
+            os._exit(128 + signum)
     try:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGHUP, handler)
     except ValueError:  # not the main thread
         pass
+
+
+def _output_or_file(path: Path) -> None:
+    """If stdout or stderr can no longer be written, send both to `path` instead."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.write(1, b"\n")  # a pipe with no reader left fails here (EPIPE)
+        os.write(2, b"\n")
+    except (OSError, ValueError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
