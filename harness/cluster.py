@@ -258,7 +258,7 @@ class KindCluster:
         wait_system_ready(self.kubeconfig, self.runner, timeout=max(180, int(self.create_timeout) // 2))
 
     def _seal_dns(self) -> None:
-        seal_coredns(self.kubeconfig, self.runner)
+        seal_coredns(self.kubeconfig, self.runner, timeout=max(180, int(self.create_timeout) // 2))
 
     def _export_logs_on_failure(self) -> None:
         dest = config.CACHE / "failed-create" / f"{self.name}-{int(time.time())}"
@@ -328,7 +328,7 @@ def _not_ready_tainted(kubectl: list[str], runner: Runner) -> list[str]:
             if "node.kubernetes.io/not-ready" in line or "node.kubernetes.io/unreachable" in line]
 
 
-def seal_coredns(kubeconfig: Path, runner: Runner = DEFAULT) -> None:
+def seal_coredns(kubeconfig: Path, runner: Runner = DEFAULT, timeout: int = 120) -> None:
     """Keep cluster DNS inside the machine: drop CoreDNS's upstream `forward`.
 
     kind points nodes at Docker's embedded DNS, which forwards unknown
@@ -351,8 +351,9 @@ def seal_coredns(kubeconfig: Path, runner: Runner = DEFAULT) -> None:
         cm["metadata"].pop(k, None)
     runner.run([*kubectl, "apply", "-f", "-"], input=json.dumps(cm), what="sealing CoreDNS")
     runner.run([*kubectl, "-n", "kube-system", "rollout", "restart", "deployment/coredns"])
+    # (`timeout`: a guest engine's cluster is slower; seen: CoreDNS took over 120 s to roll there)
     runner.run([*kubectl, "-n", "kube-system", "rollout", "status", "deployment/coredns",
-                "--timeout=120s"], timeout=150, what="waiting for sealed CoreDNS")
+                f"--timeout={timeout}s"], timeout=timeout + 30, what="waiting for sealed CoreDNS")
 
 
 @contextlib.contextmanager
