@@ -32,6 +32,12 @@ def resolve_images(node_image: str = "", demo_image: str = "") -> tuple[str, Ima
     """(node image, workload images, whether the node image already holds them)."""
     v = config.versions()
     ours = config.node_image_tag()
+    if not node_image and not _image_exists(ours) and not DEFAULT.engine(
+            "ping", lambda c: c.ping(), check=False, default=False, timeout=15):
+        # Without this the run would fall back to the upstream node image and fail later on a
+        # registry pull, which hides the real cause.
+        raise RuntimeError(f"the host's Docker engine does not answer, so its image {ours} cannot be "
+                           "found or loaded: start it (scripts/engine-up) or pass --node-image")
     node = node_image or (ours if _image_exists(ours) else v["UPSTREAM_NODE_IMAGE"])
     t = v["HARNESS_TAG"]
     images = Images(demoapp=demo_image or f"svc-harness/demoapp:{t}", toolbox=f"svc-harness/toolbox:{t}")

@@ -264,15 +264,40 @@ class _GateHooks:
 
     def __init__(self, gate):
         self.gate = gate
+        self.experiments: dict[str, str] = {}  # test function -> experiment id
+        self.engines: dict[str, str] = {}      # mode -> where its clusters ran
 
     def pytest_runtest_logreport(self, report) -> None:
-        mode = dict(report.user_properties).get("proxy_mode")
+        mode = getattr(report, "svc_proxy_mode", None)
         if not mode:
             return
+        if getattr(report, "svc_experiment", None):
+            self.experiments[report.nodeid.split("::")[-1].split("[")[0]] = report.svc_experiment
+        if getattr(report, "svc_engine", None):
+            self.engines[mode] = report.svc_engine
         reason = ""
         if report.skipped and isinstance(report.longrepr, tuple):
             reason = str(report.longrepr[2]).removeprefix("Skipped: ")
         self.gate.record(mode, report.when, report.outcome, reason)
+
+    @pytest.hookimpl(tryfirst=True)  # before junitxml writes the file in its own sessionfinish
+    def pytest_sessionfinish(self, session) -> None:
+        from _pytest.junitxml import xml_key
+        xml = session.config.stash.get(xml_key, None)
+        if xml is None:
+            return
+        for name, value in junit_properties(self.gate.requested, self.engines, self.experiments):
+            xml.add_global_property(name, value)
+
+
+def junit_properties(modes: list[str], engines: dict[str, str], experiments: dict[str, str]) -> list[tuple]:
+    """The run's facts as JUnit <testsuite> properties (the place xunit2 allows them)."""
+    from . import config
+    props = [("svc_harness.proxy_modes", ",".join(modes)),
+             ("svc_harness.kubernetes_version", config.versions()["KUBERNETES_VERSION"])]
+    props += [(f"svc_harness.engine.{m}", e) for m, e in sorted(engines.items())]
+    props += [(f"svc_harness.experiment.{t}", e) for t, e in sorted(experiments.items())]
+    return props
 
 
 def _byo_preflight(config: pytest.Config, asked_modes: list[str] | None) -> None:
@@ -498,10 +523,18 @@ def pytest_runtest_makereport(item, call):
     if rep.when == "call":
         item._svc_call_report = rep
     mode = item.callspec.params.get("proxy_mode") if hasattr(item, "callspec") else None
-    if mode:  # travels with the report to the xdist controller (and into the JUnit file)
-        rep.user_properties.append(("proxy_mode", mode))
-    # One evidence record per experiment test, written at its last phase that matters.
     marker = item.get_closest_marker("experiment")
+    # Plain report attributes travel with the report to the xdist controller (_GateHooks). They are
+    # not user_properties: pytest writes those inside <testcase>, which xunit2 JUnit does not allow;
+    # the controller puts them into the JUnit file as testsuite properties instead.
+    if mode:
+        rep.svc_proxy_mode = mode
+        lab = getattr(item, "_svc_lab", None)
+        if lab is not None:
+            rep.svc_engine = lab.cluster.engine_note
+    if marker is not None and marker.args:
+        rep.svc_experiment = str(marker.args[0])
+    # One evidence record per experiment test, written at its last phase that matters.
     if marker is None:
         return
     if (rep.when == "call") or (rep.when == "setup" and (rep.skipped or rep.failed)):

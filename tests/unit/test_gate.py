@@ -117,3 +117,23 @@ def test_gate_round_trips_through_its_dict():
     back = Gate.from_dict(g.as_dict())
     assert back.as_dict() == g.as_dict()
     assert back.lines() == g.lines()
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_junit_is_xunit2_with_the_run_facts_as_suite_properties(pytester, xdist, monkeypatch):
+    """xunit2 allows <properties> only under <testsuite>; the mode, experiment ids and Kubernetes
+    version go there (also from xdist workers' reports)."""
+    import xml.etree.ElementTree as ET
+    monkeypatch.setenv("PYTHONPATH", str(config.REPO))
+    pytester.makeconftest(PREFLIGHT)
+    pytester.makepyfile("import pytest\n\n@pytest.mark.experiment('E01', 'x')\n"
+                        "def test_x(proxy_mode):\n    pass\n")
+    res = pytester.runpytest_subprocess("--proxy-mode=iptables,nftables", "-p", "no:cacheprovider",
+                                        "--junitxml=j.xml", "-o", "junit_family=xunit2", *xdist)
+    assert res.ret == 0, res.stdout.str()
+    root = ET.parse(pytester.path / "j.xml").getroot()
+    assert not root.findall(".//testcase/properties")
+    props = {p.get("name"): p.get("value") for p in root.findall("./testsuite/properties/property")}
+    assert props["svc_harness.proxy_modes"] == "iptables,nftables"
+    assert props["svc_harness.experiment.test_x"] == "E01"
+    assert props["svc_harness.kubernetes_version"] == config.versions()["KUBERNETES_VERSION"]
