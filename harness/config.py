@@ -86,3 +86,25 @@ def tool(name: str) -> str:
 def node_image_tag() -> str:
     v = versions()
     return f"svc-harness/node:{v['KUBERNETES_VERSION']}"
+
+
+# Free space (GiB) a cold step needs where it writes: measured sizes plus room to spare.
+FREE_GIB_IMAGES = 12       # Go build cache ~5.5, module cache ~1.7, images ~2.5 in the engine
+FREE_GIB_GUEST_BUILD = 4   # kernel tree while it builds, rootfs ~0.5
+FREE_GIB_GUEST_DISK = 14   # the guest's disk: images and its clusters' node volumes (~13 seen)
+FREE_GIB_GUEST_MEMORY = 6  # the guest's memory file in /dev/shm (~4 used with a 2-node cluster)
+
+
+class NoSpace(RuntimeError):
+    pass
+
+
+def require_free_space(path: Path, gib: float, what: str) -> None:
+    """Stop before a step that would run out of disk halfway (and leave half-written caches)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    free = shutil.disk_usage(p).free / 2**30
+    if free < gib:
+        raise NoSpace(f"{what} needs about {gib:g} GiB free under {path}; {free:.1f} GiB are: free some "
+                      f"space (or point SVC_HARNESS_CACHE / SVC_GUEST_DISK_DIR elsewhere) and rerun")

@@ -415,6 +415,11 @@ class Builder:
     def build_all(self) -> str:
         started = time.monotonic()
         self.preflight()
+        if not self.r.run(["docker", "image", "inspect", config.node_image_tag()], check=False, timeout=30).ok:
+            try:
+                config.require_free_space(config.CACHE, config.FREE_GIB_IMAGES, "building the images")
+            except config.NoSpace as e:
+                raise BuildError(str(e)) from None
         self.debian_base()
         self.go_binaries()
         self.netbase()

@@ -1,7 +1,9 @@
 """python -m harness.guest build|up|down|status
 
   build [--force] [--when-needed] [--only kernel|rootfs]   the cached offline build
-  up [--load TAG ...]      boot the guest engine (and load images); prints DOCKER_HOST
+  (--when-needed: build and up do nothing where the host kernel has IPVS)
+  up [--load [TAG ...]]    boot the guest engine and load host images into it (--load alone:
+                           the ones a run loads: node image, demo app, toolbox); prints DOCKER_HOST
   down [--force]           clean halt, then kill; removes the link and its guard
                            (refused while a live run holds the guest, unless --force)
   status                   is it running, where, which kernel, which runs hold it
@@ -24,26 +26,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true",
                     help="build: rebuild, ignoring the cache; down: halt even while other runs hold the guest")
     ap.add_argument("--when-needed", action="store_true",
-                    help="build: do nothing when the host kernel has IPVS (then ipvs runs on the host engine)")
+                    help="build, up: do nothing when the host kernel has IPVS (then ipvs runs on the host engine)")
     ap.add_argument("--only", choices=["kernel", "rootfs"], help="build: just one of the two")
-    ap.add_argument("--load", nargs="*", default=[], metavar="TAG", help="up: host images to load into the guest")
+    ap.add_argument("--load", nargs="*", default=None, metavar="TAG",
+                    help="up: host images to load into the guest (none named: the ones a run loads)")
     ap.add_argument("-v", "--verbose", action="store_true", help="log every command")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from .vm import Guest, GuestError
     try:
+        if a.when_needed and a.command in ("build", "up"):
+            from ..engine import ipvs_missing_reason
+            if ipvs_missing_reason() is None:
+                print("host kernel has IPVS: no guest needed")
+                return 0
         if a.command == "build":
-            if a.when_needed:
-                from ..engine import ipvs_missing_reason
-                if ipvs_missing_reason() is None:
-                    print("host kernel has IPVS: no guest needed")
-                    return 0
             art = GuestBuilder(force=a.force).build_all(only=a.only)
             print(f"guest kernel: {art.kernel}\nguest rootfs: {art.rootfs}")
         elif a.command == "up":
             g = Guest().up()
-            if a.load:
+            if a.load is not None:
+                if not a.load:
+                    from ..assembly import resolve_images
+                    node, images, _ = resolve_images()
+                    a.load = [node, images.demoapp, images.toolbox]
                 print(g.load_images(a.load))
             print(g.describe())
             print("\n".join(f"export {k}={v}" for k, v in g.docker_env().items()))

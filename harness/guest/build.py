@@ -73,6 +73,11 @@ class GuestBuilder:
         CACHE.mkdir(parents=True, exist_ok=True)
         self._tools()
         a = self.paths()
+        if self.force or not (a.kernel.exists() and a.rootfs.exists()):
+            try:
+                config.require_free_space(CACHE, config.FREE_GIB_GUEST_BUILD, "building the ipvs guest")
+            except config.NoSpace as e:
+                raise BuildError(str(e)) from None
         if only in (None, "kernel") and (self.force or not a.kernel.exists()):
             self.kernel(a)
         if only in (None, "rootfs") and (self.force or not a.rootfs.exists()):

@@ -26,6 +26,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import config
 from ..engine.base import image_id
 from ..owners import read_json, write_json
 from ..runner import DEFAULT, Runner, Step
@@ -195,6 +196,14 @@ class Guest:
         """The guest's own disk: a sparse copy of the built rootfs, kept across boots (images stay)."""
         disk = self.disk(key)
         disk.parent.mkdir(parents=True, exist_ok=True)
+        # The disk is sparse: it fills as images and clusters land on it; /dev/shm holds the memory.
+        for where, gib, what in ((disk.parent, config.FREE_GIB_GUEST_DISK if not disk.exists() else 4,
+                                  "the guest's disk"),
+                                 (Path("/dev/shm"), config.FREE_GIB_GUEST_MEMORY, "the guest's memory")):
+            try:
+                config.require_free_space(where, gib, what)
+            except config.NoSpace as e:
+                raise GuestError(str(e)) from None
         if not disk.exists():
             with Step(f"guest disk {disk} (sparse copy of the built rootfs)"):
                 tmp = disk.with_suffix(".tmp")
