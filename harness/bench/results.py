@@ -200,23 +200,32 @@ def charts(data: dict, out: Path) -> list[str]:
     modes = list(dict.fromkeys(r["mode"] for r in rows))
     made = []
 
-    def line_chart(fname: str, title: str, ylabel: str, series: list[tuple[str, str, str]]):
+    def line_chart(fname: str, title: str, ylabel: str, series: list[tuple]):
+        """series: (row key, line style, label[, row key of its per-repeat spread for error bars])."""
         fig, ax = plt.subplots(figsize=(7, 4.2))
+        with_bars = False
         for mode in modes:
             rs = [r for r in rows if r["mode"] == mode]
             xs = [r["size"] for r in rs]
-            for key, style, label in series:
+            for key, style, label, *spread_key in series:
                 ys = [r[key] for r in rs]
-                if any(y is not None for y in ys):
-                    ax.plot(xs, [y if y is not None else float("nan") for y in ys], style, marker="o",
-                            color=MODE_COLOURS.get(mode), label=f"{mode} {label}".strip())
+                if not any(y is not None for y in ys):
+                    continue
+                ys = [y if y is not None else float("nan") for y in ys]
+                ax.plot(xs, ys, style, marker="o", color=MODE_COLOURS.get(mode), label=f"{mode} {label}".strip())
+                bars = error_bars(rs, ys, spread_key[0]) if spread_key else None
+                if bars:
+                    ax.errorbar(xs, ys, yerr=bars, fmt="none", ecolor=MODE_COLOURS.get(mode), capsize=3,
+                                alpha=0.7)
+                    with_bars = True
+        ax.set_ylim(bottom=0)  # from zero, so that a small difference does not look like a large one
         ax.set_xscale("log")
         ax.set_xticks(sorted({r["size"] for r in rows}))  # the measured sizes, as plain numbers
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel("Services")
         ax.set_ylabel(ylabel)
-        ax.set_title(title)
+        ax.set_title(title + ("\n(bars: lowest to highest of the repeats)" if with_bars else ""))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -230,13 +239,14 @@ def charts(data: dict, out: Path) -> list[str]:
         r["rules"] = r["dataplane"].get("nft_rules", 0) + r["dataplane"].get("nft_elements", 0) \
             if r["mode"] == "nftables" else r["dataplane"].get("iptables_rules")
     line_chart("programming-latency.png", "Service programming latency (create → first answer)",
-               "seconds", [("programming_p50_s", "-", "p50"), ("programming_p95_s", "--", "p95")])
+               "seconds", [("programming_p50_s", "-", "p50", "programming_p50_spread_s"),
+                           ("programming_p95_s", "--", "p95")])
     line_chart("first-packet-latency.png", "First-packet latency: connect + first response",
                "milliseconds", [("fp_late_p50_ms", "-", "late Services p50"),
                                 ("fp_early_p50_ms", ":", "early Services p50"),
                                 ("fp_pod_p50_ms", "--", "pod IP direct p50")])
     line_chart("sync-duration.png", "kube-proxy sync_proxy_rules duration (client's node)", "seconds",
-               [("sync_p50_med", "-", "p50"), ("sync_p95_med", "--", "p95")])
+               [("sync_p50_med", "-", "p50", "sync_p50_s"), ("sync_p95_med", "--", "p95", "sync_p95_s")])
     line_chart("dataplane-size.png", "Data-plane size on the client's node", "rules (+ nft map elements)",
                [("rules", "-", "")])
     if by_position(data):
@@ -254,6 +264,19 @@ def charts(data: dict, out: Path) -> list[str]:
         plt.close(fig)
         made.append("first-packet-by-rule-position.png")
     return made
+
+
+def error_bars(rows: list[dict], ys: list[float], spread_key: str) -> list[list[float]] | None:
+    """matplotlib's yerr (below, above) from each row's per-repeat min..max around the plotted value;
+    None unless some row had more than one repeat (one repeat has no spread to show)."""
+    if not any(r["repeats"] > 1 and r.get(spread_key) for r in rows):
+        return None
+    below, above = [], []
+    for r, y in zip(rows, ys):
+        sp = r.get(spread_key) if r["repeats"] > 1 else None
+        below.append(max(0.0, y - sp["min"]) if sp and y == y else 0.0)
+        above.append(max(0.0, sp["max"] - y) if sp and y == y else 0.0)
+    return [below, above]
 
 
 def by_position(data: dict) -> dict[int, list[tuple[int, float]]]:

@@ -135,3 +135,14 @@ def test_write_makes_table_and_charts(tmp_path):
     for png in ("programming-latency.png", "first-packet-latency.png", "sync-duration.png", "dataplane-size.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in text
     assert json.loads(js.read_text())["modes"][0]["mode"] == "iptables"
+
+
+def test_error_bars_span_the_repeats_and_only_with_repeats():
+    rows = results.summarise(_data())
+    ipt = [r for r in rows if r["mode"] == "iptables"]
+    ys = [r["programming_p50_s"] for r in ipt]
+    below, above = results.error_bars(ipt, ys, "programming_p50_spread_s")
+    # size 1000: pooled p50 8.0, the two repeats' p50s 6.0 and 12.0
+    assert (below[1], above[1]) == (2.0, 4.0)
+    one = [{**r, "repeats": 1} for r in ipt]
+    assert results.error_bars(one, ys, "programming_p50_spread_s") is None
