@@ -31,6 +31,7 @@ Module map (one concern each):
   bench/        benchmarks apart from the suites (python -m harness.bench): scale
   session       a run's clusters: acquire once per run (run_once), E16's switch cluster, the end of a run
   plugin        pytest options, hooks and fixtures
+  runstate      what one pytest run keeps between its hooks (in pytest's config.stash)
   byo/          bring your own cluster (--kubeconfig): preflight and discovery, the
                 before/after snapshot, and the foreign-kind-cluster test bed
 """

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from . import config as hcfg
+from . import runstate
 
 log = logging.getLogger("harness")
 
@@ -187,12 +188,13 @@ def pytest_configure(config: pytest.Config) -> None:
         if value and not opts.kubeconfig:
             raise pytest.UsageError(f"{flag} applies to --kubeconfig only (the harness's own clusters are kind "
                                     "clusters it may change)")
-    config._svc_byo = None
+    runstate.of(config).byo = None
     if _is_worker(config):
-        config._svc_run_dir = Path(config.workerinput["svc_run_dir"])
+        runstate.of(config).run_dir = Path(config.workerinput["svc_run_dir"])
         if opts.kubeconfig:
             from .byo.discover import Preflight
-            config._svc_byo = Preflight.from_json((config._svc_run_dir / "byo-preflight.json").read_text())
+            st = runstate.of(config)
+            st.byo = Preflight.from_json((st.run_dir / "byo-preflight.json").read_text())
     else:
         if opts.help:
             return  # `pytest --help` makes nothing and leaves nothing behind
@@ -201,25 +203,25 @@ def pytest_configure(config: pytest.Config) -> None:
             _byo_preflight(config, asked_modes)  # before anything exists: a bad cluster ends the run here
         run_dir = hcfg.CACHE / "runs" / uuid.uuid4().hex[:12]
         run_dir.mkdir(parents=True, exist_ok=True)
-        config._svc_run_dir = run_dir
+        runstate.of(config).run_dir = run_dir
         from .owners import controller_owner, write_json
         write_json(run_dir / "owner.json", controller_owner().to_dict())  # the run's clusters and leases name it
         if opts.kubeconfig:
-            (run_dir / "byo-preflight.json").write_text(config._svc_byo.to_json())
+            (run_dir / "byo-preflight.json").write_text(runstate.of(config).byo.to_json())
         _install_sigterm_handler(config)
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(_XdistHooks(run_dir), "svc-harness-xdist")
             from . import progress
             os.environ[progress.ENV] = str(run_dir / "progress.log")  # workers inherit it
     if opts.upstream_conformance:
-        config._svc_upstream_specs = _upstream_specs(config)
+        runstate.of(config).upstream_specs = _upstream_specs(config)
 
 
 def _upstream_specs(config: pytest.Config) -> list:
     """The upstream specs to collect: listed once by the controller (building e2e.test if needed),
     read by every xdist worker, so all collect the same items."""
     from .upstream import build, specs
-    shared = config._svc_run_dir / "upstream-specs.json"
+    shared = runstate.of(config).run_dir / "upstream-specs.json"
     if _is_worker(config):
         names = json.loads(shared.read_text())
     else:
@@ -255,8 +257,8 @@ def _preflight_modes(config: pytest.Config) -> None:
     unavailable = gate.unavailable_modes(requested, opts.ipvs_engine) if not opts.help else {}
     if unavailable and not opts.skip_unavailable_modes:
         pytest.exit(gate.not_run_message(unavailable), returncode=gate.EXIT_NOT_RUN)
-    config._svc_gate = gate.Gate(requested=list(requested), unavailable=unavailable)
-    config.pluginmanager.register(_GateHooks(config._svc_gate), "svc-harness-gate")
+    runstate.of(config).gate = gate.Gate(requested=list(requested), unavailable=unavailable)
+    config.pluginmanager.register(_GateHooks(runstate.of(config).gate), "svc-harness-gate")
 
 
 class _GateHooks:
@@ -313,10 +315,10 @@ def _byo_preflight(config: pytest.Config, asked_modes: list[str] | None) -> None
         raise pytest.UsageError(f"--kubeconfig: {e}") from None
     log.info("--kubeconfig %s: %s, kube-proxy %s (%s); snapshot of %s", opts.kubeconfig, pre.server, pre.mode,
              "; ".join(f"{k}: {v}" for k, v in pre.mode_sources.items()), snapshot.counts(before))
-    config._svc_byo = pre
-    config._svc_byo_before = before
+    runstate.of(config).byo = pre
+    runstate.of(config).byo_before = before
     from . import engine
-    config._svc_byo_drops_before = engine.HostEngine().guard_drops()
+    runstate.of(config).byo_drops_before = engine.HostEngine().guard_drops()
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -346,7 +348,8 @@ def _install_sigterm_handler(config) -> None:
             signal.signal(sig, signal.SIG_IGN)
         # The terminal or the pipe the output went to may be gone with the signal (a closed ssh
         # session, a CI runner ending the step): clean-up must not depend on it.
-        _output_or_file(config._svc_run_dir.parent / f"abort-{config._svc_run_dir.name}.log")
+        run_dir = runstate.of(config).run_dir
+        _output_or_file(run_dir.parent / f"abort-{run_dir.name}.log")
         log.warning("signal %d: stopping workers and deleting the clusters this run created", signum)
         from . import session
         try:
@@ -388,7 +391,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
         if not _is_worker(config):
             raise pytest.UsageError(message)
         # A worker cannot stop the run cleanly; it selects nothing and tells the controller.
-        (config._svc_run_dir / "usage-error").write_text(message)
+        (runstate.of(config).run_dir / "usage-error").write_text(message)
         config.hook.pytest_deselected(items=list(items))
         items[:] = []
         return
@@ -406,7 +409,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "proxy_mode" in metafunc.fixturenames:
         modes = metafunc.config.option.proxy_modes
-        byo = getattr(metafunc.config, "_svc_byo", None)
+        byo = runstate.of(metafunc.config).byo
         if byo:
             modes = [byo.mode]  # the cluster's own mode, as discovered
         marker = metafunc.definition.get_closest_marker("modes")
@@ -421,7 +424,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             params.append(pytest.param(m, marks=marks, id=m))
         metafunc.parametrize("proxy_mode", params, scope="session")
     if "upstream_spec" in metafunc.fixturenames:
-        specs = metafunc.config._svc_upstream_specs
+        specs = runstate.of(metafunc.config).upstream_specs
         metafunc.parametrize("upstream_spec", specs, ids=[s.id for s in specs])
 
 
@@ -458,7 +461,7 @@ def _cluster_use(request, cluster):
     """The test's claim on its cluster: exclusive for cluster_wide tests (see harness.cluster.use)."""
     from .cluster import use
     exclusive = request.node.get_closest_marker("cluster_wide") is not None
-    return use(request.config._svc_run_dir / f"{cluster.name}.use.lock", exclusive, request.node.nodeid)
+    return use(runstate.of(request.config).run_dir / f"{cluster.name}.use.lock", exclusive, request.node.nodeid)
 
 
 def _lab(request, cluster):
@@ -571,15 +574,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     d = Path(session.config.option.artifacts_dir)
     for f in [*d.glob("evidence-*.jsonl"), *d.glob("upstream-*.jsonl")]:
         f.unlink()
-    session.config._svc_started = time.monotonic()
+    runstate.of(session.config).started = time.monotonic()
     opts = session.config.option
     if getattr(opts, "numprocesses", None) and session.config.get_verbosity() >= 0:
         # The workers' progress (cluster creation, long waits), which xdist would not show.
         from .progress import Tailer
         tr = session.config.pluginmanager.get_plugin("terminalreporter")
         if tr is not None:
-            session.config._svc_tailer = Tailer(session.config._svc_run_dir / "progress.log",
-                                                lambda line: tr.write_line(f"svc-harness {line}")).start()
+            st = runstate.of(session.config)
+            st.tailer = Tailer(st.run_dir / "progress.log",
+                               lambda line: tr.write_line(f"svc-harness {line}")).start()
     # (The guards' counters are read when a cluster is made or attached: a run that makes none,
     # like the unit tests, touches nothing of the machine.)
 
@@ -588,20 +592,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if _is_worker(config):
         return
-    if getattr(config, "_svc_tailer", None):
-        config._svc_tailer.stop()
+    if runstate.of(config).tailer:
+        runstate.of(config).tailer.stop()
     from . import gate
     from . import session as clusters
     changed = False
     if config.option.kubeconfig:
-        config._svc_byo_summary, changed = clusters.finish_byo(config)
-    usage = config._svc_run_dir / "usage-error"
+        runstate.of(config).byo_summary, changed = clusters.finish_byo(config)
+    usage = runstate.of(config).run_dir / "usage-error"
     if usage.exists():  # a worker found an unknown --experiments id
-        config._svc_usage_error = usage.read_text()
+        runstate.of(config).usage_error = usage.read_text()
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
     if changed and session.exitstatus in (0, 5):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the cluster was not left as found
-    the_gate = getattr(config, "_svc_gate", None)
+    the_gate = runstate.of(config).gate
     if the_gate is not None and session.exitstatus == pytest.ExitCode.OK and the_gate.not_run() \
             and not config.option.skip_unavailable_modes:
         session.exitstatus = gate.EXIT_NOT_RUN
@@ -611,11 +615,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: F811
     if _is_worker(config):
         return
-    for line in [*getattr(config, "_svc_byo_summary", []), *getattr(config, "_svc_summary", [])]:
+    for line in [*runstate.of(config).byo_summary, *runstate.of(config).summary]:
         terminalreporter.write_line(line)
-    if getattr(config, "_svc_usage_error", None):
-        terminalreporter.write_line(f"ERROR: {config._svc_usage_error}", red=True)
-    the_gate = getattr(config, "_svc_gate", None)
+    if runstate.of(config).usage_error:
+        terminalreporter.write_line(f"ERROR: {runstate.of(config).usage_error}", red=True)
+    the_gate = runstate.of(config).gate
     if the_gate is not None and the_gate.verdicts():
         terminalreporter.write_sep("=", "svc-harness gate: one verdict per mode")
         for line in the_gate.lines():

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from . import assembly, config, engine
+from . import assembly, config, engine, runstate
 from .cluster import KindCluster, claim_name
 from .kube import Kube
 from .lab import ClusterHandle, Images
@@ -66,7 +66,7 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     reason = eng.unavailable_reason(mode)
     if reason:  # only reached with --skip-unavailable-modes; otherwise the run stopped at configure
         pytest.skip(reason)
-    run_dir: Path = pyconfig._svc_run_dir
+    run_dir: Path = runstate.of(pyconfig).run_dir
     owner = run_owner(run_dir)
 
     def make() -> dict:
@@ -129,8 +129,8 @@ def _existing(pyconfig: pytest.Config, images: Images, worker: str) -> ClusterHa
     from .byo import discover
     from .cluster import Node
     opts = pyconfig.option
-    run_dir: Path = pyconfig._svc_run_dir
-    pre = pyconfig._svc_byo
+    run_dir: Path = runstate.of(pyconfig).run_dir
+    pre = runstate.of(pyconfig).byo
     kube = Kube(opts.kubeconfig, context=opts.context)
     def discover_once() -> dict:
         disc = discover.discover(kube, pre, namespace=f"svc-discovery-{run_dir.name}",
@@ -166,10 +166,10 @@ def finish_byo(pyconfig: pytest.Config) -> tuple[list[str], bool]:
     without consent). Runs before finish_run, which removes the run directory."""
     from .byo import snapshot
     opts = pyconfig.option
-    run_dir: Path = pyconfig._svc_run_dir
+    run_dir: Path = runstate.of(pyconfig).run_dir
     summary: list[str] = []
     engine.remove_containers(DEFAULT, config.OWNER_LABEL, f"{byo_prefix(run_dir)}-")
-    pre = pyconfig._svc_byo
+    pre = runstate.of(pyconfig).byo
     state_file = run_dir / "byo-discovery.json"
     disc = json.loads(state_file.read_text()) if state_file.exists() else {}
     summary.append(f"svc-harness: --kubeconfig cluster at {pre.server}: kube-proxy {pre.mode} "
@@ -182,7 +182,7 @@ def finish_byo(pyconfig: pytest.Config) -> tuple[list[str], bool]:
     consented = changes_file.read_text().splitlines() if changes_file.exists() else []
     for change in dict.fromkeys(consented):
         summary.append(f"svc-harness: changed with --allow-cluster-changes (undone afterwards): {change}")
-    before = getattr(pyconfig, "_svc_byo_before", None)
+    before = runstate.of(pyconfig).byo_before
     try:
         after = snapshot.take(Kube(opts.kubeconfig, context=opts.context))
     except Exception as e:  # noqa: BLE001 - an unreadable cluster at the end is itself a failure
@@ -193,7 +193,7 @@ def finish_byo(pyconfig: pytest.Config) -> tuple[list[str], bool]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"before": before, "after": after, "diff": changed}, indent=1))
     if disc.get("node_access") == "docker":
-        drops = engine.egress_drops() - getattr(pyconfig, "_svc_byo_drops_before", 0)
+        drops = engine.egress_drops() - runstate.of(pyconfig).byo_drops_before
         summary.append(f"svc-harness: egress guard dropped {drops} packets during this run (expected 0)")
         if engine.HostEngine().remove_guard_if_unused():  # the user's network keeps none of our rules
             summary.append("svc-harness: egress guard rules removed from the kind network (no container of "
@@ -212,7 +212,7 @@ def finish_byo(pyconfig: pytest.Config) -> tuple[list[str], bool]:
 def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
     """Controller only: export logs on failure, delete what this run created, write the report."""
     opts = pyconfig.option
-    run_dir: Path = getattr(pyconfig, "_svc_run_dir", None)
+    run_dir: Path = runstate.of(pyconfig).run_dir
     summary: list[str] = []
     artifacts_dir = Path(opts.artifacts_dir)
     created = []
@@ -259,11 +259,11 @@ def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
             or (gate is not None and gate.verdicts()):
         md, js = report.write_report(artifacts_dir, gate)
         summary.append(f"svc-harness: report {md} (+ {js.name})")
-    started = getattr(pyconfig, "_svc_started", None)
+    started = runstate.of(pyconfig).started
     if started:
         summary.append(f"svc-harness: run time {time.monotonic() - started:.0f}s "
                        f"(modes: {', '.join(opts.proxy_modes)})")
-    pyconfig._svc_summary = summary
+    runstate.of(pyconfig).summary = summary
     if run_dir and (run_dir / "progress.log").exists():
         artifacts_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "progress.log", artifacts_dir / "progress.log")
@@ -281,7 +281,7 @@ def abort_run(pyconfig: pytest.Config) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and _descendants(os.getpid()):
         time.sleep(0.2)
-    run_dir: Path = getattr(pyconfig, "_svc_run_dir", None)
+    run_dir: Path = runstate.of(pyconfig).run_dir
     if not run_dir:
         return
     owner = run_owner(run_dir)
@@ -348,7 +348,7 @@ def switch_cluster(pyconfig: pytest.Config, base: ClusterHandle):
     from .lab import Lab
     opts = pyconfig.option
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    run_dir: Path = pyconfig._svc_run_dir
+    run_dir: Path = runstate.of(pyconfig).run_dir
     owner = run_owner(run_dir)
     eng = base.kind.engine
     name = claim_name(f"{base.name}-switch-{worker}"[:50], owner, eng)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from .. import config
+from .. import config, runstate
 from ..runner import DEFAULT, Runner, Step
 from . import report
 from .build import AGNHOST_IMAGE
@@ -82,7 +82,7 @@ class ModeRun:
 
 def for_mode(pyconfig: pytest.Config, cluster, wanted: list[str], runner: Runner = DEFAULT) -> ModeRun:
     """The mode's run: made by the first caller (any xdist worker), read by the rest."""
-    run_dir: Path = pyconfig._svc_run_dir
+    run_dir: Path = runstate.of(pyconfig).run_dir
     state = run_dir / f"upstream-{cluster.name}.json"
     with FileLock(str(run_dir / f"upstream-{cluster.name}.lock")):
         if not state.exists():

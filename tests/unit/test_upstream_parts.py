@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from harness import runstate
 from harness.upstream import coverage, report, run, specs
 
 NAMES = ["[sig-network] Services should serve a basic endpoint from pods  [Conformance]",
@@ -125,7 +126,8 @@ def test_a_run_that_cannot_start_fails_every_item_of_the_mode_once(tmp_path, mon
         calls.append(1)
         raise RuntimeError("kind load failed")
     monkeypatch.setattr(run, "execute", boom)
-    pyconfig = SimpleNamespace(_svc_run_dir=tmp_path, option=SimpleNamespace(artifacts_dir=str(tmp_path)))
+    pyconfig = SimpleNamespace(stash=pytest.Stash(), option=SimpleNamespace(artifacts_dir=str(tmp_path)))
+    runstate.of(pyconfig).run_dir = tmp_path
     cluster = SimpleNamespace(name="upstream-iptables", mode="iptables")
     for _ in range(2):
         mr = run.for_mode(pyconfig, cluster, NAMES[:1])

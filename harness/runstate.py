@@ -1,0 +1,31 @@
+"""What one pytest run keeps between its hooks, in pytest's own per-run store (config.stash)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@dataclass
+class RunState:
+    run_dir: Path | None = None           # shared by the controller and its xdist workers
+    started: float | None = None          # time.monotonic() at session start (controller)
+    gate: Any = None                      # gate.Gate of the controller
+    tailer: Any = None                    # progress.Tailer showing the workers' progress (controller)
+    upstream_specs: list = field(default_factory=list)  # --upstream-conformance: specs to run
+    usage_error: str = ""                 # a worker found an unknown --experiments id
+    summary: list[str] = field(default_factory=list)      # the run summary's lines
+    byo: Any = None                       # --kubeconfig: byo.discover.Preflight
+    byo_before: Any = None                # --kubeconfig: the snapshot before the run
+    byo_drops_before: int = 0             # --kubeconfig: the egress guard's drop counter before
+    byo_summary: list[str] = field(default_factory=list)
+
+
+_KEY = pytest.StashKey[RunState]()
+
+
+def of(config: pytest.Config) -> RunState:
+    """This run's state (made on first use)."""
+    return config.stash.setdefault(_KEY, RunState())
