@@ -118,7 +118,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="with --kubeconfig: the context to use (default: the kubeconfig's current context)")
     g.addoption("--allow-cluster-changes", action="store_true",
                 help="with --kubeconfig: allow experiments that change the cluster beyond test namespaces "
-                     "(node cut-off, ipvs scheduler); each change is undone and listed in the summary")
+                     "(node cut-off, ipvs scheduler; LoadBalancer Services when no MetalLB in layer-2 mode is found, "
+                     "which a cloud provider would act on); each change is undone and listed in the summary")
     g.addoption("--node-access", choices=["auto", "docker", "pod"], default="auto",
                 help="with --kubeconfig: how to reach nodes: docker exec into local kind containers, or a "
                      "hostNetwork pod per node (default: auto, docker when the nodes are local kind containers)")

@@ -134,7 +134,8 @@ def _existing(pyconfig: pytest.Config, images: Images, worker: str) -> ClusterHa
     kube = Kube(opts.kubeconfig, context=opts.context)
     def discover_once() -> dict:
         disc = discover.discover(kube, pre, namespace=f"svc-discovery-{run_dir.name}",
-                                 node_access=opts.node_access, external=opts.external_client)
+                                 node_access=opts.node_access, external=opts.external_client,
+                                 allow_changes=opts.allow_cluster_changes)
         if disc.node_access == "docker":  # local kind nodes: the same guard as our own clusters
             engine.ensure_egress_guard()
         for line in disc.notes:

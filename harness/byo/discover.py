@@ -9,9 +9,11 @@ turns it into a usage error: non-zero exit, nothing created).
 `discover` runs once per run (first xdist worker, behind the run's lock):
 node access, the allowed traffic targets (nodes, pod and Service ranges, the
 kind network when the nodes are local kind containers), whether a
-LoadBalancer provider answers and with which pool, and the external vantage
-point. It creates one short-lived, labelled namespace for the LoadBalancer
-probe and deletes it.
+LoadBalancer provider there is, and the external vantage point. The provider
+is read from MetalLB's objects; a LoadBalancer Service is created to find
+another provider only with --allow-cluster-changes (in a short-lived, labelled
+namespace), because on a cloud cluster it provisions a real load balancer with
+a public address, and MetalLB in BGP mode announces its address to routers.
 """
 from __future__ import annotations
 
@@ -251,6 +253,35 @@ def _networks_of(ranges: list[str]) -> list[str]:
     return out
 
 
+def metallb_bgp(kube: Kube) -> list[str]:
+    """Names of MetalLB BGPAdvertisements (MetalLB then announces its addresses to routers), read only."""
+    res = kube.kubectl("get", "bgpadvertisements.metallb.io", "-A", "-o", "json", check=False)
+    if not res.ok:
+        return []
+    return [i["metadata"]["name"] for i in json.loads(res.stdout).get("items", [])]
+
+
+def load_balancer(kube: Kube, namespace: str, allow_changes: bool) -> tuple[str, str, list[str]]:
+    """(provider: metallb/other/none, what was found, the provider's address ranges) for the
+    LoadBalancer experiments, without side effects outside the cluster unless allow_changes."""
+    pools, bgp = metallb_pools(kube), metallb_bgp(kube)
+    if pools and (not bgp or allow_changes):
+        return "metallb", f"MetalLB with pool(s) {', '.join(pools)} (read from its IPAddressPools)", _networks_of(pools)
+    if pools:
+        return "none", (f"MetalLB announces over BGP ({', '.join(bgp)}): a test LoadBalancer Service would be "
+                        "announced to the routers, so the LoadBalancer experiments run only with "
+                        "--allow-cluster-changes"), []
+    if not allow_changes:
+        return "none", ("no MetalLB IPAddressPool; any other provider (a cloud's) would provision a real load "
+                        "balancer for each test Service, so the LoadBalancer experiments look for one only with "
+                        "--allow-cluster-changes"), []
+    lb_ip = probe_load_balancer(kube, namespace)
+    if lb_ip is None:
+        return "none", f"no LoadBalancer provider gave an address within {LB_PROBE_SECONDS}s", []
+    nets = [f"{lb_ip}/32"] if ":" not in lb_ip and lb_ip[:1].isdigit() else []
+    return "other", f"a provider answered with {lb_ip} (not MetalLB)", nets
+
+
 def probe_load_balancer(kube: Kube, namespace: str) -> str | None:
     """Create a LoadBalancer Service in our own namespace; the address a provider gives it, or None."""
     from ..kube import load_manifest
@@ -269,7 +300,7 @@ def probe_load_balancer(kube: Kube, namespace: str) -> str | None:
 
 
 def discover(kube: Kube, pre: Preflight, namespace: str, node_access: str = "auto",
-             external: str = "container", runner: Runner = DEFAULT) -> Discovery:
+             external: str = "container", allow_changes: bool = False, runner: Runner = DEFAULT) -> Discovery:
     notes = []
     local, why = local_kind_nodes(pre.nodes, runner)
     notes.append(f"nodes: {why}")
@@ -294,15 +325,8 @@ def discover(kube: Kube, pre: Preflight, namespace: str, node_access: str = "aut
     if local:
         nets.append(engine.network_subnet(runner))
 
-    lb_ip = probe_load_balancer(kube, namespace)
-    if lb_ip is None:
-        provider, detail = "none", f"no LoadBalancer provider gave an address within {LB_PROBE_SECONDS}s"
-    else:
-        pools = metallb_pools(kube)
-        provider = "metallb" if pools else "other"
-        detail = (f"a provider answered with {lb_ip}"
-                  + (f" from MetalLB pool(s) {', '.join(pools)}" if pools else " (not MetalLB)"))
-        nets += _networks_of(pools) or ([f"{lb_ip}/32"] if ":" not in lb_ip and lb_ip[:1].isdigit() else [])
+    provider, detail, lb_nets = load_balancer(kube, namespace, allow_changes)
+    nets += lb_nets
     notes.append(f"LoadBalancer: {detail}")
     return Discovery(node_access=access, external=ext, networks=list(dict.fromkeys(nets)), pod_cidrs=pods,
                      service_cidrs=svcs, lb_provider=provider, lb_detail=detail, notes=notes)
