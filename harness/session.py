@@ -256,12 +256,13 @@ def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
         summary.append(eng.guard_report(before.get(key, [])))
         summary += eng.release(run_dir.name, keep=opts.keep_cluster)
     from . import report
-    if list(artifacts_dir.glob("evidence-*.jsonl")) or list(artifacts_dir.glob("upstream-*.jsonl")) \
-            or (gate is not None and gate.verdicts()):
+    used = bool(list(artifacts_dir.glob("evidence-*.jsonl")) or list(artifacts_dir.glob("upstream-*.jsonl"))
+                or (gate is not None and gate.verdicts()))
+    if used:
         md, js = report.write_report(artifacts_dir, gate)
         summary.append(f"svc-harness: report {md} (+ {js.name})")
     started = runstate.of(pyconfig).started
-    if started:
+    if started and (used or created):  # quiet in runs that used nothing of the harness (unit tests)
         summary.append(f"svc-harness: run time {time.monotonic() - started:.0f}s "
                        f"(modes: {', '.join(opts.proxy_modes)})")
     runstate.of(pyconfig).summary = summary
