@@ -57,7 +57,8 @@ def status() -> int:
     holders = Leases(LEASES).live()
     print(f"guest engine: {g.describe()}: {'running' if g.running() else 'not running'}"
           + (f"; held by {', '.join(f'{k} ({o})' for k, o in holders.items())}" if holders else ""))
-    rules = [line for line in DEFAULT.run(["iptables-save"], check=False).stdout.splitlines()
+    rules = [line for save in ("iptables-save", "ip6tables-save")
+             for line in DEFAULT.run([save], check=False).stdout.splitlines()
              if engine.GUARD_COMMENT in line or engine.DNS_COMMENT in line or GUEST_GUARD in line]
     print(f"guard rules of the harness: {len(rules)}")
     for r in rules:

@@ -180,7 +180,7 @@ class HostEngine(Engine):
                          _dns_rule(bridge, out_if, "tcp")):
                 while self.runner.run(["iptables", "-D", *rule], check=False).ok:
                     removed = True
-            return removed
+            return remove_v6_guard(self.runner, bridge) or removed
 
 
 def harness_containers(runner: Runner, network: str) -> list[str]:
@@ -325,8 +325,53 @@ def _install_host_guard(runner: Runner, network: str) -> str:
                 runner.run(["iptables", "-D", *r])
         for r in reversed(wanted):  # -I prepends: end with the DNS rules first, then the drop
             runner.run(["iptables", "-I", *r], what="installing the egress guard in DOCKER-USER")
+    ensure_v6_guard(runner, bridge)
     _check_host_guard(runner, network)
     return " ".join(rule)
+
+
+# ---- IPv6: the harness's networks carry IPv4 only, so every IPv6 packet forwarded from them is
+# dropped, wherever it goes (a second uplink, a VPN, an IPv6 default route included).
+IPV6_FORWARDING = Path("/proc/sys/net/ipv6/conf/all/forwarding")
+
+
+def v6_rule(iface: str, comment: str = GUARD_COMMENT) -> list[str]:
+    return ["FORWARD", "-i", iface, "-m", "comment", "--comment", comment, "-j", "DROP"]
+
+
+def _forwards_ipv6() -> bool:
+    try:
+        return IPV6_FORWARDING.read_text().strip() != "0"
+    except OSError:
+        return False
+
+
+def ensure_v6_guard(runner: Runner, iface: str, comment: str = GUARD_COMMENT) -> None:
+    rule = v6_rule(iface, comment)
+    if runner.run(["ip6tables", "-C", *rule], check=False).ok:
+        return
+    res = runner.run(["ip6tables", "-I", *rule], check=False, what="installing the IPv6 egress guard")
+    if not res.ok and _forwards_ipv6():
+        raise PreflightError(f"cannot install the IPv6 egress guard (`ip6tables -I {' '.join(rule)}`: "
+                             f"{res.stderr.strip()}) while this host forwards IPv6 "
+                             f"({IPV6_FORWARDING} is on); refusing to send traffic without it")
+
+
+def check_v6_guard(runner: Runner, iface: str, comment: str = GUARD_COMMENT) -> None:
+    """Missing is fine only where the host forwards no IPv6 at all (ip6tables absent, say)."""
+    rule = v6_rule(iface, comment)
+    if not runner.run(["ip6tables", "-C", *rule], check=False).ok and _forwards_ipv6():
+        raise PreflightError(f"IPv6 egress guard missing: expected `ip6tables -I {' '.join(rule)}`; "
+                             "refusing to send traffic without it")
+
+
+def remove_v6_guard(runner: Runner, iface: str, comment: str = GUARD_COMMENT) -> bool:
+    removed = False
+    for _ in range(10):  # one copy per install; a few more if runs raced
+        if not runner.run(["ip6tables", "-D", *v6_rule(iface, comment)], check=False).ok:
+            break
+        removed = True
+    return removed
 
 
 def _dns_rule(bridge: str, out_if: str, proto: str) -> list[str]:
@@ -342,3 +387,4 @@ def _check_host_guard(runner: Runner, network: str) -> None:
     if not runner.run(["iptables", "-C", *rule], check=False).ok:
         raise PreflightError(f"egress guard missing: expected `iptables -I {' '.join(rule)}`; "
                              "refusing to send traffic without it")
+    check_v6_guard(runner, bridge)

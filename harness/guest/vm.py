@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import config
-from ..engine.base import image_id
+from ..engine.base import check_v6_guard, ensure_v6_guard, image_id, remove_v6_guard
 from ..owners import read_json, write_json
 from ..runner import DEFAULT, Runner, Step
 from ..waits import Wait, WaitTimeout
@@ -379,6 +379,7 @@ class Guest:
         self.r.run(["ip", "link", "del", HOST_IF], check=False)
         while self.r.run(["iptables", "-D", *GUARD_RULE], check=False).ok:
             pass
+        remove_v6_guard(self.r, HOST_IF)
 
 
 # ---- the egress guard of the guest's link (harness.engine calls these for a guest engine)
@@ -389,6 +390,7 @@ def ensure_guard(runner: Runner = DEFAULT) -> str:
     """Drop everything the host would forward from the guest's link (outside or anywhere else)."""
     if not runner.run(["iptables", "-C", *GUARD_RULE], check=False).ok:
         runner.run(["iptables", "-I", *GUARD_RULE], what="installing the guest egress guard")
+    ensure_v6_guard(runner, HOST_IF)
     return " ".join(GUARD_RULE)
 
 
@@ -396,6 +398,7 @@ def check_guard(runner: Runner = DEFAULT) -> None:
     if not runner.run(["iptables", "-C", *GUARD_RULE], check=False).ok:
         raise GuestError(f"guest egress guard missing: expected `iptables -I {' '.join(GUARD_RULE)}`; "
                          "refusing to send traffic without it")
+    check_v6_guard(runner, HOST_IF)
 
 
 def guard_drops(runner: Runner = DEFAULT) -> int:

@@ -245,3 +245,26 @@ def test_nodes_still_tainted_not_ready_are_named():
     from harness.cluster import _not_ready_tainted
     r = FakeRunner().on(["kubectl"], stdout="a=\nb=node.kubernetes.io/not-ready\nc=node-role.kubernetes.io/control-plane\n")
     assert _not_ready_tainted(["kubectl"], r) == ["b"]
+
+
+def test_ipv6_from_the_kind_network_is_dropped_too():
+    fake = (FakeRunner()
+            .on_api("inspect network", {"Id": "0123456789abcdef"})
+            .on(["ip", "-o", "route"], stdout="default via 192.0.2.1 dev eth0\n")
+            .on(["iptables", "-C"], returncode=1)
+            .on(["ip6tables", "-C"], returncode=1))
+    with pytest.raises(engine.PreflightError):  # the v4 check still fails in this fake: the rule "never lands"
+        engine.ensure_egress_guard(fake)
+    assert ["ip6tables", "-I", "FORWARD", "-i", "br-0123456789ab", "-m", "comment", "--comment",
+            engine.GUARD_COMMENT, "-j", "DROP"] in fake.calls
+
+
+def test_a_missing_ipv6_guard_stops_the_run_only_where_the_host_forwards_ipv6(tmp_path, monkeypatch):
+    from harness.engine import base
+    fake = FakeRunner().on(["ip6tables", "-C"], returncode=1)
+    monkeypatch.setattr(base, "IPV6_FORWARDING", tmp_path / "forwarding")
+    (tmp_path / "forwarding").write_text("0\n")
+    base.check_v6_guard(fake, "br-x")
+    (tmp_path / "forwarding").write_text("1\n")
+    with pytest.raises(engine.PreflightError, match="IPv6 egress guard missing"):
+        base.check_v6_guard(fake, "br-x")

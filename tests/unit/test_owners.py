@@ -73,7 +73,7 @@ def test_the_host_guard_goes_only_when_no_container_of_the_harness_is_left(tmp_p
         return (FakeRunner().on_api("inspect network", {"Id": "0123456789abcdef"})
                 .on_api("list containers on network", containers)
                 .on(["ip", "-o", "route", "show", "default"], stdout="default via 10.0.0.1 dev eth0\n")
-                .on(["iptables", "-D"], returncode=1))
+                .on(["iptables", "-D"], returncode=1).on(["ip6tables", "-D"], returncode=1))
     for ps_out in (ours + plain_kind, client):
         r = fake(ps_out)
         assert engine.HostEngine(r).remove_guard_if_unused() is False
@@ -83,3 +83,4 @@ def test_the_host_guard_goes_only_when_no_container_of_the_harness_is_left(tmp_p
     deleted = [c for c in r.calls if c[:2] == ["iptables", "-D"]]
     assert {c[c.index("--comment") + 1] for c in deleted} == {engine.GUARD_COMMENT, engine.DNS_COMMENT}
     assert all("br-0123456789ab" in c for c in deleted)
+    assert ["ip6tables", "-D", *engine.base.v6_rule("br-0123456789ab")] in r.calls
