@@ -272,7 +272,7 @@ class KindCluster:
                                "--kubeconfig", str(self.kubeconfig)], check=False, timeout=300)
         # Node containers a killed create or delete left half-made (kind no longer lists them, and
         # the next create of this name fails on their names): they carry the cluster's label.
-        engines.remove_containers(self.runner, f"io.x-k8s.kind.cluster={self.name}")
+        engines.remove_containers(self.runner, f"{config.KIND_CLUSTER_LABEL}={self.name}")
         if res.ok:
             return True
         log.warning("kind delete cluster %s failed (exit %d): %s", self.name, res.returncode,

@@ -39,6 +39,7 @@ DEFAULT_WORKERS = 2
 KIND_NETWORK = "kind"
 # Labels on every container/cluster this harness creates, so it never touches others'.
 OWNER_LABEL = "io.svc-harness.owner"
+KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"  # kind's own label on a cluster's node containers
 
 # Timeouts (seconds) in one place.
 CLUSTER_CREATE_TIMEOUT = 600

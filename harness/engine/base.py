@@ -194,7 +194,7 @@ def harness_containers(runner: Runner, network: str) -> list[str]:
     # (Images the harness builds carry the owner label too, as "image-build": a plain kind cluster
     # made from the harness's node image is not the harness's.)
     return [name for name, labels in found
-            if labels.get("io.x-k8s.kind.cluster") in ours or labels.get(config.OWNER_LABEL) in CONTAINER_ROLES]
+            if labels.get(config.KIND_CLUSTER_LABEL) in ours or labels.get(config.OWNER_LABEL) in CONTAINER_ROLES]
 
 
 def image_id(runner: Runner, tag: str) -> str:

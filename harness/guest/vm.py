@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .. import config
 from ..engine.base import check_v6_guard, ensure_v6_guard, image_id, remove_v6_guard
-from ..owners import read_json, write_json
+from ..owners import Owner, read_json, write_json
 from ..runner import DEFAULT, Runner, Step
 from ..waits import Wait, WaitTimeout
 from . import mconsole
@@ -161,9 +161,32 @@ class Guest:
         with Step(f"guest {self.cfg.name}: dockerd ready on {self.docker_host}"):
             self._wait(f"dockerd in guest {self.cfg.name} to answer on {self.docker_host}",
                        self.cfg.ready_timeout, lambda: self.running() and self.docker_answers())
+        swept = self.sweep_stale_nodes()
+        if swept:
+            log.info("guest %s: removed the nodes of clusters whose runs are gone: %s", self.cfg.name, ", ".join(swept))
         self._record_kernel()
         log.info("guest engine: %s", self.describe())
         return self
+
+    def sweep_stale_nodes(self) -> list[str]:
+        """Remove kind node containers (and their /var volumes) of clusters whose run is gone.
+
+        Called after a fresh boot: a cluster in the guest stopped with the guest, and dockerd
+        restarts kind's nodes (restart policy on-failure) at boot, where an old cluster would keep
+        the guest's one CPU busy. A cluster whose marker's owner still lives is left alone."""
+        def live(cluster: str) -> bool:
+            owner = Owner.from_dict((read_json(config.CACHE / "clusters" / f"{cluster}.json") or {}).get("owner"))
+            return bool(owner and owner.alive())
+
+        def sweep(c) -> list[str]:
+            gone = []
+            for x in c.containers.list(all=True, filters={"label": config.KIND_CLUSTER_LABEL}):
+                if not live(x.labels.get(config.KIND_CLUSTER_LABEL, "")):
+                    x.remove(force=True, v=True)
+                    gone.append(x.name)
+            return gone
+        return self.runner().engine("removing stale kind nodes in the guest", sweep, check=False, default=[],
+                                    timeout=600)
 
     def _record_kernel(self) -> None:
         """The guest kernel's release, for describe() (the report says where each mode ran)."""
