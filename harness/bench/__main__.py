@@ -49,7 +49,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--fp-requests", type=int, default=30, help="requests per first-packet target")
     s.add_argument("--cluster-name", default="bench", help="prefix; the mode is appended")
     s.add_argument("--workers", type=int, default=1, help="worker nodes (fewer kube-proxies compete for CPU)")
-    s.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+    s.add_argument("--artifacts-dir", "--out", dest="out", type=Path, default=Path("artifacts/bench"),
+                   help="where results.json, results.md and the charts go (default: artifacts/bench)")
     s.add_argument("--keep-cluster", action="store_true")
     s.add_argument("--ipvs-engine", choices=["auto", "host", "guest"], default="auto",
                    help="where ipvs clusters run: auto = the UML guest when the host kernel lacks IPVS")

@@ -308,8 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("check", help="run the suites with --kubeconfig against foreign kind clusters")
     c.add_argument("--proxy-mode", default="iptables,nftables", help="comma-separated modes (default: iptables,nftables)")
     c.add_argument("--xdist", default="0,2", help="pytest-xdist worker counts to run, 0 = serial (default: 0,2)")
-    c.add_argument("--name", default="svc-byo", help="kind cluster name prefix; the mode is appended")
-    c.add_argument("--keep", action="store_true", help="keep the foreign clusters afterwards")
+    c.add_argument("--cluster-name", "--name", dest="name", default="svc-byo",
+                   help="kind cluster name prefix; the mode is appended")
+    c.add_argument("--keep-cluster", "--keep", dest="keep", action="store_true",
+                   help="keep the foreign clusters afterwards")
     c.add_argument("--no-failure-cases", dest="cases", action="store_false",
                    help="skip the bad-kubeconfig/context/too-few-workers cases")
     c.add_argument("--artifacts-dir", default="artifacts/byo")
