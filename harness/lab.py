@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 DEMO_SELECTOR = "app=demoapp,pod-template-hash"
 NODE_PORT_RANGE = (30000, 32767)  # the API server's default --service-node-port-range
 DEMO_PORT = 80
+PROBE_TIMEOUT_S = 5.0  # per request of a measured sample, on the host (see Lab.probe)
 
 
 @dataclass
@@ -474,10 +475,15 @@ class Lab:
         return code
 
     def probe(self, peer: Peer, host: str, port: int, n: int = 1, path: str = "/",
-              timeout_s: float = 5.0, concurrency: int = 1) -> Sample:
+              timeout_s: float | None = None, concurrency: int = 1) -> Sample:
         """Send a measured sample. The default per-request timeout is generous because on two
         cores a concurrent cluster creation can stall a node for seconds (seen: 2 timeouts of
-        2 s in 60 during one); "no answer" checks pass a short timeout explicitly."""
+        2 s in 60 during one), and it scales with the engine's slowdown like every wait (seen in
+        the UML guest: 1 of 300 requests over 5 s); "no answer" checks pass a short timeout
+        explicitly, unscaled."""
+        if timeout_s is None:
+            from .waits import slowdown
+            timeout_s = PROBE_TIMEOUT_S * slowdown()
         if self.cluster.node_containers:
             engine.check_egress_guard(self.cluster.runner)
         self.assert_local(host)

@@ -35,6 +35,11 @@ def slower(factor: float):
         _SLOWDOWN.reset(token)
 
 
+def slowdown() -> float:
+    """How much slower than the host the cluster in use is (the user's factor times the engine's)."""
+    return config.slowdown() * _SLOWDOWN.get()
+
+
 PROGRESS_EVERY = 30  # seconds between a long wait's progress lines
 
 
@@ -59,7 +64,7 @@ class Wait:
                  interval: float = config.POLL_INTERVAL,
                  transient: tuple[type[Exception], ...] = (Exception,)):
         self.what, self.interval, self.transient = what, interval, transient
-        self.timeout = timeout * config.slowdown() * _SLOWDOWN.get()  # a slow engine (the UML guest) waits longer
+        self.timeout = timeout * slowdown()  # a slow engine (the UML guest) waits longer
 
     def until(self, observe: Callable[[], Any], ok: Callable[[Any], bool] = bool) -> Any:
         """Call observe() until ok(result); return the result that satisfied it."""
