@@ -87,6 +87,11 @@ def clean(force: bool) -> int:
         kc = KindCluster.ours(name, owner if force else None)
         if force and owner:
             kc.owner = owner  # act as its owner
+        if kc.engine.down_and_self_cleaning():
+            kc.forget()
+            print(f"forgot cluster {name}: its engine ({kc.engine.describe()}) is not running, and removes "
+                  "its nodes when it next starts")
+            continue
         engine.remove_containers(kc.runner, f"{config.OWNER_LABEL}=external-client", f"{name}-ext")
         if kc.delete():
             print(f"deleted cluster {name} ({m.get('where') or 'host engine'})")

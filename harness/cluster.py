@@ -272,12 +272,19 @@ class KindCluster:
                                "--kubeconfig", str(self.kubeconfig)], check=False, timeout=300)
         # Node containers a killed create or delete left half-made (kind no longer lists them, and
         # the next create of this name fails on their names): they carry the cluster's label.
-        engines.remove_containers(self.runner, f"{config.KIND_CLUSTER_LABEL}={self.name}")
-        if res.ok:
-            return True
-        log.warning("kind delete cluster %s failed (exit %d): %s", self.name, res.returncode,
-                    (res.stderr or res.stdout).strip()[-500:])
-        return not self.exists()
+        label = f"{config.KIND_CLUSTER_LABEL}={self.name}"
+        engines.remove_containers(self.runner, label)
+        # Gone only if the engine says so: kind exits 0 when it cannot reach the engine at all.
+        left = self.runner.engine(f"list the nodes of {self.name}", lambda c: [
+            x.name for x in c.containers.list(all=True, filters={"label": label})], check=False, default=None)
+        if not res.ok:
+            log.warning("kind delete cluster %s failed (exit %d): %s", self.name, res.returncode,
+                        (res.stderr or res.stdout).strip()[-500:])
+        if left is None:
+            log.warning("cluster %s: its engine (%s) does not answer, so whether its nodes are gone is "
+                        "unknown", self.name, self.engine.describe())
+            return False
+        return not left
 
     def delete(self) -> bool:
         """Delete the cluster if this harness created it (marker present) and no other live run
@@ -292,16 +299,21 @@ class KindCluster:
         if other:
             log.info("not deleting %s: a run that is still going owns it (%s)", self.name, other)
             return False
-        with Step(f"deleting kind cluster {self.name}"):
+        with Step(f"deleting kind cluster {self.name}") as step:
             if not self._kind_delete():
+                step.failed = True
                 log.warning("cluster %s is still there; its marker %s stays so a later run can delete it",
                             self.name, self.marker)
                 return False
+        self.forget()
+        self.engine.remove_guard_if_unused()
+        return True
+
+    def forget(self) -> None:
+        """Drop the harness's files of this cluster (marker, kubeconfig, kind config)."""
         self.marker.unlink(missing_ok=True)
         self.kubeconfig.unlink(missing_ok=True)
         self.marker.with_suffix(".kind.yaml").unlink(missing_ok=True)
-        self.engine.remove_guard_if_unused()
-        return True
 
 
 def wait_system_ready(kubeconfig: Path, runner: Runner = DEFAULT, timeout: int = 180) -> None:

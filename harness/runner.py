@@ -297,6 +297,7 @@ class Step:
     def __init__(self, title: str):
         self.title = title
         self.seconds = 0.0
+        self.failed = False  # set by a step that ends without an exception but did not succeed
 
     def __enter__(self):
         self._t0 = time.monotonic()
@@ -306,7 +307,7 @@ class Step:
     def __exit__(self, exc_type, exc, tb):
         self.seconds = time.monotonic() - self._t0
         Step.timings[self.title] = self.seconds
-        mark = "✓" if exc_type is None else "✗"
+        mark = "✓" if exc_type is None and not self.failed else "✗"
         _status(f" {mark} {self.title} ({self.seconds:.1f}s)")
         return False
 

@@ -99,6 +99,11 @@ class Engine:
         """The run is done with the engine; returns lines for the run's summary."""
         return []
 
+    def down_and_self_cleaning(self) -> bool:
+        """True when the engine is not running and, when it next starts, removes the nodes of
+        clusters whose run is gone: then `clean` need only drop the harness's files of such a cluster."""
+        return False
+
     def ensure_guard(self, network: str = config.KIND_NETWORK) -> str:
         raise NotImplementedError
 

@@ -39,6 +39,9 @@ class GuestEngine(Engine):
     def describe(self) -> str:
         return self.guest.describe()
 
+    def down_and_self_cleaning(self) -> bool:
+        return not self.guest.running()  # its next boot removes dead runs' nodes (Guest.sweep_stale_nodes)
+
     def marker(self) -> dict:
         return {"engine": self.kind, "guest": self.guest.cfg.name}
 

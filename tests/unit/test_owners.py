@@ -2,8 +2,10 @@
 import os
 import subprocess
 
+import pytest
+
 from harness import config
-from harness.cluster import claim_name
+from harness.cluster import KindCluster, claim_name
 from harness.engine import HostEngine
 from harness.owners import Leases, Owner, read_json
 from harness.runner import FakeRunner
@@ -84,3 +86,21 @@ def test_the_host_guard_goes_only_when_no_container_of_the_harness_is_left(tmp_p
     assert {c[c.index("--comment") + 1] for c in deleted} == {engine.GUARD_COMMENT, engine.DNS_COMMENT}
     assert all("br-0123456789ab" in c for c in deleted)
     assert ["ip6tables", "-D", *engine.base.v6_rule("br-0123456789ab")] in r.calls
+
+
+@pytest.mark.parametrize("nodes_left, deleted", [(None, False), (["c-worker"], False), ([], True)],
+                         ids=["engine does not answer", "nodes still there", "gone"])
+def test_a_delete_counts_only_when_the_engine_shows_the_nodes_gone(tmp_path, monkeypatch, nodes_left, deleted):
+    """kind exits 0 when it cannot reach the engine: the marker must stay then, so a later run or
+    `clean` finishes the delete."""
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    fake = FakeRunner().on(["kind", "delete"], returncode=0)
+    if nodes_left is None:
+        fake.on_api("list the nodes", error=ConnectionRefusedError("no engine"))
+    else:
+        fake.on_api("list the nodes", nodes_left)
+    owner = Owner.of()
+    kc = KindCluster(name="c", mode="iptables", engine=HostEngine(fake), owner=owner)
+    kc._write_marker("{}")
+    assert kc.delete() is deleted
+    assert kc.marker.exists() is not deleted
