@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import string
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from . import config
-from .runner import DEFAULT, Result, Runner
+from .runner import DEFAULT, CommandError, Result, Runner
 from .waits import Wait
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,21 @@ def load_manifest(name: str, **values) -> list[dict]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
+# kubectl's messages for a request that never reached the API server (the connection or its TLS
+# handshake did not complete): repeating such a command cannot do anything twice. A guest
+# cluster's API server, busy on its one slow CPU, misses kubectl's fixed 10 s handshake limit now
+# and then (docs/ipvs-guest.md).
+UNREACHED = ("TLS handshake timeout", "connect: connection refused", "dial tcp", "Unable to connect to the server",
+             "failed to download openapi")
+UNREACHED_ATTEMPTS = 3
+
+
+def unreached(result: Result) -> bool:
+    """Whether a failed kubectl never reached the API server (so running it again is safe)."""
+    text = result.stderr + result.stdout
+    return not result.ok and result.returncode != 124 and any(m in text for m in UNREACHED)
+
+
 class Kube:
     def __init__(self, kubeconfig: Path | str, runner: Runner = DEFAULT, context: str | None = None):
         self.kubeconfig = str(kubeconfig)
@@ -50,9 +66,20 @@ class Kube:
     # ---- writes (kubectl) ----------------------------------------------
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120,
                 what: str = "") -> Result:
+        """Run kubectl; a command that never reached the API server runs again (at most
+        UNREACHED_ATTEMPTS times in all, each with `timeout`)."""
         ctx = ["--context", self.context] if self.context else []
-        return self.runner.run([config.tool("kubectl"), "--kubeconfig", self.kubeconfig, *ctx, *args],
-                               input=input, check=check, timeout=timeout, what=what)
+        argv = [config.tool("kubectl"), "--kubeconfig", self.kubeconfig, *ctx, *args]
+        for attempt in range(1, UNREACHED_ATTEMPTS + 1):
+            res = self.runner.run(argv, input=input, check=False, timeout=timeout, what=what)
+            if not unreached(res) or attempt == UNREACHED_ATTEMPTS:
+                break
+            log.warning("kubectl did not reach the API server (attempt %d of %d), again in %ds: %s",
+                        attempt, UNREACHED_ATTEMPTS, attempt * 2, (res.stderr or res.stdout).strip()[-300:])
+            time.sleep(attempt * 2)  # a pause before the next connection; no condition to poll
+        if check and not res.ok:
+            raise CommandError(res, what)
+        return res
 
     def apply(self, objs: list[dict] | dict, namespace: str | None = None, check: bool = True) -> Result:
         objs = objs if isinstance(objs, list) else [objs]
