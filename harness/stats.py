@@ -1,4 +1,5 @@
-"""Judging samples: did every backend answer, is the choice uniform, is it a rotation?
+"""Judging samples: did every backend answer, is the choice uniform, is it a rotation? And
+percentiles of timings with their confidence intervals (the benchmarks).
 
 Each judge returns a `Verdict` whose `detail` is written for a person reading a
 failed test: it names what was expected and prints the per-backend counts.
@@ -10,7 +11,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from scipy.stats import chisquare
+import numpy as np
+from scipy.stats import bootstrap, chisquare
 
 log = logging.getLogger(__name__)
 
@@ -148,3 +150,32 @@ def round_robin(order: list[str], expected: set[str] | None = None) -> Verdict:
     if len(order) < 2 * k:
         return verdict(False, f"too few answers: {len(order)}, need two rounds of {k}")
     return verdict(True, f"strict rotation over {k} backends for {len(order)} answers")
+
+
+# ---- percentiles of timings ---------------------------------------------------------------------
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+
+
+def percentile(values, q: float) -> float | None:
+    """The q-th percentile (0..100), linear interpolation between order statistics; None for none."""
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def percentile_ci(values, q: float, confidence: float = CONFIDENCE, seed: int = 0) -> dict | None:
+    """The q-th percentile with a percentile-bootstrap interval: {"value", "low", "high"}; None for
+    no values. Seeded, so a saved run redraws the same intervals."""
+    if not len(values):
+        return None
+    value = percentile(values, q)
+    if len(values) < 2:
+        return {"value": value, "low": value, "high": value}
+    res = bootstrap((np.asarray(values, dtype=float),), lambda x, axis: np.percentile(x, q, axis=axis),
+                    n_resamples=RESAMPLES, confidence_level=confidence, method="percentile", vectorized=True,
+                    rng=np.random.default_rng(seed))
+    return {"value": value, "low": float(res.confidence_interval.low), "high": float(res.confidence_interval.high)}
+
+
+def clearly_above(slow: dict | None, base: dict | None) -> bool:
+    """Whether the interval of `slow` lies wholly above that of `base` (two percentile_ci results)."""
+    return bool(slow and base and slow["low"] > base["high"])

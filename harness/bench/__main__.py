@@ -47,6 +47,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--probes", type=int, default=10, help="programming-latency samples per size and repeat")
     s.add_argument("--fp-services", type=int, default=3, help="early and late Services sampled for first packet")
     s.add_argument("--fp-requests", type=int, default=30, help="requests per first-packet target")
+    s.add_argument("--fp-connects", type=int, default=1000,
+                   help="timed new connections per first-packet target (microseconds, connect to SYN-ACK)")
+    s.add_argument("--slow-rules", type=int, default=10000,
+                   help="rules of the slowed path the probe must detect before measuring (0: skip that check)")
     s.add_argument("--cluster-name", default="bench", help="prefix; the mode is appended")
     s.add_argument("--workers", type=int, default=1, help="worker nodes (fewer kube-proxies compete for CPU)")
     s.add_argument("--artifacts-dir", "--out", dest="out", type=Path, default=Path("artifacts/bench"),
@@ -76,9 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1 or args.probes < 1 or args.fp_requests < 1 or args.fp_requests > 1000:
         print("--repeats, --probes and --fp-requests (<= 1000) must be at least 1", file=sys.stderr)
         return 2
+    if not 20 <= args.fp_connects <= 100000 or not 0 <= args.slow_rules <= 100000:
+        print(f"--fp-connects must be 20..100000 (got {args.fp_connects}) and --slow-rules 0..100000 "
+              f"(got {args.slow_rules})", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, _interrupt)
     opts = scale.Options(modes=args.proxy_mode, sizes=args.services, repeats=args.repeats, probes=args.probes,
                          fp_services=args.fp_services, fp_requests=args.fp_requests,
+                         fp_connects=args.fp_connects, slow_rules=args.slow_rules,
                          cluster_name=args.cluster_name, workers=args.workers, out=args.out,
                          keep_cluster=args.keep_cluster, engine=args.ipvs_engine)
     data = scale.run(opts)
@@ -89,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = [f"{r['mode']} {r['size']}: {r['programming_failed']} new Service(s) never answered, "
               f"{r['fp_failed']} first-packet request(s) failed"
               for r in results.summarise(data) if r["programming_failed"] or r["fp_failed"]]
+    # A probe that cannot see a path made slower on purpose cannot be trusted with the real one.
+    failed += [f"{m['mode']}: the first-packet probe did not see {m['resolution']['slow_rules']} extra rules "
+               f"(p50 {results.ci_text(m['resolution']['slowed']['p50'])} us against "
+               f"{results.ci_text(m['resolution']['base']['p50'])} us without)"
+               for m in data["modes"] if m.get("resolution", {}).get("detected") is False]
     for line in failed:
         print(f"svc-harness bench: FAILED {line} (raw records in {js})", file=sys.stderr)
     return 1 if failed else 0

@@ -10,18 +10,10 @@ import json
 import statistics
 from pathlib import Path
 
+from ..stats import percentile as pct
+from .firstpacket import summary
+
 MODE_COLOURS = {"iptables": "tab:red", "nftables": "tab:blue", "ipvs": "tab:green"}
-
-
-def pct(values: list[float], q: float) -> float | None:
-    """The q-th percentile (0..100) by linear interpolation; None for no values."""
-    v = sorted(values)
-    if not v:
-        return None
-    pos = (len(v) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
 def spread(values: list[float]) -> dict | None:
@@ -51,7 +43,11 @@ def summarise(data: dict) -> list[dict]:
             def fp(group: str, st_list=steps) -> list[float]:
                 return [x for st in st_list for t in st["first_packet"]["targets"] if t["group"] == group
                         for x in t["latency_ms"]]
+            def fpc(group: str) -> list[float]:
+                return [x for st in steps for t in st["first_packet"]["targets"] if t["group"] == group
+                        for x in t.get("connect_us", [])]
             fp_fail = sum(sum(t["failures"].values()) for st in steps for t in st["first_packet"]["targets"])
+            c_pod, c_late = fpc("pod"), fpc("late") or fpc("early")
             pod, early, late = fp("pod"), fp("early"), fp("late")
             sync = [_client_view(st["probe_kube_proxy"], st["client_node"]).get("sync_proxy_rules", {})
                     for st in steps]
@@ -72,6 +68,9 @@ def summarise(data: dict) -> list[dict]:
                 "fp_late_minus_pod_spread_ms": spread([
                     (pct(fp("late", [st]), 50) - pct(fp("pod", [st]), 50)) if fp("late", [st]) else None
                     for st in steps]),
+                # connect() to SYN-ACK, microseconds, pooled over repeats, with bootstrap intervals
+                "fpc_pod": summary(c_pod), "fpc_late": summary(c_late), "fpc_early": summary(fpc("early")),
+                "fpc_late_minus_pod_p50_us": (pct(c_late, 50) - pct(c_pod, 50)) if c_late and c_pod else None,
                 "sync_p50_s": spread([s.get("p50_s") for s in sync]),
                 "sync_p95_s": spread([s.get("p95_s") for s in sync]),
                 "sync_mean_s": spread([s.get("mean_s") for s in sync]),
@@ -110,6 +109,36 @@ def ratios(rows: list[dict], num: str = "iptables", den: str = "nftables") -> li
                     "fp_late_p50_diff_ms": (r["fp_late_p50_ms"] - d["fp_late_p50_ms"])
                     if r["fp_late_p50_ms"] is not None and d["fp_late_p50_ms"] is not None else None,
                     "sync_p50": ratio("sync_p50_s", "median"), "sync_mean": ratio("sync_mean_s", "median")})
+    return out
+
+
+def ci_text(ci: dict | None, fmt: str = "{:.1f}") -> str:
+    """value [low–high] of a firstpacket.percentile_ci result."""
+    if not ci:
+        return "–"
+    return f"{fmt.format(ci['value'])} [{fmt.format(ci['low'])}–{fmt.format(ci['high'])}]"
+
+
+def resolution_lines(data: dict) -> list[str]:
+    """The probe's resolution per mode (firstpacket.resolution), as Markdown."""
+    out = []
+    for m in data["modes"]:
+        res = m.get("resolution")
+        if not res:
+            continue
+        line = (f"- **{m['mode']}**: to pod IP {res['pod_ip']}, {res['n']} connections per sample: p50 "
+                f"{ci_text(res['first']['p50'])} µs, then {ci_text(res['second']['p50'])} µs back to back "
+                f"(difference {_f(res['back_to_back_p50_diff_us'], '{:.1f}')} µs; p99 "
+                f"{ci_text(res['first']['p99'])} µs).")
+        if res.get("slow_rules"):
+            line += (f" With {res['slow_rules']} non-matching rules first in the client node's nat PREROUTING: "
+                     f"p50 {ci_text(res['slowed']['p50'])} µs, {_f(res['slowed_p50_shift_us'], '{:+.1f}')} µs "
+                     f"({_f(res['slowed_p50_shift_us'] / res['slow_rules'] * 1000 if res['slowed_p50_shift_us'] is not None else None, '{:.1f}')}"
+                     f" ns per rule): " + ("**seen** (the intervals do not overlap)." if res["detected"]
+                                          else "**NOT seen** (the intervals overlap): the probe cannot be trusted here."))
+        if res.get("failures"):
+            line += f" Failed connections: {res['failures']}."
+        out.append(line)
     return out
 
 
@@ -164,6 +193,19 @@ def render_markdown(data: dict, charts: list[str]) -> str:
             f"{_s(r['fp_late_minus_pod_spread_ms'])} | {_s(r['sync_p50_s'], '{:.3f}')} / "
             f"{_s(r['sync_p95_s'], '{:.3f}')} | {_s(r['netprog_p50_s'])} | {_s(r['create_rate_per_s'], '{:.0f}')} | "
             f"{_rules(r['dataplane'])} | {_s(r['rss_mib'], '{:.0f}')} | {_s(r['loadavg'], '{:.0f}')} |")
+    out += ["", "## First packet in microseconds: connect() until the SYN-ACK", "",
+            f"{o.get('fp_connects', '–')} new connections per target, one after another, from the client pod "
+            "(`svc-probe -connect`); pooled over repeats. Figures are `value [95 % bootstrap interval]` "
+            "in µs. Late Services are the last created of the size.", "",
+            "| mode | Services | pod IP p50 | early Services p50 | late Services p50 | late Services p99 | "
+            "late − pod p50 |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['mode']} | {r['size']} | {ci_text(r['fpc_pod']['p50'])} | {ci_text(r['fpc_early']['p50'])} | "
+                   f"{ci_text(r['fpc_late']['p50'])} | {ci_text(r['fpc_late']['p99'])} | "
+                   f"{_f(r['fpc_late_minus_pod_p50_us'], '{:+.1f}')} |")
+    res = resolution_lines(data)
+    if res:
+        out += ["", "## The probe's resolution (measured on each cluster before it grew)", "", *res]
     rat = ratios(rows)
     if rat:
         out += ["", "## iptables ÷ nftables, same run (first packet: iptables − nftables)", "",
@@ -245,6 +287,7 @@ def charts(data: dict, out: Path) -> list[str]:
                "milliseconds", [("fp_late_p50_ms", "-", "late Services p50"),
                                 ("fp_early_p50_ms", ":", "early Services p50"),
                                 ("fp_pod_p50_ms", "--", "pod IP direct p50")])
+    ci_chart(rows, modes, out, made, plt, matplotlib)
     line_chart("sync-duration.png", "kube-proxy sync_proxy_rules duration (client's node)", "seconds",
                [("sync_p50_med", "-", "p50", "sync_p50_s"), ("sync_p95_med", "--", "p95", "sync_p95_s")])
     line_chart("dataplane-size.png", "Data-plane size on the client's node", "rules (+ nft map elements)",
@@ -264,6 +307,40 @@ def charts(data: dict, out: Path) -> list[str]:
         plt.close(fig)
         made.append("first-packet-by-rule-position.png")
     return made
+
+
+def ci_chart(rows: list[dict], modes: list[str], out: Path, made: list[str], plt, matplotlib) -> None:
+    """First packet in µs (connect → SYN-ACK) against Services: p50 and p99 through late Services and
+    p50 to the pod IP, each with its bootstrap interval as error bars."""
+    if not any(r["fpc_late"]["n"] or r["fpc_pod"]["n"] for r in rows):
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for mode in modes:
+        rs = [r for r in rows if r["mode"] == mode]
+        for key, q, style, label in (("fpc_late", "p50", "-", "late Services p50"),
+                                     ("fpc_late", "p99", "--", "late Services p99"),
+                                     ("fpc_pod", "p50", ":", "pod IP p50")):
+            pts = [(r["size"], r[key][q]) for r in rs if r[key][q]]
+            if not pts:
+                continue
+            xs, cis = [x for x, _ in pts], [c for _, c in pts]
+            ys = [c["value"] for c in cis]
+            ax.errorbar(xs, ys, yerr=[[y - c["low"] for y, c in zip(ys, cis)], [c["high"] - y for y, c in zip(ys, cis)]],
+                        fmt=style, marker="o", capsize=3, color=MODE_COLOURS.get(mode), label=f"{mode} {label}")
+    ax.set_ylim(bottom=0)
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({r["size"] for r in rows}))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("Services")
+    ax.set_ylabel("microseconds")
+    ax.set_title("First packet: connect() until the SYN-ACK\n(bars: 95 % bootstrap intervals)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "first-packet-us.png", dpi=110)
+    plt.close(fig)
+    made.append("first-packet-us.png")
 
 
 def error_bars(rows: list[dict], ys: list[float], spread_key: str) -> list[list[float]] | None:

@@ -8,13 +8,18 @@ Services that all select it; the number of Services grows in steps (e.g. 100,
   programming     create one more Service (with a ClusterIP chosen up front)
                   while a client pod already polls that address; the latency is
                   from just before the create call to the poller's first answer
-  first packet    connect + first response through early and late Services,
-                  against the same request straight to a pod IP (svc-probe,
-                  a new connection per request)
+  first packet    through early and late Services against straight to a pod IP,
+                  a new connection each time: connect() to SYN-ACK and to the first
+                  byte in microseconds (harness.bench.firstpacket), and the whole
+                  HTTP exchange in milliseconds (svc-probe)
   kube-proxy      its sync and network-programming histograms, CPU seconds and
                   resident memory, scraped from the host (harness.bench.metrics)
   data plane      iptables rules / nft rules and map elements / ipvs virtual
                   services on the client's node (harness.modes.dataplane_size)
+
+Before the first size, the probe's resolution is measured on the cluster
+(firstpacket.resolution): back-to-back samples to a pod IP, and a deliberately
+slowed path the probe must see.
 
 A repeat grows the Services from zero again on the same cluster (the previous
 ones deleted and gone from every kube-proxy). Every raw sample is kept.
@@ -40,7 +45,7 @@ from ..lab import DEMO_PORT, ClusterHandle, Lab
 from ..owners import Owner
 from ..runner import Step
 from ..waits import Wait, slower
-from . import metrics
+from . import firstpacket, metrics
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,8 @@ class Options:
     probes: int = 10                 # programming-latency samples per size and repeat
     fp_services: int = 3             # early and late Services sampled for first-packet latency
     fp_requests: int = 30            # requests per first-packet target
+    fp_connects: int = 1000          # timed new connections per first-packet target
+    slow_rules: int = 10000          # non-matching rules of the resolution check's slowed path (0: none)
     cluster_name: str = "bench"
     workers: int = 1
     out: Path = Path("artifacts/bench")
@@ -265,9 +272,14 @@ class ScaleBench:
         out = []
         for group, name, ip in targets:
             sample = self.lab.probe(self.client, ip, DEMO_PORT, n=self.opts.fp_requests, timeout_s=5.0)
+            timed = firstpacket.sample(self.client, ip, DEMO_PORT, self.opts.fp_connects)
+            failures = {k: v for k, v in sample.kinds().items() if k != "ok"}
+            for k, v in timed.failures.items():
+                failures[f"connect {k}"] = v
             out.append({"group": group, "target": name, "ip": ip, "rule_position": positions.get(ip),
                         "latency_ms": [r.latency_ms for r in sample.records if r.ok],
-                        "failures": {k: v for k, v in sample.kinds().items() if k != "ok"}})
+                        "connect_us": timed.connect_us, "first_byte_us": timed.first_byte_us,
+                        "failures": failures})
         return {"targets": out, "kube_services_rules": len(positions) or None}
 
     def grow(self, repeat: int) -> list[dict]:
@@ -332,6 +344,10 @@ def measure_mode(mode: str, opts: Options) -> dict:
         handle = out.handle(mode)
         bench = ScaleBench(handle, opts)
         bench.setup()
+        bench.lab.assert_local(bench.pods[0].ip)
+        with Step(f"{mode}: the first-packet probe's resolution"):
+            result["resolution"] = firstpacket.resolution(bench.client, bench.client_node, bench.pods[0].ip,
+                                                          DEMO_PORT, opts.fp_connects, opts.slow_rules)
         for r in range(opts.repeats):
             started = time.monotonic()
             steps = bench.grow(r)

@@ -94,9 +94,10 @@ def _step(size, prog, pod, late, sync_p50):
     return {"size": size, "created": size, "create_rate_per_s": 100.0, "settled_after_s": 3.0,
             "client_node": "w", "dataplane": {"iptables_rules": size * 10},
             "programming": [{"latency_s": x} for x in prog],
-            "first_packet": {"targets": [{"group": "pod", "latency_ms": pod, "failures": {}},
-                                         {"group": "early", "latency_ms": pod, "failures": {}},
-                                         {"group": "late", "latency_ms": late, "failures": {"timeout": 1}}]},
+            "first_packet": {"targets": [
+                {"group": "pod", "latency_ms": pod, "failures": {}, "connect_us": [x * 40 for x in pod] * 5},
+                {"group": "early", "latency_ms": pod, "failures": {}, "connect_us": [x * 40 for x in pod] * 5},
+                {"group": "late", "latency_ms": late, "failures": {"timeout": 1}, "connect_us": [x * 40 for x in late] * 5}]},
             "probe_kube_proxy": [view], "bulk_kube_proxy": [view]}
 
 
@@ -106,7 +107,14 @@ def _data():
             {"steps": [_step(100, [1.0, 2.0], [1.0, 1.0], [1.5, 1.5], 0.1),
                        _step(1000, [2.0 * factor, 4.0 * factor, None], [1.0], [1.0 + factor], 0.2 * factor)]},
             {"steps": [_step(100, [3.0], [1.0], [1.5], 0.1),
-                       _step(1000, [6.0 * factor], [1.0], [1.0 + factor], 0.4 * factor)]}]}
+                       _step(1000, [6.0 * factor], [1.0], [1.0 + factor], 0.4 * factor)]}],
+            "resolution": resolution}
+    resolution = {"pod_ip": "10.244.1.2", "n": 100, "slow_rules": 10000, "failures": {},
+                  "first": {"p50": {"value": 40.0, "low": 39.0, "high": 41.0}, "p99": None},
+                  "second": {"p50": {"value": 41.0, "low": 40.0, "high": 42.0}},
+                  "back_to_back_p50_diff_us": 1.0, "base": {"p50": {"value": 40.5, "low": 40.0, "high": 41.0}},
+                  "slowed": {"p50": {"value": 240.0, "low": 230.0, "high": 250.0}},
+                  "slowed_p50_shift_us": 199.5, "detected": True}
     return {"machine": {"cpus": 2, "cpu_model": "x", "memory_mib": 24000, "kernel": "6.1", "kubernetes": "v1.34.4"},
             "options": {"workers": 1, "sizes": [100, 1000], "repeats": 2, "probes": 2, "fp_requests": 1,
                         "fp_services": 1}, "seconds": 600, "modes": [mode("iptables", 2.0), mode("nftables", 1.0)]}
@@ -120,6 +128,9 @@ def test_summary_pools_repeats_and_counts_failures():
     assert ipt["programming_p50_spread_s"] == {"min": 6.0, "median": 9.0, "max": 12.0}
     assert ipt["fp_late_minus_pod_p50_ms"] == 2.0 and ipt["fp_failed"] == 2
     assert ipt["sync_p50_s"]["median"] == pytest.approx(0.6)
+    # microseconds: late (1 + 2) * 40 = 120 us against the pod's 40 us, every sample identical
+    assert ipt["fpc_late"]["p50"] == {"value": 120.0, "low": 120.0, "high": 120.0}
+    assert ipt["fpc_late_minus_pod_p50_us"] == 80.0 and ipt["fpc_pod"]["n"] == 10
 
 
 def test_ratios_compare_modes_of_one_run():
@@ -132,7 +143,10 @@ def test_write_makes_table_and_charts(tmp_path):
     md, js = results.write(_data(), tmp_path)
     text = md.read_text()
     assert "| iptables | 1000 | 8.00 / " in text and "iptables ÷ nftables" in text
-    for png in ("programming-latency.png", "first-packet-latency.png", "sync-duration.png", "dataplane-size.png"):
+    assert "| iptables | 1000 | 40.0 [40.0–40.0] |" in text and "+80.0 |" in text
+    assert "10000 non-matching rules" in text and "**seen**" in text and "19.9 ns per rule" in text
+    for png in ("programming-latency.png", "first-packet-latency.png", "first-packet-us.png", "sync-duration.png",
+                "dataplane-size.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in text
     assert json.loads(js.read_text())["modes"][0]["mode"] == "iptables"
 
@@ -146,3 +160,45 @@ def test_error_bars_span_the_repeats_and_only_with_repeats():
     assert (below[1], above[1]) == (2.0, 4.0)
     one = [{**r, "repeats": 1} for r in ipt]
     assert results.error_bars(one, ys, "programming_p50_spread_s") is None
+
+
+def test_a_percentile_interval_holds_the_value_and_narrows_with_more_samples():
+    import random
+    from harness import stats
+    rng = random.Random(1)
+    few = [rng.gauss(50, 10) for _ in range(50)]
+    many = few + [rng.gauss(50, 10) for _ in range(1950)]
+    a, b = stats.percentile_ci(few, 50), stats.percentile_ci(many, 50)
+    assert a["low"] <= a["value"] <= a["high"] and b["low"] <= b["value"] <= b["high"]
+    assert b["high"] - b["low"] < (a["high"] - a["low"]) / 2
+    assert stats.percentile_ci(many, 50) == b            # seeded: the same run redraws the same bars
+    assert stats.percentile_ci([], 50) is None and stats.percentile_ci([7.0], 99)["low"] == 7.0
+
+
+def test_clearly_above_wants_intervals_apart():
+    from harness import stats
+    base = {"value": 40, "low": 38, "high": 42}
+    assert stats.clearly_above({"value": 60, "low": 43, "high": 70}, base)
+    assert not stats.clearly_above({"value": 60, "low": 41, "high": 70}, base)  # overlapping: not shown
+    assert not stats.clearly_above(None, base)
+
+
+def test_connect_timings_are_parsed_and_failures_counted():
+    from harness.bench import firstpacket
+    out = "\n".join(['{"i":0,"kind":"ok","connect_us":41.5,"first_byte_us":180.0,"error":""}',
+                     '{"i":1,"kind":"refused","connect_us":0,"error":"connection refused"}',
+                     '{"i":2,"kind":"ok","connect_us":39.0,"error":""}', "svc-probe: noise"])
+    t = firstpacket.Timings.parse("10.96.0.10:80", out)
+    assert t.connect_us == [41.5, 39.0] and t.first_byte_us == [180.0] and t.failures == {"refused": 1}
+    argv = firstpacket.probe_argv("10.96.0.10", 80, 500)
+    assert argv[:3] == ["svc-probe", "-connect", "10.96.0.10:80"] and "500" in argv
+
+
+def test_the_slowed_path_script_writes_exactly_the_rules_asked_for():
+    import subprocess
+    from harness.bench import firstpacket
+    script = firstpacket.slow_rules_script(300).replace("iptables-restore --noflush", "cat")
+    lines = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    rules = [l for l in lines if l.startswith(f"-A {firstpacket.SLOW_CHAIN} ")]
+    assert len(rules) == 300 and all(" -s 192.0.2." in l and l.endswith("-j RETURN") for l in rules)
+    assert lines[0] == "*nat" and lines[-2:] == [f"-I PREROUTING 1 -j {firstpacket.SLOW_CHAIN}", "COMMIT"]

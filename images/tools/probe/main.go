@@ -10,6 +10,8 @@
 //	{"i":0,"status":200,"server_name":"demoapp-7c..","client_ip":"10.244.1.1",
 //	 "server_ip":"10.244.2.3","latency_ms":1.8,"kind":"ok","error":""}
 //
+// With -connect IP:PORT it times connection set-up in microseconds instead (connect.go).
+//
 // kind is one of ok, http (non-2xx), refused, timeout, reset, unreachable, other.
 package main
 
@@ -80,14 +82,21 @@ func parseBody(rec *record, body []byte) {
 }
 
 func main() {
-	url := flag.String("url", "", "URL to request (required)")
+	url := flag.String("url", "", "URL to request (this or -connect is required)")
+	connect := flag.String("connect", "", "IPv4:PORT: time new connections instead (connect.go)")
+	request := flag.String("request", "", "with -connect: also send GET <this path> and time the first byte")
+	gap := flag.Duration("gap", 0, "with -connect: pause between samples")
 	n := flag.Int("n", 1, "number of requests (at most 100000)")
 	timeout := flag.Duration("timeout", 2*time.Second, "per-request timeout")
 	conc := flag.Int("concurrency", 1, "requests in flight at once")
 	maxDur := flag.Duration("max-duration", 120*time.Second, "stop starting requests after this long")
 	flag.Parse()
+	if *connect != "" && *n >= 1 && *n <= 100000 {
+		os.Exit(runConnect(*connect, *n, *timeout, *maxDur, *gap, *request))
+	}
 	if *url == "" || *n < 1 || *n > 100000 || *conc < 1 {
-		fmt.Fprintln(os.Stderr, "usage: svc-probe -url URL [-n N<=100000] [-timeout D] [-concurrency C] [-max-duration D]")
+		fmt.Fprintln(os.Stderr, "usage: svc-probe -url URL [-n N<=100000] [-timeout D] [-concurrency C] [-max-duration D]\n"+
+			"       svc-probe -connect IP:PORT [-request PATH] [-n N<=100000] [-timeout D] [-gap D] [-max-duration D]")
 		os.Exit(2)
 	}
 
