@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from . import breaks as breaks_mod
 from . import config
-from .cluster import KindCluster
+from .cluster import KindCluster, kubelet_settings
 from .engine import Engine, image_id
 from .kube import Kube
 from .lab import ClusterHandle, Images
@@ -100,8 +100,12 @@ def build(r: Recipe, on_created=None) -> Assembled:
 
     loads = timed("engine", lambda: r.engine.up(r.run_key, [node_image, images.demoapp, images.toolbox], r.owner))
     shape = r.engine.shape(r.name, r.workers)
+    kubelet = kubelet_settings(config.versions()["KUBERNETES_VERSION"], r.engine.cgroup_version())
+    if kubelet:
+        log.info("kubelet settings for Kubernetes %s on %s: %s", config.versions()["KUBERNETES_VERSION"],
+                 r.engine.describe(), kubelet)
     kc = KindCluster(name=r.name, mode=r.mode, workers=shape.workers, node_image=node_image, reuse=r.reuse,
-                     keep=True, engine=r.engine, owner=r.owner, engine_tuning=shape.tuning,
+                     keep=True, engine=r.engine, owner=r.owner, engine_tuning=shape.tuning, kubelet=kubelet,
                      create_timeout=r.engine.create_timeout,
                      kube_proxy_extra={**r.kube_proxy_extra, **breaks_mod.kube_proxy_patch(r.breaks, r.mode)},
                      damage=breaks_mod.identity(r.breaks))

@@ -49,8 +49,16 @@ class Node:
         return f"node {self.name} ({self.ip})"
 
 
+def kubelet_settings(kubernetes: str, cgroup_version: int) -> dict:
+    """KubeletConfiguration fields a release needs on an engine: kubelet >= 1.35 refuses a cgroup v1
+    host unless failCgroupV1 is false (kind does not set it; the UML guest runs cgroup v2)."""
+    minor = tuple(int(x) for x in kubernetes.lstrip("v").split(".")[:2])
+    return {"failCgroupV1": False} if cgroup_version == 1 and minor >= (1, 35) else {}
+
+
 def render_kind_config(mode: str, workers: int = config.DEFAULT_WORKERS,
-                       kube_proxy_extra: dict | None = None, engine_tuning: dict | None = None) -> str:
+                       kube_proxy_extra: dict | None = None, engine_tuning: dict | None = None,
+                       kubelet: dict | None = None) -> str:
     """kind-configs/<mode>.yaml with the node list and kube-proxy settings filled in.
 
     `kube_proxy_extra` becomes a KubeProxyConfiguration patch, e.g.
@@ -66,6 +74,9 @@ def render_kind_config(mode: str, workers: int = config.DEFAULT_WORKERS,
     if kube_proxy_extra:
         patch = {"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
                  **copy.deepcopy(kube_proxy_extra)}
+        cfg.setdefault("kubeadmConfigPatches", []).append(yaml.safe_dump(patch, sort_keys=False))
+    if kubelet:
+        patch = {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration", **kubelet}
         cfg.setdefault("kubeadmConfigPatches", []).append(yaml.safe_dump(patch, sort_keys=False))
     if engine_tuning:
         # An engine elsewhere (harness.guest): the API server's address/port on that engine's
@@ -95,6 +106,7 @@ class KindCluster:
     reuse: bool = False
     runner: Runner = DEFAULT
     engine_tuning: dict = field(default_factory=dict)   # see render_kind_config; {} on the host engine
+    kubelet: dict = field(default_factory=dict)          # KubeletConfiguration fields (kubelet_settings)
     create_timeout: float = config.CLUSTER_CREATE_TIMEOUT
     created: bool = False           # did this object create it (and so may delete it)?
     create_seconds: float = 0.0
@@ -186,8 +198,10 @@ class KindCluster:
         self._create_with_retries()
 
     def _rendered(self) -> str:
-        cfg = render_kind_config(self.mode, self.workers, self.kube_proxy_extra, self.engine_tuning)
-        # A deliberately broken cluster must never be mistaken for a healthy one on reuse.
+        cfg = render_kind_config(self.mode, self.workers, self.kube_proxy_extra, self.engine_tuning, self.kubelet)
+        # Reuse only a cluster of the same node image (so the same Kubernetes release), and never
+        # mistake a deliberately broken cluster for a healthy one.
+        cfg += f"# svc-harness node image: {self.node_image or 'kind default'}\n"
         return cfg + (f"# svc-harness breaks: {self.damage}\n" if self.damage else "")
 
     def _same_config(self) -> bool:

@@ -60,10 +60,17 @@ def slowdown() -> float:
     return float(os.environ.get(SLOWDOWN_ENV, "1"))
 
 
-def versions() -> dict[str, str]:
-    """images/versions.env as a dict (KEY=VALUE lines, '#' comments)."""
+# The Kubernetes release a run uses: a minor with a file images/kubernetes/v<minor>.env holding its
+# pins (the patch release and the images kubeadm asks for). Chosen by --k8s-version, which sets this
+# variable for the whole run (xdist workers and the build commands it starts read it too).
+K8S_VERSION_ENV = "SVC_HARNESS_K8S_VERSION"
+KUBERNETES_PINS = IMAGES_DIR / "kubernetes"
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines, '#' comments."""
     out = {}
-    for line in (IMAGES_DIR / "versions.env").read_text().splitlines():
+    for line in path.read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             k, v = line.split("=", 1)
@@ -71,15 +78,51 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _minor_key(minor: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in minor.split("."))
+
+
+def k8s_minors() -> list[str]:
+    """The Kubernetes minors the harness has pins for, oldest first (e.g. ["1.34", "1.37"])."""
+    return sorted((p.stem[1:] for p in KUBERNETES_PINS.glob("v*.env")), key=_minor_key)
+
+
+def k8s_minor(text: str | None = None) -> str:
+    """The minor `text` names ("1.37", "v1.37" or the pinned "v1.37.2"); without text, the run's
+    (SVC_HARNESS_K8S_VERSION) or the default (KUBERNETES_DEFAULT in images/versions.env)."""
+    text = (text or os.environ.get(K8S_VERSION_ENV) or _env_file(IMAGES_DIR / "versions.env")["KUBERNETES_DEFAULT"])
+    text = text.strip().lstrip("v")
+    minor = ".".join(text.split(".")[:2])
+    known = k8s_minors()
+    if minor not in known:
+        raise ValueError(f"Kubernetes {text!r}: no pins for it; the harness has {', '.join(known)} "
+                         f"(files {KUBERNETES_PINS}/v<minor>.env)")
+    pinned = _env_file(KUBERNETES_PINS / f"v{minor}.env")["KUBERNETES_VERSION"]
+    if text.count(".") == 2 and f"v{text}" != pinned:
+        raise ValueError(f"Kubernetes v{text}: the harness pins {pinned} for {minor}; ask for {minor} or {pinned}")
+    return minor
+
+
+def versions(minor: str | None = None) -> dict[str, str]:
+    """images/versions.env with the Kubernetes minor's pins (images/kubernetes/v<minor>.env) over it."""
+    return {**_env_file(IMAGES_DIR / "versions.env"), **_env_file(KUBERNETES_PINS / f"v{k8s_minor(minor)}.env")}
+
+
+def version_bin(v: dict[str, str] | None = None) -> Path:
+    """Where the binaries built for one Kubernetes release go (kubelet, kubectl, etcd, e2e.test...)."""
+    return BIN / (v or versions())["KUBERNETES_VERSION"]
+
+
 def tool(name: str) -> str:
-    """Path of a command: the harness's own build (BIN) first, then PATH.
+    """Path of a command: the harness's own build for the run's Kubernetes release, then its
+    other builds (BIN), then PATH.
 
     The host's kubectl may be any version (here a cloud SDK shim), so the one
     built with the cluster's Kubernetes version is preferred.
     """
-    own = BIN / name
-    if own.exists():
-        return str(own)
+    for own in (version_bin() / name, BIN / name):
+        if own.exists():
+            return str(own)
     found = shutil.which(name) or (shutil.which(name, path=str(Path.home() / "go" / "bin")))
     return found or name
 

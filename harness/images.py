@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -56,10 +57,15 @@ class GoBuild:
     ldflags: str = "-s -w"
     pins: dict[str, str] = field(default_factory=dict)  # Go module path -> version (from versions.env)
     test: bool = False               # `go test -c`: the package's test binary (<name>.test), e.g. e2e.test
+    out_dir: Path = config.BIN       # config.version_bin(v) for what is built per Kubernetes release
 
     def outputs(self) -> list[Path]:
         names = [p.rstrip("/").split("/")[-1] + (".test" if self.test else "") for p in self.packages]
-        return [config.BIN / self.rename.get(n, n) for n in names]
+        return [self.out_dir / self.rename.get(n, n) for n in names]
+
+    @property
+    def stamp_name(self) -> str:
+        return f"go-{self.name}" + ("" if self.out_dir == config.BIN else f"-{self.out_dir.name}")
 
 
 def k8s_ldflags(version: str) -> str:
@@ -86,8 +92,11 @@ def staging_version(kubernetes_version: str) -> str:
 # image: a cluster then has it on every node from the first second, where `kind load` would cost
 # every run tens of seconds per cluster.
 E2E_MODULE = "e2e"                   # images/e2e: requires k8s.io/kubernetes (e2e.test, ginkgo, agnhost)
-AGNHOST_VERSION = "2.56"             # test/images/agnhost/VERSION at v1.34.4; e2e.test asks for this tag
-AGNHOST_IMAGE = f"registry.k8s.io/e2e-test-images/agnhost:{AGNHOST_VERSION}"
+
+
+def agnhost_ref(v: dict[str, str]) -> str:
+    """The agnhost image e2e.test of this release asks for (AGNHOST_VERSION in its pins)."""
+    return f"registry.k8s.io/e2e-test-images/agnhost:{v['AGNHOST_VERSION']}"
 
 
 def e2e_pins(v: dict[str, str]) -> dict[str, str]:
@@ -96,31 +105,31 @@ def e2e_pins(v: dict[str, str]) -> dict[str, str]:
 
 def agnhost_build(v: dict[str, str]) -> "GoBuild":
     return GoBuild("agnhost", E2E_MODULE, ["k8s.io/kubernetes/test/images/agnhost"],
-                   version_keys=("KUBERNETES_VERSION",), pins=e2e_pins(v))
+                   version_keys=("KUBERNETES_VERSION",), pins=e2e_pins(v), out_dir=config.version_bin(v))
 
 
 def agnhost_image(v: dict[str, str], runner: Runner = DEFAULT) -> "Image":
     """agnhost on the Debian base with the tools its pods exec (images/agnhost/Dockerfile)."""
     porter = module_dir("k8s.io/kubernetes", v["KUBERNETES_VERSION"], runner) / "test/images/agnhost/porter"
-    return Image(AGNHOST_IMAGE, (config.IMAGES_DIR / "agnhost" / "Dockerfile").read_text(),
-                 {"agnhost": config.BIN / "agnhost",
+    return Image(agnhost_ref(v), (config.IMAGES_DIR / "agnhost" / "Dockerfile").read_text(),
+                 {"agnhost": config.version_bin(v) / "agnhost",
                   "localhost.crt": porter / "localhost.crt", "localhost.key": porter / "localhost.key"},
                  build_args={"BASE_IMAGE": base_tag(v)})
 
 
 def go_builds(v: dict[str, str]) -> list[GoBuild]:
-    k = v["KUBERNETES_VERSION"]
+    k, kbin = v["KUBERNETES_VERSION"], config.version_bin(v)
     return [agnhost_build(v),
         GoBuild("kubernetes", "k8s", [f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS] + ["./kindnetd"],
                 version_keys=("KUBERNETES_VERSION",), ldflags=k8s_ldflags(k),
-                pins={"k8s.io/kubernetes": k}),
+                pins={"k8s.io/kubernetes": k}, out_dir=kbin),
         GoBuild("tools", "tools", ["./demoapp", "./probe", "./pause"], rename={"probe": "svc-probe"}),
         GoBuild("etcd", "etcd", ["."], rename={".": "etcd"}, version_keys=("ETCD_VERSION",),
-                pins={"go.etcd.io/etcd/server/v3": v["ETCD_VERSION"]}),
+                pins={"go.etcd.io/etcd/server/v3": v["ETCD_VERSION"]}, out_dir=kbin),
         GoBuild("coredns", "coredns", ["."], rename={".": "coredns"}, version_keys=("COREDNS_VERSION",),
-                pins={"github.com/coredns/coredns": v["COREDNS_VERSION"]}),
+                pins={"github.com/coredns/coredns": v["COREDNS_VERSION"]}, out_dir=kbin),
         GoBuild("crictl", "crictl", ["sigs.k8s.io/cri-tools/cmd/crictl"], version_keys=("CRICTL_VERSION",),
-                pins={"sigs.k8s.io/cri-tools": v["CRICTL_VERSION"]}),
+                pins={"sigs.k8s.io/cri-tools": v["CRICTL_VERSION"]}, out_dir=kbin),
         GoBuild("metallb", "metallb", ["go.universe.tf/metallb/controller", "go.universe.tf/metallb/speaker"],
                 rename={"controller": "metallb-controller", "speaker": "metallb-speaker"},
                 version_keys=("METALLB_VERSION",), pins={"go.universe.tf/metallb": v["METALLB_VERSION"]}),
@@ -137,20 +146,21 @@ class Image:
     build_args: dict[str, str] = field(default_factory=dict)
 
 
-def static_image(tag: str, binary: str, entrypoint: list[str] | None = None, dest: str = "") -> Image:
-    """A static Go binary on an empty filesystem (like upstream's distroless images)."""
+def static_image(tag: str, binary: str, entrypoint: list[str] | None = None, dest: str = "",
+                 src: Path = config.BIN) -> Image:
+    """A static Go binary (from folder `src`) on an empty filesystem (like upstream's distroless images)."""
     dest = dest or f"/usr/local/bin/{binary}"
     lines = ["FROM scratch", "COPY tmp/ /tmp/", f"COPY {binary} {dest}", "ENV PATH=/usr/local/bin:/"]
     if entrypoint:
         lines.append("ENTRYPOINT " + str(entrypoint).replace("'", '"'))
-    return Image(tag, "\n".join(lines) + "\n", {binary: config.BIN / binary})
+    return Image(tag, "\n".join(lines) + "\n", {binary: src / binary})
 
 
-def on_base(tag: str, base: str, binary: str, entrypoint: list[str] | None = None) -> Image:
+def on_base(tag: str, base: str, binary: str, entrypoint: list[str] | None = None, src: Path = config.BIN) -> Image:
     lines = [f"FROM {base}", f"COPY {binary} /usr/local/bin/{binary}"]
     if entrypoint:
         lines.append("ENTRYPOINT " + str(entrypoint).replace("'", '"'))
-    return Image(tag, "\n".join(lines) + "\n", {binary: config.BIN / binary})
+    return Image(tag, "\n".join(lines) + "\n", {binary: src / binary})
 
 
 def workload_images(v: dict[str, str]) -> dict[str, Image]:
@@ -171,21 +181,22 @@ def workload_images(v: dict[str, str]) -> dict[str, Image]:
 
 def cluster_images(v: dict[str, str]) -> dict[str, Image]:
     """Images kubeadm and kind start, under the references they ask for."""
-    k, t = v["KUBERNETES_VERSION"], v["HARNESS_TAG"]
+    k, t, kbin = v["KUBERNETES_VERSION"], v["HARNESS_TAG"], config.version_bin(v)
     netbase = f"svc-harness/netbase:{t}"
     imgs = {}
     for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
-        imgs[c] = static_image(f"svc-harness/{c}:{k}", c)
+        imgs[c] = static_image(f"svc-harness/{c}:{k}", c, src=kbin)
         imgs[c].node_ref = f"registry.k8s.io/{c}:{k}"
-    imgs["kube-proxy"] = on_base(f"svc-harness/kube-proxy:{k}", netbase, "kube-proxy")
+    imgs["kube-proxy"] = on_base(f"svc-harness/kube-proxy:{k}", netbase, "kube-proxy", src=kbin)
     imgs["kube-proxy"].node_ref = f"registry.k8s.io/kube-proxy:{k}"
-    imgs["etcd"] = static_image(f"svc-harness/etcd:{v['ETCD_IMAGE_TAG']}", "etcd")
+    imgs["etcd"] = static_image(f"svc-harness/etcd:{v['ETCD_IMAGE_TAG']}", "etcd", src=kbin)
     imgs["etcd"].node_ref = f"registry.k8s.io/etcd:{v['ETCD_IMAGE_TAG']}"
-    imgs["coredns"] = static_image(f"svc-harness/coredns:{v['COREDNS_VERSION']}", "coredns", ["/coredns"], dest="/coredns")
+    imgs["coredns"] = static_image(f"svc-harness/coredns:{v['COREDNS_VERSION']}", "coredns", ["/coredns"],
+                                   dest="/coredns", src=kbin)
     imgs["coredns"].node_ref = f"registry.k8s.io/coredns/coredns:{v['COREDNS_VERSION']}"
     imgs["pause"] = static_image(f"svc-harness/pause:{v['PAUSE_IMAGE_TAG']}", "pause", ["/pause"], dest="/pause")
     imgs["pause"].node_ref = f"registry.k8s.io/pause:{v['PAUSE_IMAGE_TAG']}"
-    imgs["kindnetd"] = on_base(f"svc-harness/kindnetd:{t}", netbase, "kindnetd", ["/usr/local/bin/kindnetd"])
+    imgs["kindnetd"] = on_base(f"svc-harness/kindnetd:{k}", netbase, "kindnetd", ["/usr/local/bin/kindnetd"], src=kbin)
     return imgs
 
 
@@ -279,8 +290,35 @@ class Builder:
                     tar.unlink(missing_ok=True)
         return tag
 
+    def work_module(self, b: GoBuild) -> Path:
+        """The module folder to build `b` in: images/<module> as it is when nothing is pinned; else a
+        copy under the cache whose go.mod requires the pins, one per (module sources, pins), so
+        that building another Kubernetes release neither edits the checkout nor invalidates the
+        builds of the first."""
+        template = config.IMAGES_DIR / b.module
+        if not b.pins:
+            return template
+        work = config.CACHE / "gomod" / f"{b.module}-{_hash(template, sorted(b.pins.items()))}"
+        if (work / ".pinned").exists():
+            return work
+        work.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{b.module}-", dir=work.parent))
+        try:
+            shutil.copytree(template, tmp, dirs_exist_ok=True)
+            self.sync_pins(b, tmp)
+            (tmp / ".pinned").write_text(json.dumps(b.pins) + "\n")
+            try:
+                tmp.rename(work)
+            except OSError:  # another run made it meanwhile
+                if not (work / ".pinned").exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return work
+
     def sync_pins(self, b: GoBuild, mod: Path) -> None:
-        """Make the module's go.mod require what images/versions.env pins (one place for versions)."""
+        """Make the module's go.mod require what the pins say (images/versions.env and
+        images/kubernetes/v<minor>.env: one place for versions)."""
         gomod = (mod / "go.mod").read_text()
         stale = {p: ver for p, ver in b.pins.items() if f"{p} {ver}" not in gomod}
         if not stale:
@@ -298,7 +336,6 @@ class Builder:
                 self.r.run(["go", "mod", "tidy"], cwd=str(mod), timeout=1200, env={"GOFLAGS": "-mod=mod"},
                            what=f"resolving {b.name} at the pinned version")
             except CommandError as e:
-                (mod / "go.mod").write_text(gomod)  # leave the tree as it was
                 raise BuildError(_explain_go_failure(e)) from e
 
     def go_binaries(self) -> None:
@@ -311,14 +348,13 @@ class Builder:
     def go_build(self, b: GoBuild, gover: str = "") -> list[Path]:
         """One Go build, skipped when its module, pins and flags are unchanged; returns its outputs."""
         self.stamps.mkdir(parents=True, exist_ok=True)
-        config.BIN.mkdir(parents=True, exist_ok=True)
+        b.out_dir.mkdir(parents=True, exist_ok=True)
         gover = gover or self.r.run(["go", "env", "GOVERSION"]).stdout.strip()
-        mod = config.IMAGES_DIR / b.module
-        self.sync_pins(b, mod)
+        mod = self.work_module(b)
         # A test binary adds a word to its inputs; plain builds keep the hashes they always had.
         inputs = _hash(mod, gover, b.ldflags, *(["go test -c"] if b.test else []),
                        *[self.v[k] for k in b.version_keys])
-        stamp = self.stamps / f"go-{b.name}"
+        stamp = self.stamps / b.stamp_name
         if (not self.force and stamp.exists() and stamp.read_text() == inputs
                 and all(o.exists() for o in b.outputs())):
             return b.outputs()
@@ -335,7 +371,7 @@ class Builder:
                 if "." in b.rename and len(produced) == 1:  # `go build .` names it after the module
                     produced = {".": next(iter(produced.values()))}
                 for name, p in produced.items():
-                    move_into(p, config.BIN / b.rename.get(name, name))
+                    move_into(p, b.out_dir / b.rename.get(name, name))
         write_text(stamp, inputs)
         return b.outputs()
 
@@ -368,9 +404,11 @@ class Builder:
                     f.chmod(f.stat().st_mode | 0o200)
             shutil.copytree(config.IMAGES_DIR / "node" / "files", files, dirs_exist_ok=True)
             (files / "kind" / "version").write_text(v["KUBERNETES_VERSION"] + "\n")
+            cni = files / "kind" / "manifests" / "default-cni.yaml"
+            cni.write_text(cni.read_text().replace("KUBERNETES_VERSION", v["KUBERNETES_VERSION"]))
             binp.mkdir()
             for b in ("kubelet", "kubeadm", "kubectl", "crictl"):
-                shutil.copy2(config.BIN / b, binp / b)
+                shutil.copy2(config.version_bin(v) / b, binp / b)
             rootfs.files = {"files": files, "bin": binp}
             self.image(rootfs)
         inputs = _hash(self.image_inputs(rootfs.tag), *[(i.tag, self.image_inputs(i.tag), i.node_ref) for i in images])
@@ -491,8 +529,15 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["build"])
     ap.add_argument("--force", action="store_true", help="rebuild everything, ignoring caches")
+    ap.add_argument("--k8s-version", metavar="MINOR", default=None,
+                    help="the Kubernetes release to build for, e.g. 1.37 (default: KUBERNETES_DEFAULT)")
     ap.add_argument("-v", "--verbose", action="store_true", help="log every command")
     a = ap.parse_args(argv)
+    if a.k8s_version:
+        try:
+            os.environ[config.K8S_VERSION_ENV] = config.k8s_minor(a.k8s_version)
+        except ValueError as e:
+            ap.error(f"--k8s-version: {e}")
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, format="%(message)s")
     try:
         Builder(force=a.force).build_all()

@@ -103,6 +103,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="worker nodes of a cluster in the guest engine (default: 1, i.e. 2 nodes; see README)")
     g.addoption("--workers", type=_positive_int, default=hcfg.DEFAULT_WORKERS,
                 help="worker nodes per cluster (default: 2, i.e. 3 nodes like the article)")
+    g.addoption("--k8s-version", default=None, metavar="MINOR",
+                help="Kubernetes release of the clusters: a minor such as 1.37 (its pinned patch is used; "
+                     f"the ones the harness has: images/kubernetes/). Default: KUBERNETES_DEFAULT in "
+                     "images/versions.env, or $SVC_HARNESS_K8S_VERSION")
     g.addoption("--node-image", default=None,
                 help="kind node image (default: the offline build svc-harness/node:<k8s version> if present, "
                      "else upstream kindest/node)")
@@ -189,6 +193,14 @@ def pytest_configure(config: pytest.Config) -> None:
         if value and not opts.kubeconfig:
             raise pytest.UsageError(f"{flag} applies to --kubeconfig only (the harness's own clusters are kind "
                                     "clusters it may change)")
+    if opts.k8s_version:
+        if opts.kubeconfig:
+            raise pytest.UsageError("--k8s-version picks the release of the clusters the harness makes; with "
+                                    "--kubeconfig the cluster's own release is used")
+        try:
+            os.environ[hcfg.K8S_VERSION_ENV] = hcfg.k8s_minor(opts.k8s_version)
+        except ValueError as e:
+            raise pytest.UsageError(f"--k8s-version: {e}") from None
     runstate.of(config).byo = None
     if _is_worker(config):
         runstate.of(config).run_dir = Path(config.workerinput["svc_run_dir"])

@@ -82,7 +82,8 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
         return {"name": name, "kubeconfig": str(out.kind.kubeconfig), "create_seconds": out.kind.create_seconds,
                 "node_image": out.node_image, "lb": out.lb, "reused": not out.kind.created,
                 "where": eng.describe(), "engine": eng.marker(), "nodes": out.nodes, "size_note": out.size_note,
-                "loads": out.loads, "timings": out.timings, "drops_before": drops_before}
+                "loads": out.loads, "timings": out.timings, "drops_before": drops_before,
+                "kubernetes": config.versions()["KUBERNETES_VERSION"], "kubelet": out.kind.kubelet}
 
     try:
         state = run_once(run_dir, f"cluster-{mode}", make)
@@ -118,6 +119,10 @@ def _record_created(run_dir: Path, name: str) -> None:
 def _engine_note(state: dict) -> str:
     """e.g. "host engine (kernel 6.x), 3 nodes" or "guest ... (UML, 7.2.13), 2 nodes — why"."""
     note = f"{state.get('where', '?')}, {state.get('nodes', '?')} nodes"
+    if state.get("kubernetes"):
+        note += f", Kubernetes {state['kubernetes']}"
+    if state.get("kubelet"):
+        note += f" (kubelet {state['kubelet']}: the engine runs cgroup v1)"
     return note + (f" — {state['size_note']}" if state.get("size_note") else "")
 
 

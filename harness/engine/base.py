@@ -99,6 +99,11 @@ class Engine:
         """The run is done with the engine; returns lines for the run's summary."""
         return []
 
+    def cgroup_version(self) -> int:
+        """The cgroup version the engine's containers (and so kind's kubelets) run on: 1 or 2."""
+        info = self.runner.engine("engine info", lambda c: c.info(), check=False, default={}) or {}
+        return int(info.get("CgroupVersion") or 2)
+
     def down_and_self_cleaning(self) -> bool:
         """True when the engine is not running and, when it next starts, removes the nodes of
         clusters whose run is gone: then `clean` need only drop the harness's files of such a cluster."""

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..images import (AGNHOST_IMAGE, E2E_MODULE, Builder, GoBuild, agnhost_build, agnhost_image, e2e_pins,
-                      k8s_ldflags)
+from .. import config
+from ..images import E2E_MODULE, Builder, GoBuild, agnhost_build, agnhost_image, agnhost_ref, e2e_pins, k8s_ldflags
 from ..runner import DEFAULT, Runner
 
-__all__ = ["AGNHOST_IMAGE", "ensure", "runner_builds"]
+__all__ = ["agnhost_ref", "ensure", "runner_builds"]
 
 
 def runner_builds(v: dict[str, str]) -> list[GoBuild]:
     """What runs the specs from the host: e2e.test (stamped with the version like a release) and ginkgo."""
     k = v["KUBERNETES_VERSION"]
     return [GoBuild("e2e.test", E2E_MODULE, ["k8s.io/kubernetes/test/e2e"], test=True, ldflags=k8s_ldflags(k),
-                    version_keys=("KUBERNETES_VERSION",), pins=e2e_pins(v)),
+                    version_keys=("KUBERNETES_VERSION",), pins=e2e_pins(v), out_dir=config.version_bin(v)),
             GoBuild("ginkgo", E2E_MODULE, ["github.com/onsi/ginkgo/v2/ginkgo"],
-                    version_keys=("KUBERNETES_VERSION",), pins=e2e_pins(v))]
+                    version_keys=("KUBERNETES_VERSION",), pins=e2e_pins(v), out_dir=config.version_bin(v))]
 
 
 def ensure(runner: Runner = DEFAULT, force: bool = False) -> dict[str, Path]:

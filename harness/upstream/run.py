@@ -26,7 +26,7 @@ from filelock import FileLock
 from .. import config, runstate
 from ..runner import DEFAULT, Runner, Step
 from . import report
-from .build import AGNHOST_IMAGE
+from .build import agnhost_ref
 from .specs import Spec, SpecResult, focus_on, read_report, slug
 
 log = logging.getLogger(__name__)
@@ -113,17 +113,18 @@ def execute(opts, cluster, wanted: list[str], runner: Runner = DEFAULT) -> ModeR
     out_dir = Path(opts.artifacts_dir) / "upstream" / cluster.mode
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    bins = {n: config.BIN / n for n in ("e2e.test", "ginkgo")}
+    bins = {n: config.version_bin() / n for n in ("e2e.test", "ginkgo")}
+    agnhost = agnhost_ref(config.versions())
     if not wanted:
         return ModeRun(cluster.mode, str(out_dir), 0, 0.0, 0)
     nodes = [cluster.node(n.name) for n in cluster.nodes] if cluster.is_kind else []
     before = {n.name: _images(n) for n in nodes}
-    missing = [n.name for n in nodes if AGNHOST_IMAGE not in before[n.name]]
+    missing = [n.name for n in nodes if agnhost not in before[n.name]]
     if missing:
         # A node image made before agnhost was baked in (or --node-image): load it once.
-        with Step(f"kind load {AGNHOST_IMAGE} into {cluster.name} (missing on {', '.join(missing)})"):
-            runner.run([config.tool("kind"), "load", "docker-image", AGNHOST_IMAGE, "--name", cluster.name],
-                       timeout=600, what=f"loading {AGNHOST_IMAGE} into {cluster.name}")
+        with Step(f"kind load {agnhost} into {cluster.name} (missing on {', '.join(missing)})"):
+            runner.run([config.tool("kind"), "load", "docker-image", agnhost, "--name", cluster.name],
+                       timeout=600, what=f"loading {agnhost} into {cluster.name}")
     argv = ginkgo_argv(bins, opts, out_dir, cluster.kube.kubeconfig, wanted, schedulable_nodes(cluster.kube))
     (out_dir / "command.txt").write_text(" ".join(argv) + "\n")
     started = time.monotonic()

@@ -268,3 +268,63 @@ def test_a_missing_ipv6_guard_stops_the_run_only_where_the_host_forwards_ipv6(tm
     (tmp_path / "forwarding").write_text("1\n")
     with pytest.raises(engine.PreflightError, match="IPv6 egress guard missing"):
         base.check_v6_guard(fake, "br-x")
+
+
+# ---- Kubernetes releases (--k8s-version) --------------------------------------------
+def test_a_kubernetes_minor_is_resolved_to_its_pins(monkeypatch):
+    monkeypatch.delenv(config.K8S_VERSION_ENV, raising=False)
+    assert {"1.34", "1.37"} <= set(config.k8s_minors())
+    assert config.k8s_minor("1.37") == config.k8s_minor("v1.37") == config.k8s_minor("v1.37.2") == "1.37"
+    assert config.versions("1.37")["KUBERNETES_VERSION"] == "v1.37.2"
+    assert config.versions("1.37")["KIND_VERSION"] == config.versions("1.34")["KIND_VERSION"]  # shared pins
+    monkeypatch.setenv(config.K8S_VERSION_ENV, "1.37")
+    assert config.versions()["KUBERNETES_VERSION"] == "v1.37.2"
+    assert config.version_bin().name == "v1.37.2" and config.node_image_tag() == "svc-harness/node:v1.37.2"
+    for bad, said in (("1.12", "no pins for it"), ("1.37.0", "pins v1.37.2")):
+        with pytest.raises(ValueError, match=said):
+            config.k8s_minor(bad)
+
+
+def test_every_kubernetes_minor_pins_the_same_keys():
+    keys = {m: set(config._env_file(config.KUBERNETES_PINS / f"v{m}.env")) for m in config.k8s_minors()}
+    first = next(iter(keys.values()))
+    assert all(k == first for k in keys.values()), keys
+    assert {"KUBERNETES_VERSION", "ETCD_VERSION", "ETCD_IMAGE_TAG", "COREDNS_VERSION", "PAUSE_IMAGE_TAG",
+            "CRICTL_VERSION", "AGNHOST_VERSION", "UPSTREAM_NODE_IMAGE"} <= first
+
+
+def test_kubelet_on_cgroup_v1_is_allowed_only_where_needed():
+    from harness.cluster import kubelet_settings
+    assert kubelet_settings("v1.37.2", 1) == {"failCgroupV1": False}
+    assert kubelet_settings("v1.35.4", 1) == {"failCgroupV1": False}
+    assert kubelet_settings("v1.34.4", 1) == {} and kubelet_settings("v1.37.2", 2) == {}
+    cfg = yaml.safe_load(render_kind_config("iptables", kubelet={"failCgroupV1": False}))
+    patch = yaml.safe_load(cfg["kubeadmConfigPatches"][-1])
+    assert patch == {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+                     "failCgroupV1": False}
+
+
+def test_builds_of_one_release_go_to_its_own_folder():
+    v = config.versions("1.37")
+    builds = {b.name: b for b in images.go_builds(v)}
+    kbin = config.BIN / "v1.37.2"
+    assert builds["kubernetes"].outputs()[0].parent == kbin and builds["etcd"].out_dir == kbin
+    assert builds["kubernetes"].stamp_name == "go-kubernetes-v1.37.2"
+    assert builds["tools"].out_dir == config.BIN and builds["tools"].stamp_name == "go-tools"
+    refs = {i.node_ref: i for i in images.cluster_images(v).values() if i.node_ref}
+    assert refs["registry.k8s.io/etcd:3.7.0-0"].files["etcd"] == kbin / "etcd"
+    assert images.agnhost_ref(v) == "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+
+
+def test_a_pinned_build_works_in_a_copy_and_leaves_the_checkout_alone(tmp_path, monkeypatch):
+    from harness.runner import FakeRunner
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    b = images.go_builds(config.versions("1.37"))[1]
+    before = (config.IMAGES_DIR / b.module / "go.mod").read_text()
+    runner = FakeRunner()
+    work = images.Builder(runner).work_module(b)
+    assert work.parent == tmp_path / "gomod" and (work / ".pinned").exists() and (work / "tools.go").exists()
+    assert ["go", "mod", "edit", "-require=k8s.io/kubernetes@v1.37.2"] == runner.calls[0][:4]
+    assert (config.IMAGES_DIR / b.module / "go.mod").read_text() == before
+    calls = len(runner.calls)
+    assert images.Builder(runner).work_module(b) == work and len(runner.calls) == calls  # made once
