@@ -48,6 +48,7 @@ class Break:
     byo: bool = False
     scheduler_unapplied: bool = False  # an ipvs scheduler change edits the ConfigMap but restarts nothing
     modes: tuple[str, ...] = config.PROXY_MODES  # the modes whose claims it breaks (`prove` runs only those)
+    from_minor: tuple[int, int] = (0, 0)  # the first Kubernetes release where its claim holds (`prove` skips older)
 
     @property
     def changes_cluster(self) -> bool:
@@ -93,6 +94,25 @@ def _service_range_local(cluster: "ClusterHandle") -> None:
     for node in cluster.node_peers():
         for cidr in cluster.service_cidrs():
             node.exec(["ip", "route", "replace", "local", str(cidr), "dev", "lo", "table", "local"])
+
+
+def _deny_kube_proxy_events(cluster: "ClusterHandle") -> None:
+    """kube-proxy may no longer record Events: its ClusterRole (system:node-proxier) loses them, with
+    auto-update off so that an API server restart does not put them back. Events the first
+    kube-proxies recorded are deleted and kube-proxy restarts, so each one starts without."""
+    import json
+    kube = cluster.kube
+    role = json.loads(kube.kubectl("get", "clusterrole", "system:node-proxier", "-o", "json").stdout)
+    role["rules"] = [r for r in role["rules"] if "events" not in r.get("resources", [])]
+    meta = role["metadata"]
+    meta.setdefault("annotations", {})["rbac.authorization.kubernetes.io/autoupdate"] = "false"
+    for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+        meta.pop(key, None)
+    kube.kubectl("replace", "-f", "-", input=json.dumps(role), what="taking Events away from kube-proxy on purpose")
+    kube.kubectl("delete", "events", "--all-namespaces", "--field-selector", f"reason={modes.IPVS_DEPRECATION_REASON}")
+    kube.kubectl("-n", "kube-system", "rollout", "restart", "daemonset/kube-proxy")
+    kube.kubectl("-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", "--timeout=600s", timeout=660,
+                 what="kube-proxy restarted without Events")
 
 
 def _touch_kube_system(lab: "Lab") -> None:
@@ -165,6 +185,9 @@ BREAKS = {b.name: b for b in [
           modes=("ipvs",)),
     Break("ipvs-scheduler-unapplied", "an ipvs scheduler change edits the kube-proxy ConfigMap but no kube-proxy "
           "restarts to apply it", ("E17",), scheduler_unapplied=True, modes=("ipvs",)),
+    Break("kube-proxy-events-denied", "kube-proxy may not record Events (RBAC), so its ipvs deprecation warning "
+          "never reaches `kubectl get events`", ("E19",), on_cluster=_deny_kube_proxy_events, modes=("ipvs",),
+          from_minor=(1, 35)),
     Break("mode-restart-skipped", "a mode change edits the kube-proxy ConfigMap but restarts no kube-proxy pod",
           ("E16",), skip_restart=True),
     Break("kube-system-touched", "every test namespace's setup also annotates the kube-proxy ConfigMap in "
@@ -316,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--one-each", action="store_true",
                     help="each break against only the first experiment it must turn red (what CI runs; "
                          "the full proof is without it)")
+    pr.add_argument("--k8s-version", default=None, metavar="MINOR",
+                    help="Kubernetes release of the clusters (as pytest's --k8s-version)")
     args, extra = p.parse_known_args(argv)
     if args.cmd == "list":
         for b in BREAKS.values():
@@ -323,8 +348,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{b.name:24} {', '.join(b.must_fail):18} {b.fault}{only}")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.k8s_version:
+        try:
+            os.environ[config.K8S_VERSION_ENV] = config.k8s_minor(args.k8s_version)
+        except ValueError as e:
+            p.error(f"--k8s-version: {e}")
+    release = config.versions()["KUBERNETES_VERSION"]
+    minor = tuple(int(x) for x in release.lstrip("v").split(".")[:2])
     names = [n for n in args.only.split(",") if n] or [n for n, b in BREAKS.items()
                                                         if not b.byo and args.proxy_mode in b.modes]
+    too_new = [n for n in names if n in BREAKS and BREAKS[n].from_minor > minor]
+    for n in too_new:
+        print(f"break {n}: not run on Kubernetes {release}; its claim holds from "
+              f"{'.'.join(map(str, BREAKS[n].from_minor))} on (--k8s-version)", file=sys.stderr)
+    names = [n for n in names if n not in too_new]
+    if not names:
+        p.error(f"no break left to prove on Kubernetes {release}")
     unknown = [n for n in names if n not in BREAKS]
     if unknown:
         p.error(f"unknown break(s) {', '.join(unknown)}; expected some of {', '.join(BREAKS)}")

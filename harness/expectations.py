@@ -166,6 +166,34 @@ PING_OUTCOMES = {"iptables": {"no answer"}, "nftables": {"no answer", "port unre
                  "ipvs": {"port unreachable"}}
 
 
+# Claims that changed between Kubernetes releases: the mode(s) they hold in, the first minor that
+# shows them, and the upstream change that explains it.
+@dataclass(frozen=True)
+class Since:
+    modes: tuple[str, ...]
+    minor: tuple[int, int]
+    why: str
+
+
+RELEASE_CLAIMS = {
+    # kube-proxy in ipvs mode, at start: an error-level log line and a Warning Event (reason
+    # IPVSDeprecation, regarding its Node). v1.35 and v1.36 say the proxier "is now deprecated ...
+    # Please use 'nftables' instead" (kubernetes#134539, KEP-5495); v1.37 adds the plan: "disabled by
+    # default in Kubernetes 1.40 and removed in Kubernetes 1.43. Migrate to the 'nftables' proxier"
+    # (kubernetes#139397, which also adds the KubeProxyIPVS feature gate).
+    "ipvs-deprecation": Since(("ipvs",), (1, 35), "kube-proxy announces that ipvs is deprecated from v1.35 on "
+                              "(kubernetes#134539); never in iptables or nftables mode"),
+}
+
+
+def release_claim_holds(claim: str, mode: str, server_version: str) -> bool:
+    """Whether RELEASE_CLAIMS[claim] should be seen in `mode` on a cluster running `server_version`
+    (e.g. "v1.37.2", or "v1.35.4-gke.100")."""
+    c = RELEASE_CLAIMS[claim]
+    minor = tuple(int(x) for x in server_version.lstrip("v").split("-")[0].split(".")[:2])
+    return mode in c.modes and minor >= c.minor
+
+
 def ping_outcome(ping_output: str) -> str:
     """echo reply | port unreachable | other ICMP error (<what>) | no answer, from iputils ping's output."""
     if " bytes from " in ping_output:

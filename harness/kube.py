@@ -62,6 +62,7 @@ class Kube:
         self.core = k8s.CoreV1Api(api)
         self.apps = k8s.AppsV1Api(api)
         self.discovery = k8s.DiscoveryV1Api(api)
+        self.version = k8s.VersionApi(api)
 
     # ---- writes (kubectl) ----------------------------------------------
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120,
@@ -117,6 +118,10 @@ class Kube:
                             what=f"exec in pod {namespace}/{pod}")
 
     # ---- reads (client) -------------------------------------------------
+    def server_version(self) -> str:
+        """The API server's release, e.g. "v1.37.2"."""
+        return self.version.get_code().git_version
+
     def service(self, name: str, namespace: str) -> k8s.V1Service:
         return self.core.read_namespaced_service(name, namespace)
 

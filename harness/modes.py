@@ -3,6 +3,7 @@
   configmap_mode   `mode` in the kube-proxy ConfigMap (what the article edits)
   endpoint_mode    GET 127.0.0.1:10249/proxyMode on a node (kube-proxy's own answer)
   log_modes        the `Using <mode> Proxier` line of each kube-proxy pod's log
+  deprecation_notices  kube-proxy's "ipvs is deprecated" log lines and Warning Events
   dump_dataplane   iptables-save / nft list ruleset / ipvsadm -Ln of a node
   dataplane_size   how big that data plane is (rules, map elements, virtual services)
 """
@@ -56,6 +57,21 @@ def log_modes(kube: Kube) -> dict[str, str | None]:
         text = kube.logs(p.name, "kube-system", tail=100000)
         out[p.name] = parse_using_line(text)
     return out
+
+
+IPVS_DEPRECATION_REASON = "IPVSDeprecation"
+_DEPRECATED = re.compile(r"ipvs proxier (is now|has been) deprecated", re.IGNORECASE)
+
+
+def deprecation_notices(kube: Kube) -> dict:
+    """kube-proxy's announcements that ipvs is deprecated: each pod's log line (or None) and the
+    Warning Events with reason IPVSDeprecation ("<node>: <message>")."""
+    logs = {}
+    for p in kube.pods(KUBE_PROXY_SELECTOR, "kube-system"):
+        text = kube.logs(p.name, "kube-system", tail=100000)
+        logs[p.name] = next((line.strip() for line in text.splitlines() if _DEPRECATED.search(line)), None)
+    events = kube.core.list_event_for_all_namespaces(field_selector=f"reason={IPVS_DEPRECATION_REASON}").items
+    return {"logs": logs, "events": sorted(f"{e.involved_object.name}: {e.message}" for e in events)}
 
 
 def dump_dataplane(node: Peer) -> dict[str, str]:

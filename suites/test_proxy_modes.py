@@ -134,3 +134,33 @@ def test_ipvs_scheduler_patterns(lab, scheduler):
         lab.check(f"ipvs-scheduler-{scheduler}", client, sample, backends=names)
     finally:
         restore()
+
+
+@pytest.mark.experiment("E19", "kube-proxy announces that ipvs is deprecated, in ipvs mode from v1.35 on")
+def test_ipvs_deprecation_is_announced(lab):
+    """Not a claim of the article (written before it): upstream deprecated the ipvs proxier in v1.35
+    and plans to turn it off by default in 1.40. kube-proxy in ipvs mode on >= 1.35 says so at
+    start in two places: an error-level log line and a Warning Event with reason IPVSDeprecation
+    on its Node. On older releases, and in iptables or nftables mode, neither appears.
+    """
+    version = lab.kube.server_version()
+    want = expectations.release_claim_holds("ipvs-deprecation", lab.mode, version)
+    why = expectations.RELEASE_CLAIMS["ipvs-deprecation"].why
+    notices = modes.deprecation_notices(lab.kube)
+    lab.note(f"Kubernetes {version}, {lab.mode} mode: the notice is expected: {'yes' if want else 'no'} ({why})")
+    lab.note(*(f"kubectl -n kube-system logs {pod} | grep -i 'ipvs proxier.*deprecated' -> {line or '(nothing)'}"
+               for pod, line in notices["logs"].items()))
+    lab.note("kubectl get events -A --field-selector reason=IPVSDeprecation -> "
+             + ("; ".join(notices["events"]) or "(none)"))
+    nodes = {n.name for n in lab.cluster.nodes}
+    if want:
+        silent = sorted(pod for pod, line in notices["logs"].items() if not line)
+        assert not silent, f"kube-proxy {silent} did not log the ipvs deprecation on {version} ({why})"
+        warned = {e.split(":", 1)[0] for e in notices["events"]}
+        assert nodes <= warned, (f"no IPVSDeprecation Warning Event for node(s) {sorted(nodes - warned)} on "
+                                 f"{version}; events: {notices['events']}")
+    else:
+        said = {pod: line for pod, line in notices["logs"].items() if line}
+        assert not said and not notices["events"], (
+            f"an ipvs deprecation notice on {version} in {lab.mode} mode, where none is expected: logs {said}, "
+            f"events {notices['events']}")

@@ -121,3 +121,12 @@ def test_check_failure_for_refused_shows_what_answered():
     s = sample(ok(0, "web-1"), failed(1, "refused"))
     with pytest.raises(ex.ExpectationFailed, match=r"(?s)REJECTs.*1 of 2 requests were refused.*<refused"):
         ex.check("clusterip-no-endpoints", "pod", "nftables", s)
+
+
+def test_the_ipvs_deprecation_is_expected_in_ipvs_from_1_35_only():
+    from harness.expectations import release_claim_holds
+    assert release_claim_holds("ipvs-deprecation", "ipvs", "v1.37.2")
+    assert release_claim_holds("ipvs-deprecation", "ipvs", "v1.35.0-gke.1")
+    assert not release_claim_holds("ipvs-deprecation", "ipvs", "v1.34.4")
+    assert not release_claim_holds("ipvs-deprecation", "nftables", "v1.37.2")
+    assert not release_claim_holds("ipvs-deprecation", "iptables", "v1.37.2")
