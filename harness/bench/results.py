@@ -242,6 +242,22 @@ def charts(data: dict, out: Path) -> list[str]:
     modes = list(dict.fromkeys(r["mode"] for r in rows))
     made = []
 
+    def services_axis(ax) -> None:
+        ax.set_ylim(bottom=0)  # from zero, so that a small difference does not look like a large one
+        ax.set_xscale("log")
+        ax.set_xticks(sorted({r["size"] for r in rows}))  # the measured sizes, as plain numbers
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("Services")
+
+    def save(fig, ax, fname: str) -> None:
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / fname, dpi=110)
+        plt.close(fig)
+        made.append(fname)
+
     def line_chart(fname: str, title: str, ylabel: str, series: list[tuple]):
         """series: (row key, line style, label[, row key of its per-repeat spread for error bars])."""
         fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -260,20 +276,34 @@ def charts(data: dict, out: Path) -> list[str]:
                     ax.errorbar(xs, ys, yerr=bars, fmt="none", ecolor=MODE_COLOURS.get(mode), capsize=3,
                                 alpha=0.7)
                     with_bars = True
-        ax.set_ylim(bottom=0)  # from zero, so that a small difference does not look like a large one
-        ax.set_xscale("log")
-        ax.set_xticks(sorted({r["size"] for r in rows}))  # the measured sizes, as plain numbers
-        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_xlabel("Services")
+        services_axis(ax)
         ax.set_ylabel(ylabel)
         ax.set_title(title + ("\n(bars: lowest to highest of the repeats)" if with_bars else ""))
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / fname, dpi=110)
-        plt.close(fig)
-        made.append(fname)
+        save(fig, ax, fname)
+
+    def interval_chart():
+        """First packet in µs (connect → SYN-ACK): p50 and p99 through late Services and p50 to the
+        pod IP, each with its bootstrap interval as error bars."""
+        if not any(r["fpc_late"]["n"] or r["fpc_pod"]["n"] for r in rows):
+            return
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for mode in modes:
+            rs = [r for r in rows if r["mode"] == mode]
+            for key, q, style, label in (("fpc_late", "p50", "-", "late Services p50"),
+                                         ("fpc_late", "p99", "--", "late Services p99"),
+                                         ("fpc_pod", "p50", ":", "pod IP p50")):
+                pts = [(r["size"], r[key][q]) for r in rs if r[key][q]]
+                if not pts:
+                    continue
+                xs, cis = [x for x, _ in pts], [c for _, c in pts]
+                ys = [c["value"] for c in cis]
+                ax.errorbar(xs, ys, yerr=[[y - c["low"] for y, c in zip(ys, cis)],
+                                          [c["high"] - y for y, c in zip(ys, cis)]],
+                            fmt=style, marker="o", capsize=3, color=MODE_COLOURS.get(mode), label=f"{mode} {label}")
+        services_axis(ax)
+        ax.set_ylabel("microseconds")
+        ax.set_title("First packet: connect() until the SYN-ACK\n(bars: 95 % bootstrap intervals)")
+        save(fig, ax, "first-packet-us.png")
 
     for r in rows:  # flatten the spreads the charts use
         r["sync_p50_med"] = (r["sync_p50_s"] or {}).get("median")
@@ -287,7 +317,7 @@ def charts(data: dict, out: Path) -> list[str]:
                "milliseconds", [("fp_late_p50_ms", "-", "late Services p50"),
                                 ("fp_early_p50_ms", ":", "early Services p50"),
                                 ("fp_pod_p50_ms", "--", "pod IP direct p50")])
-    ci_chart(rows, modes, out, made, plt, matplotlib)
+    interval_chart()
     line_chart("sync-duration.png", "kube-proxy sync_proxy_rules duration (client's node)", "seconds",
                [("sync_p50_med", "-", "p50", "sync_p50_s"), ("sync_p95_med", "--", "p95", "sync_p95_s")])
     line_chart("dataplane-size.png", "Data-plane size on the client's node", "rules (+ nft map elements)",
@@ -300,47 +330,8 @@ def charts(data: dict, out: Path) -> list[str]:
         ax.set_xlabel("position of the Service's rule in KUBE-SERVICES")
         ax.set_ylabel("p50 through the Service − p50 to the pod (ms)")
         ax.set_title("iptables: first-packet overhead against the rule's position")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "first-packet-by-rule-position.png", dpi=110)
-        plt.close(fig)
-        made.append("first-packet-by-rule-position.png")
+        save(fig, ax, "first-packet-by-rule-position.png")
     return made
-
-
-def ci_chart(rows: list[dict], modes: list[str], out: Path, made: list[str], plt, matplotlib) -> None:
-    """First packet in µs (connect → SYN-ACK) against Services: p50 and p99 through late Services and
-    p50 to the pod IP, each with its bootstrap interval as error bars."""
-    if not any(r["fpc_late"]["n"] or r["fpc_pod"]["n"] for r in rows):
-        return
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for mode in modes:
-        rs = [r for r in rows if r["mode"] == mode]
-        for key, q, style, label in (("fpc_late", "p50", "-", "late Services p50"),
-                                     ("fpc_late", "p99", "--", "late Services p99"),
-                                     ("fpc_pod", "p50", ":", "pod IP p50")):
-            pts = [(r["size"], r[key][q]) for r in rs if r[key][q]]
-            if not pts:
-                continue
-            xs, cis = [x for x, _ in pts], [c for _, c in pts]
-            ys = [c["value"] for c in cis]
-            ax.errorbar(xs, ys, yerr=[[y - c["low"] for y, c in zip(ys, cis)], [c["high"] - y for y, c in zip(ys, cis)]],
-                        fmt=style, marker="o", capsize=3, color=MODE_COLOURS.get(mode), label=f"{mode} {label}")
-    ax.set_ylim(bottom=0)
-    ax.set_xscale("log")
-    ax.set_xticks(sorted({r["size"] for r in rows}))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.set_xlabel("Services")
-    ax.set_ylabel("microseconds")
-    ax.set_title("First packet: connect() until the SYN-ACK\n(bars: 95 % bootstrap intervals)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "first-packet-us.png", dpi=110)
-    plt.close(fig)
-    made.append("first-packet-us.png")
 
 
 def error_bars(rows: list[dict], ys: list[float], spread_key: str) -> list[list[float]] | None:
