@@ -185,12 +185,9 @@ class HostEngine(Engine):
             if bridge is None or harness_containers(self.runner, network):
                 return False
             out_if = outside_interface(self.runner)
-            removed = False
-            for rule in (_guard_rule(bridge, out_if), _dns_rule(bridge, out_if, "udp"),
-                         _dns_rule(bridge, out_if, "tcp")):
-                while self.runner.run(["iptables", "-D", *rule], check=False).ok:
-                    removed = True
-            return remove_v6_guard(self.runner, bridge) or removed
+            removed = [delete_rule(self.runner, rule) for rule in (
+                _guard_rule(bridge, out_if), _dns_rule(bridge, out_if, "udp"), _dns_rule(bridge, out_if, "tcp"))]
+            return remove_v6_guard(self.runner, bridge) or any(removed)
 
 
 def harness_containers(runner: Runner, network: str) -> list[str]:
@@ -375,13 +372,19 @@ def check_v6_guard(runner: Runner, iface: str, comment: str = GUARD_COMMENT) -> 
                              "refusing to send traffic without it")
 
 
-def remove_v6_guard(runner: Runner, iface: str, comment: str = GUARD_COMMENT) -> bool:
+def delete_rule(runner: Runner, rule: list[str], tool: str = "iptables") -> bool:
+    """Delete every copy of `rule` (one per install; a few more if runs raced), at most 10;
+    whether one was there."""
     removed = False
-    for _ in range(10):  # one copy per install; a few more if runs raced
-        if not runner.run(["ip6tables", "-D", *v6_rule(iface, comment)], check=False).ok:
+    for _ in range(10):
+        if not runner.run([tool, "-D", *rule], check=False).ok:
             break
         removed = True
     return removed
+
+
+def remove_v6_guard(runner: Runner, iface: str, comment: str = GUARD_COMMENT) -> bool:
+    return delete_rule(runner, v6_rule(iface, comment), "ip6tables")
 
 
 def _dns_rule(bridge: str, out_if: str, proto: str) -> list[str]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import config
-from ..engine.base import check_v6_guard, ensure_v6_guard, image_id, remove_v6_guard
+from ..engine.base import check_v6_guard, delete_rule, ensure_v6_guard, image_id, remove_v6_guard
 from ..owners import Owner, read_json, write_json
 from ..runner import DEFAULT, Runner, Step
 from ..waits import Wait, WaitTimeout
@@ -400,8 +400,7 @@ class Guest:
         if self.running():
             raise GuestError(f"guest {self.cfg.name} still runs; shut it down first")
         self.r.run(["ip", "link", "del", HOST_IF], check=False)
-        while self.r.run(["iptables", "-D", *GUARD_RULE], check=False).ok:
-            pass
+        delete_rule(self.r, GUARD_RULE)
         remove_v6_guard(self.r, HOST_IF)
 
 
