@@ -289,8 +289,7 @@ class KindCluster:
         label = f"{config.KIND_CLUSTER_LABEL}={self.name}"
         engines.remove_containers(self.runner, label)
         # Gone only if the engine says so: kind exits 0 when it cannot reach the engine at all.
-        left = self.runner.engine(f"list the nodes of {self.name}", lambda c: [
-            x.name for x in c.containers.list(all=True, filters={"label": label})], check=False, default=None)
+        left = engines.list_containers(self.runner, label)
         if not res.ok:
             log.warning("kind delete cluster %s failed (exit %d): %s", self.name, res.returncode,
                         (res.stderr or res.stdout).strip()[-500:])

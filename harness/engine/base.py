@@ -210,17 +210,26 @@ def image_id(runner: Runner, tag: str) -> str:
                          timeout=30)
 
 
-def remove_containers(runner: Runner, label: str, name_prefix: str = "") -> list[str]:
+def remove_containers(runner: Runner, label: str, name_prefix: str = "", only=None, volumes: bool = False,
+                      timeout: float = 120) -> list[str]:
     """Force-remove the containers carrying `label` (key or key=value) whose name starts with
-    `name_prefix`; returns their names."""
+    `name_prefix` and, if given, for which `only(container)` holds (with their anonymous volumes
+    when `volumes`); returns their names."""
     def remove(c) -> list[str]:
         gone = []
         for x in c.containers.list(all=True, filters={"label": label}):
-            if x.name.startswith(name_prefix):
-                x.remove(force=True)
+            if x.name.startswith(name_prefix) and (only is None or only(x)):
+                x.remove(force=True, v=volumes)
                 gone.append(x.name)
         return gone
-    return runner.engine(f"remove containers {label} {name_prefix}*", remove, check=False, default=[])
+    return runner.engine(f"remove containers {label} {name_prefix}*", remove, check=False, default=[],
+                         timeout=timeout)
+
+
+def list_containers(runner: Runner, label: str) -> list[str] | None:
+    """Names of the containers carrying `label`; None when the engine does not answer."""
+    return runner.engine(f"list containers {label}", lambda c: [
+        x.name for x in c.containers.list(all=True, filters={"label": label})], check=False, default=None)
 
 
 def remove_container(runner: Runner, name: str) -> None:

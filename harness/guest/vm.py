@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import config
-from ..engine.base import check_v6_guard, delete_rule, ensure_v6_guard, image_id, remove_v6_guard
+from ..engine.base import (check_v6_guard, delete_rule, ensure_v6_guard, image_id, remove_containers,
+                           remove_v6_guard)
 from ..owners import Owner, read_json, write_json
 from ..runner import DEFAULT, Runner, Step
 from ..waits import Wait, WaitTimeout
@@ -178,15 +179,8 @@ class Guest:
             owner = Owner.from_dict((read_json(config.CACHE / "clusters" / f"{cluster}.json") or {}).get("owner"))
             return bool(owner and owner.alive())
 
-        def sweep(c) -> list[str]:
-            gone = []
-            for x in c.containers.list(all=True, filters={"label": config.KIND_CLUSTER_LABEL}):
-                if not live(x.labels.get(config.KIND_CLUSTER_LABEL, "")):
-                    x.remove(force=True, v=True)
-                    gone.append(x.name)
-            return gone
-        return self.runner().engine("removing stale kind nodes in the guest", sweep, check=False, default=[],
-                                    timeout=600)
+        return remove_containers(self.runner(), config.KIND_CLUSTER_LABEL, volumes=True, timeout=600,
+                                 only=lambda x: not live(x.labels.get(config.KIND_CLUSTER_LABEL, "")))
 
     def _record_kernel(self) -> None:
         """The guest kernel's release, for describe() (the report says where each mode ran)."""

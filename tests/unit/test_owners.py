@@ -96,9 +96,9 @@ def test_a_delete_counts_only_when_the_engine_shows_the_nodes_gone(tmp_path, mon
     monkeypatch.setattr(config, "CACHE", tmp_path)
     fake = FakeRunner().on(["kind", "delete"], returncode=0)
     if nodes_left is None:
-        fake.on_api("list the nodes", error=ConnectionRefusedError("no engine"))
+        fake.on_api("list containers", error=ConnectionRefusedError("no engine"))
     else:
-        fake.on_api("list the nodes", nodes_left)
+        fake.on_api("list containers", nodes_left)
     owner = Owner.of()
     kc = KindCluster(name="c", mode="iptables", engine=HostEngine(fake), owner=owner)
     kc._write_marker("{}")
