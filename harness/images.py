@@ -88,6 +88,16 @@ def staging_version(kubernetes_version: str) -> str:
     return "v0." + kubernetes_version.lstrip("v").split(".", 1)[1]
 
 
+def staging_modules(gomod: str) -> set[str]:
+    """The k8s.io modules a go.mod replaces (k8s.io/kubernetes: `k8s.io/api => ./staging/src/k8s.io/api`)."""
+    out = set()
+    for line in gomod.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] == "=>" and parts[0].startswith("k8s.io/"):
+            out.add(parts[0])
+    return out
+
+
 # agnhost: the image every upstream Services spec runs (harness.upstream). It is baked into the node
 # image: a cluster then has it on every node from the first second, where `kind load` would cost
 # every run tens of seconds per cluster.
@@ -325,12 +335,15 @@ class Builder:
             return
         edits = [f"-require={p}@{ver}" for p, ver in stale.items()]
         if "k8s.io/kubernetes" in stale:
-            staging = staging_version(stale["k8s.io/kubernetes"])
-            for line in gomod.splitlines():
-                parts = line.split()
-                if len(parts) >= 4 and parts[1] == "=>" and parts[0].startswith("k8s.io/"):
-                    edits.append(f"-replace={parts[0]}={parts[0]}@{staging}")
-        with Step(f"pinning {', '.join(f'{p}@{ver}' for p, ver in stale.items())} in images/{b.module}/go.mod"):
+            # k8s.io/kubernetes replaces its staging modules (k8s.io/api, ...) with folders of its own,
+            # which a module requiring it cannot see: point each at its published twin. The list is
+            # the release's own (1.37 added k8s.io/cri-streaming and k8s.io/streaming).
+            release = stale["k8s.io/kubernetes"]
+            staging = staging_version(release)
+            upstream = (module_dir("k8s.io/kubernetes", release, self.r) / "go.mod").read_text()
+            for name in staging_modules(upstream) | staging_modules(gomod):
+                edits.append(f"-replace={name}={name}@{staging}")
+        with Step(f"pinning {', '.join(f'{p}@{ver}' for p, ver in stale.items())} in a copy of images/{b.module}/go.mod ({mod})"):
             self.r.run(["go", "mod", "edit", *edits], cwd=str(mod))
             try:
                 self.r.run(["go", "mod", "tidy"], cwd=str(mod), timeout=1200, env={"GOFLAGS": "-mod=mod"},

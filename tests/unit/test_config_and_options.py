@@ -321,10 +321,17 @@ def test_a_pinned_build_works_in_a_copy_and_leaves_the_checkout_alone(tmp_path, 
     monkeypatch.setattr(config, "CACHE", tmp_path)
     b = images.go_builds(config.versions("1.37"))[1]
     before = (config.IMAGES_DIR / b.module / "go.mod").read_text()
-    runner = FakeRunner()
+    release = tmp_path / "k8s-release"  # the release's own go.mod: a staging module the template lacks
+    release.mkdir()
+    (release / "go.mod").write_text("module k8s.io/kubernetes\nreplace (\n\tk8s.io/cri-streaming => "
+                                    "./staging/src/k8s.io/cri-streaming\n)\n")
+    runner = FakeRunner().on(["go", "mod", "download"], stdout='{"Dir": "%s"}' % release)
     work = images.Builder(runner).work_module(b)
     assert work.parent == tmp_path / "gomod" and (work / ".pinned").exists() and (work / "tools.go").exists()
-    assert ["go", "mod", "edit", "-require=k8s.io/kubernetes@v1.37.2"] == runner.calls[0][:4]
+    edit = next(c for c in runner.calls if c[:3] == ["go", "mod", "edit"])
+    assert "-require=k8s.io/kubernetes@v1.37.2" in edit
+    assert "-replace=k8s.io/cri-streaming=k8s.io/cri-streaming@v0.37.2" in edit
+    assert "-replace=k8s.io/api=k8s.io/api@v0.37.2" in edit
     assert (config.IMAGES_DIR / b.module / "go.mod").read_text() == before
     calls = len(runner.calls)
     assert images.Builder(runner).work_module(b) == work and len(runner.calls) == calls  # made once
