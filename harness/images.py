@@ -343,7 +343,8 @@ class Builder:
             upstream = (module_dir("k8s.io/kubernetes", release, self.r) / "go.mod").read_text()
             for name in staging_modules(upstream) | staging_modules(gomod):
                 edits.append(f"-replace={name}={name}@{staging}")
-        with Step(f"pinning {', '.join(f'{p}@{ver}' for p, ver in stale.items())} in a copy of images/{b.module}/go.mod ({mod})"):
+        pins = ", ".join(f"{p}@{ver}" for p, ver in stale.items())
+        with Step(f"pinning {pins} in a copy of images/{b.module}/go.mod ({mod})"):
             self.r.run(["go", "mod", "edit", *edits], cwd=str(mod))
             try:
                 self.r.run(["go", "mod", "tidy"], cwd=str(mod), timeout=1200, env={"GOFLAGS": "-mod=mod"},
