@@ -49,6 +49,22 @@ class Node:
         return f"node {self.name} ({self.ip})"
 
 
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def check_kind_version(runner: Runner) -> None:
+    """kind must be at least the pinned KIND_VERSION: an older one writes a kubeadm config newer
+    releases refuse (kubeadm 1.37 reads only v1beta4, which kind writes from v0.32.0 on)."""
+    want = config.versions()["KIND_VERSION"]
+    res = runner.run([config.tool("kind"), "version"], check=False, timeout=30)
+    seen = res.stdout.split()[1] if res.ok and len(res.stdout.split()) > 1 else ""
+    if not seen or _version_tuple(seen) < _version_tuple(want):
+        raise ClusterError(f"kind {want} or newer is needed (images/versions.env); {config.tool('kind')} "
+                           f"says {(res.stdout or res.stderr).strip()[:200]!r}: run scripts/setup, or "
+                           f"`go install sigs.k8s.io/kind@{want}`")
+
+
 def kubelet_settings(kubernetes: str, cgroup_version: int) -> dict:
     """KubeletConfiguration fields a release needs on an engine: kubelet >= 1.35 refuses a cgroup v1
     host unless failCgroupV1 is false (kind does not set it; the UML guest runs cgroup v2)."""
@@ -177,6 +193,7 @@ class KindCluster:
         if reason:
             raise engines.PreflightError(reason)
         engines.engine_ready(self.runner)
+        check_kind_version(self.runner)
         if self.exists():
             if not self.owned():
                 raise ClusterError(

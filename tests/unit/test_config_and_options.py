@@ -335,3 +335,13 @@ def test_a_pinned_build_works_in_a_copy_and_leaves_the_checkout_alone(tmp_path, 
     assert (config.IMAGES_DIR / b.module / "go.mod").read_text() == before
     calls = len(runner.calls)
     assert images.Builder(runner).work_module(b) == work and len(runner.calls) == calls  # made once
+
+
+def test_an_older_kind_is_refused_with_the_way_out():
+    from harness.cluster import ClusterError, check_kind_version
+    from harness.runner import FakeRunner
+    want = config.versions()["KIND_VERSION"]
+    check_kind_version(FakeRunner().on(lambda a: a[-1] == "version", stdout=f"kind {want} go1.26 linux/amd64"))
+    check_kind_version(FakeRunner().on(lambda a: a[-1] == "version", stdout="kind v9.0.0 go1.26 linux/amd64"))
+    with pytest.raises(ClusterError, match=f"go install sigs.k8s.io/kind@{want}"):
+        check_kind_version(FakeRunner().on(lambda a: a[-1] == "version", stdout="kind v0.30.0 go1.26 linux/amd64"))
