@@ -430,7 +430,7 @@ GUEST_RUNTIME_REQUEST_TIMEOUT = "15m0s"  # see kind_tuning
 GUEST_KUBE_PROXY_CPU = "100m"
 
 
-def kind_tuning(cluster_name: str, workers: int) -> dict:
+def kind_tuning(cluster_name: str, workers: int, kubernetes: str = "") -> dict:
     """render_kind_config's engine_tuning for a cluster in the guest.
 
     The API server is published on the guest's link address (the host's
@@ -463,8 +463,14 @@ def kind_tuning(cluster_name: str, workers: int) -> dict:
     against 4.7 s on the worker (kube-proxy's own metrics, same guest, same Services).
     """
     port = 16443 + zlib.crc32(cluster_name.encode()) % 1000
+    kubernetes = kubernetes or config.versions()["KUBERNETES_VERSION"]
+    # kind writes kubeadm.k8s.io/v1beta4 from Kubernetes 1.36 on, where the wait for the control
+    # plane moved from ClusterConfiguration.apiServer to InitConfiguration.timeouts.
+    v1beta4 = tuple(int(x) for x in kubernetes.lstrip("v").split(".")[:2]) >= (1, 36)
+    wait = ("kind: InitConfiguration\ntimeouts:\n  controlPlaneComponentHealthCheck: 20m0s\n"
+            "  kubeletHealthCheck: 20m0s\n") if v1beta4 else ""
     patch = ("kind: ClusterConfiguration\n"
-             "apiServer:\n  timeoutForControlPlane: 20m0s\n"
+             + ("" if v1beta4 else "apiServer:\n  timeoutForControlPlane: 20m0s\n") +
              "controllerManager:\n  extraArgs:\n    leader-elect: \"false\"\n"
              "scheduler:\n  extraArgs:\n    leader-elect: \"false\"\n"
              "etcd:\n  local:\n    extraArgs:\n      unsafe-no-fsync: \"true\"\n")
@@ -472,5 +478,5 @@ def kind_tuning(cluster_name: str, workers: int) -> dict:
     proxy = (f"kind: KubeProxyConfiguration\nipvs:\n  syncPeriod: {GUEST_IPVS_SYNC_PERIOD}\n")
     kubelet = f"kind: KubeletConfiguration\nruntimeRequestTimeout: {GUEST_RUNTIME_REQUEST_TIMEOUT}\n"
     return {"networking": {"apiServerAddress": LINK_GUEST, "apiServerPort": port},
-            "kubeadm_patches": [patch] + ([untaint] if workers else []) + [proxy, kubelet],
+            "kubeadm_patches": [patch] + ([wait] if wait else []) + ([untaint] if workers else []) + [proxy, kubelet],
             "kube_proxy_cpu_request": GUEST_KUBE_PROXY_CPU}

@@ -121,3 +121,14 @@ def test_guest_build_keys_follow_their_inputs(monkeypatch, tmp_path):
     # and the ones it must not have are not: hostfs would open the host's filesystem to the guest
     assert all(f"{o}=y" not in asked for o in build.FORBIDDEN)
     assert "# CONFIG_HOSTFS is not set" in asked
+
+
+def test_the_guest_waits_for_its_control_plane_in_the_kubeadm_api_kind_writes():
+    import yaml
+    from harness.guest import vm
+    old = [yaml.safe_load(p) for p in vm.kind_tuning("c", 1, "v1.34.4")["kubeadm_patches"]]
+    new = [yaml.safe_load(p) for p in vm.kind_tuning("c", 1, "v1.37.2")["kubeadm_patches"]]
+    assert old[0]["apiServer"]["timeoutForControlPlane"] == "20m0s"
+    assert "apiServer" not in new[0]  # kubeadm 1.37 (v1beta4) refuses the field
+    init = [p for p in new if p["kind"] == "InitConfiguration" and "timeouts" in p]
+    assert init and init[0]["timeouts"]["controlPlaneComponentHealthCheck"] == "20m0s"
