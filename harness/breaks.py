@@ -96,25 +96,6 @@ def _service_range_local(cluster: "ClusterHandle") -> None:
             node.exec(["ip", "route", "replace", "local", str(cidr), "dev", "lo", "table", "local"])
 
 
-def _deny_kube_proxy_events(cluster: "ClusterHandle") -> None:
-    """kube-proxy may no longer record Events: its ClusterRole (system:node-proxier) loses them, with
-    auto-update off so that an API server restart does not put them back. Events the first
-    kube-proxies recorded are deleted and kube-proxy restarts, so each one starts without."""
-    import json
-    kube = cluster.kube
-    role = json.loads(kube.kubectl("get", "clusterrole", "system:node-proxier", "-o", "json").stdout)
-    role["rules"] = [r for r in role["rules"] if "events" not in r.get("resources", [])]
-    meta = role["metadata"]
-    meta.setdefault("annotations", {})["rbac.authorization.kubernetes.io/autoupdate"] = "false"
-    for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
-        meta.pop(key, None)
-    kube.kubectl("replace", "-f", "-", input=json.dumps(role), what="taking Events away from kube-proxy on purpose")
-    kube.kubectl("delete", "events", "--all-namespaces", "--field-selector", f"reason={modes.IPVS_DEPRECATION_REASON}")
-    kube.kubectl("-n", "kube-system", "rollout", "restart", "daemonset/kube-proxy")
-    kube.kubectl("-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", "--timeout=600s", timeout=660,
-                 what="kube-proxy restarted without Events")
-
-
 def _touch_kube_system(lab: "Lab") -> None:
     """What E17 used to do to a --kubeconfig cluster: edit the kube-proxy ConfigMap (harmlessly)."""
     lab.kube.kubectl("-n", "kube-system", "annotate", "--overwrite", "configmap", "kube-proxy",
@@ -185,8 +166,8 @@ BREAKS = {b.name: b for b in [
           modes=("ipvs",)),
     Break("ipvs-scheduler-unapplied", "an ipvs scheduler change edits the kube-proxy ConfigMap but no kube-proxy "
           "restarts to apply it", ("E17",), scheduler_unapplied=True, modes=("ipvs",)),
-    Break("kube-proxy-events-denied", "kube-proxy may not record Events (RBAC), so its ipvs deprecation warning "
-          "never reaches `kubectl get events`", ("E19",), on_cluster=_deny_kube_proxy_events, modes=("ipvs",),
+    Break("ipvs-migrated-away", "a cluster made for ipvs whose kube-proxy already runs iptables (a migration "
+          "done behind the run's back)", ("E19",), kube_proxy=lambda mode: {"mode": "iptables"}, modes=("ipvs",),
           from_minor=(1, 35)),
     Break("mode-restart-skipped", "a mode change edits the kube-proxy ConfigMap but restarts no kube-proxy pod",
           ("E16",), skip_restart=True),

@@ -140,8 +140,9 @@ def test_ipvs_scheduler_patterns(lab, scheduler):
 def test_ipvs_deprecation_is_announced(lab):
     """Not a claim of the article (written before it): upstream deprecated the ipvs proxier in v1.35
     and plans to turn it off by default in 1.40. kube-proxy in ipvs mode on >= 1.35 says so at
-    start in two places: an error-level log line and a Warning Event with reason IPVSDeprecation
-    on its Node. On older releases, and in iptables or nftables mode, neither appears.
+    start in an error-level log line, on every node; on older releases, and in iptables or nftables
+    mode, it does not. Its Warning Event (reason IPVSDeprecation) is recorded too early to reach the
+    API server (harness.expectations.IPVS_DEPRECATION_EVENT_DELIVERED): none is expected.
     """
     version = lab.kube.server_version()
     want = expectations.release_claim_holds("ipvs-deprecation", lab.mode, version)
@@ -152,15 +153,13 @@ def test_ipvs_deprecation_is_announced(lab):
                for pod, line in notices["logs"].items()))
     lab.note("kubectl get events -A --field-selector reason=IPVSDeprecation -> "
              + ("; ".join(notices["events"]) or "(none)"))
-    nodes = {n.name for n in lab.cluster.nodes}
     if want:
         silent = sorted(pod for pod, line in notices["logs"].items() if not line)
         assert not silent, f"kube-proxy {silent} did not log the ipvs deprecation on {version} ({why})"
-        warned = {e.split(":", 1)[0] for e in notices["events"]}
-        assert nodes <= warned, (f"no IPVSDeprecation Warning Event for node(s) {sorted(nodes - warned)} on "
-                                 f"{version}; events: {notices['events']}")
     else:
         said = {pod: line for pod, line in notices["logs"].items() if line}
-        assert not said and not notices["events"], (
-            f"an ipvs deprecation notice on {version} in {lab.mode} mode, where none is expected: logs {said}, "
-            f"events {notices['events']}")
+        assert not said, f"an ipvs deprecation log line on {version} in {lab.mode} mode, where none is expected: {said}"
+    event_expected = want and expectations.IPVS_DEPRECATION_EVENT_DELIVERED
+    assert bool(notices["events"]) == event_expected, (
+        f"IPVSDeprecation Events on {version} in {lab.mode} mode: expected {'some' if event_expected else 'none'}, "
+        f"seen {notices['events'] or 'none'} (harness.expectations.IPVS_DEPRECATION_EVENT_DELIVERED)")
