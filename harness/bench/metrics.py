@@ -21,6 +21,7 @@ KUBE_PROXY_METRICS_CONFIG = {"metricsBindAddress": f"0.0.0.0:{METRICS_PORT}"}
 SYNC = "kubeproxy_sync_proxy_rules_duration_seconds"
 NETPROG = "kubeproxy_network_programming_duration_seconds"
 LAST_SYNC = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
+LAST_QUEUED = "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds"
 PENDING = ("kubeproxy_sync_proxy_rules_endpoint_changes_pending",
            "kubeproxy_sync_proxy_rules_service_changes_pending")
 CPU = "process_cpu_seconds_total"
@@ -87,10 +88,20 @@ def parse(text: str, node: str = "", at: float = 0.0) -> Snapshot:
                     h.count += s.value
                 elif s.name.endswith("_sum"):
                     h.sum += s.value
-        elif fam.name in (*PENDING, LAST_SYNC, CPU, RSS) or fam.name + "_total" == CPU:
+        elif fam.name in (*PENDING, LAST_SYNC, LAST_QUEUED, CPU, RSS) or fam.name + "_total" == CPU:
             for s in fam.samples:
                 gauges[s.name] = gauges.get(s.name, 0.0) + s.value
     return Snapshot(node, at, hists, gauges)
+
+
+def synced_since(snap: Snapshot, complete: float, written: float) -> bool:
+    """Whether a kube-proxy has synced everything up to `complete` (when the EndpointSlices were
+    seen complete; `written`: their last write, whole seconds from the API). Either it synced after
+    `complete`, or its last sync came after its last queued change and that change came after the
+    last write: kube-proxy 1.37 has no periodic resync, so one that synced the last change just
+    before `complete` never syncs again (1.34 resynced every 30 s)."""
+    last, queued = snap.gauges.get(LAST_SYNC, 0.0), snap.gauges.get(LAST_QUEUED, 0.0)
+    return last > complete or (queued >= written > 0 and last >= queued)
 
 
 def scrape(runner: Runner, node_name: str, node_ip: str, at: float) -> Snapshot:

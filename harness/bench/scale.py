@@ -99,6 +99,12 @@ def _done(resp) -> bytes:
         resp.release_conn()
 
 
+def _epoch(stamp: str | None) -> float:
+    """An API timestamp ("2026-12-02T23:59:19Z") as epoch seconds; 0 for none."""
+    from datetime import datetime
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else 0.0
+
+
 def machine() -> dict:
     """What these numbers were measured on (they are this machine's, not general figures)."""
     model = ""
@@ -205,10 +211,14 @@ class ScaleBench:
     def ready_slices(self) -> int:
         """Bench Services whose EndpointSlices list a ready endpoint."""
         svcs = set()
+        written = 0.0
         for sl in self._raw("list_namespaced_endpoint_slice", NAMESPACE)["items"]:
             name = sl["metadata"].get("labels", {}).get("kubernetes.io/service-name", "")
+            for f in sl["metadata"].get("managedFields") or []:
+                written = max(written, _epoch(f.get("time")))
             if any((e.get("conditions") or {}).get("ready") for e in sl.get("endpoints") or []):
                 svcs.add(name)
+        self.slices_written = written
         return len(svcs)
 
     def settle(self, services: int) -> float:
@@ -218,9 +228,10 @@ class ScaleBench:
              interval=2.0).until(self.ready_slices, lambda n: n == services)
         complete = time.time()
 
+        written = self.slices_written
+
         def synced():
-            snaps = self.scrape()
-            return {s.node: (s.pending(), s.gauges.get(metrics.LAST_SYNC, 0.0) > complete) for s in snaps}
+            return {s.node: (s.pending(), metrics.synced_since(s, complete, written)) for s in self.scrape()}
 
         Wait(f"every kube-proxy to sync after the EndpointSlices were complete, nothing pending "
              f"(seen: node -> (pending changes, synced since))", timeout=900, interval=1.0).until(

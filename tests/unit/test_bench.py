@@ -202,3 +202,12 @@ def test_the_slowed_path_script_writes_exactly_the_rules_asked_for():
     rules = [l for l in lines if l.startswith(f"-A {firstpacket.SLOW_CHAIN} ")]
     assert len(rules) == 300 and all(" -s 192.0.2." in l and l.endswith("-j RETURN") for l in rules)
     assert lines[0] == "*nat" and lines[-2:] == [f"-I PREROUTING 1 -j {firstpacket.SLOW_CHAIN}", "COMMIT"]
+
+
+def test_a_kube_proxy_that_synced_the_last_change_counts_as_synced():
+    snap = metrics.Snapshot("n", 0.0, {}, {metrics.LAST_SYNC: 105.5, metrics.LAST_QUEUED: 105.2})
+    assert metrics.synced_since(snap, complete=106.0, written=105.0)      # synced it before we looked
+    assert not metrics.synced_since(snap, complete=106.0, written=106.0)  # the last write came later
+    assert metrics.synced_since(snap, complete=105.0, written=106.0)      # a sync after complete
+    late = metrics.Snapshot("n", 0.0, {}, {metrics.LAST_SYNC: 105.0, metrics.LAST_QUEUED: 105.2})
+    assert not metrics.synced_since(late, complete=106.0, written=105.0)  # queued, not synced yet
