@@ -63,6 +63,6 @@ COVERAGE = [
     Coverage("E16", (), "changing the proxy mode through the ConfigMap and a rolling kube-proxy restart"),
     Coverage("E17", (), "the ipvs schedulers' characteristic patterns"),
     Coverage("E18", (), "the engine running the nodes answers the harness only (not a claim of the article)"),
-    Coverage("E19", (), "kube-proxy's ipvs deprecation notice (log line and IPVSDeprecation Event) in ipvs mode "
-                        "from v1.35 on, never otherwise (not a claim of the article)"),
+    Coverage("E19", (), "kube-proxy's ipvs deprecation log line in ipvs mode from v1.35 on, never otherwise, and "
+                        "its IPVSDeprecation Event that never arrives (not a claim of the article)"),
 ]
