@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             p.error(f"--k8s-version: {e}")
     release = config.versions()["KUBERNETES_VERSION"]
-    minor = tuple(int(x) for x in release.lstrip("v").split(".")[:2])
+    minor = config.minor_of(release)
     names = [n for n in args.only.split(",") if n] or [n for n, b in BREAKS.items()
                                                         if not b.byo and args.proxy_mode in b.modes]
     too_new = [n for n in names if n in BREAKS and BREAKS[n].from_minor > minor]

@@ -68,7 +68,7 @@ def check_kind_version(runner: Runner) -> None:
 def kubelet_settings(kubernetes: str, cgroup_version: int) -> dict:
     """KubeletConfiguration fields a release needs on an engine: kubelet >= 1.35 refuses a cgroup v1
     host unless failCgroupV1 is false (kind does not set it; the UML guest runs cgroup v2)."""
-    minor = tuple(int(x) for x in kubernetes.lstrip("v").split(".")[:2])
+    minor = config.minor_of(kubernetes)
     return {"failCgroupV1": False} if cgroup_version == 1 and minor >= (1, 35) else {}
 
 

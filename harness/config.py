@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -78,8 +79,14 @@ def _env_file(path: Path) -> dict[str, str]:
     return out
 
 
+def minor_of(version: str) -> tuple[int, int]:
+    """(major, minor) of "v1.37.2", "1.37" or "v1.35.0-gke.1"."""
+    major, minor = re.match(r"v?(\d+)\.(\d+)", version.strip()).groups()
+    return int(major), int(minor)
+
+
 def _minor_key(minor: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in minor.split("."))
+    return minor_of(minor)
 
 
 def k8s_minors() -> list[str]:

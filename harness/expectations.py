@@ -10,7 +10,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from harness import stats
+from harness import config, stats
 from harness.probe import REFUSED as K_REFUSED, RESET, TIMEOUT, UNREACHABLE, Sample
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def release_claim_holds(claim: str, mode: str, server_version: str) -> bool:
     """Whether RELEASE_CLAIMS[claim] should be seen in `mode` on a cluster running `server_version`
     (e.g. "v1.37.2", or "v1.35.4-gke.100")."""
     c = RELEASE_CLAIMS[claim]
-    minor = tuple(int(x) for x in server_version.lstrip("v").split("-")[0].split(".")[:2])
+    minor = config.minor_of(server_version)
     return mode in c.modes and minor >= c.minor
 
 

@@ -466,7 +466,7 @@ def kind_tuning(cluster_name: str, workers: int, kubernetes: str = "") -> dict:
     kubernetes = kubernetes or config.versions()["KUBERNETES_VERSION"]
     # kind writes kubeadm.k8s.io/v1beta4 from Kubernetes 1.36 on, where the wait for the control
     # plane moved from ClusterConfiguration.apiServer to InitConfiguration.timeouts.
-    v1beta4 = tuple(int(x) for x in kubernetes.lstrip("v").split(".")[:2]) >= (1, 36)
+    v1beta4 = config.minor_of(kubernetes) >= (1, 36)
     wait = ("kind: InitConfiguration\ntimeouts:\n  controlPlaneComponentHealthCheck: 20m0s\n"
             "  kubeletHealthCheck: 20m0s\n") if v1beta4 else ""
     patch = ("kind: ClusterConfiguration\n"
