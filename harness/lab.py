@@ -302,9 +302,13 @@ class Lab:
                 "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
                     {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": [avoid.name]}]}]}}}
         self.kube.apply(objs, self.ns)
-        if wait:
-            self.kube.rollout("demoapp", self.ns)
-        return self.pods()
+        if not wait:
+            return self.pods()
+        self.kube.rollout("demoapp", self.ns)
+        # A list right after the rollout once showed 2 of 3 ready pods (v1.37.2, CI, 2026-12-03).
+        from .waits import Wait
+        return Wait(f"{replicas} ready demo pods listed in {self.ns} (seen: the pods)").until(
+            self.pods, lambda ps: len([p for p in ps if p.ready]) == replicas)
 
     def pods(self) -> list[PodInfo]:
         return self.kube.ready_pods(DEMO_SELECTOR, self.ns)
