@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from .. import config, engine
-from ..cluster import seal_coredns, wait_system_ready
+from ..cluster import kubelet_settings, seal_coredns, wait_system_ready
 from ..kube import Kube
 from ..runner import DEFAULT, Runner, Step
 from . import snapshot
@@ -90,7 +90,15 @@ class ForeignCluster:
                              f"Delete it (kind delete cluster --name {self.name}) or pass another --name")
         engine.engine_ready(self.runner)
         engine.ensure_egress_guard(self.runner)  # before any node starts
-        self.config_file.write_text(KIND_CONFIG.format(mode=self.mode))
+        text = KIND_CONFIG.format(mode=self.mode)
+        # What anyone running kind here needs too: kubelet >= 1.35 on a cgroup v1 engine.
+        kubelet = kubelet_settings(config.versions()["KUBERNETES_VERSION"],
+                                   engine.HostEngine(self.runner).cgroup_version())
+        if kubelet:
+            text += "kubeadmConfigPatches:\n- |\n" + "".join(
+                f"  {line}\n" for line in yaml.safe_dump({"apiVersion": "kubelet.config.k8s.io/v1beta1",
+                                                        "kind": "KubeletConfiguration", **kubelet}).splitlines())
+        self.config_file.write_text(text)
         with Step(f"kind create cluster {self.name} ({self.mode}, 1 control-plane + 2 workers)") as st:
             self.runner.run([config.tool("kind"), "create", "cluster", "--name", self.name, "--image", self.image,
                              "--config", str(self.config_file), "--kubeconfig", str(self.kubeconfig),
