@@ -56,3 +56,9 @@ def test_other_failures_are_not_repeated(tmp_path, monkeypatch, rc, err):
     k, runner = _kube(tmp_path, monkeypatch, [(rc, err)])
     assert not k.kubectl("get", "pod", "x", check=False).ok
     assert len(runner.calls) == 1
+
+
+def test_a_workload_saying_connection_refused_is_not_run_again(tmp_path, monkeypatch):
+    k, runner = _kube(tmp_path, monkeypatch, [(1, "dial tcp 10.96.0.10:80: connect: connection refused")])
+    assert not k.kubectl("exec", "p", "--", "probe", check=False).ok
+    assert len(runner.calls) == 1
