@@ -142,11 +142,15 @@ class ExternalPeer(Peer):
 
 
 def install_probe(runner: Runner, container: str) -> None:
-    """Copy the static svc-probe into a node container (node images need not ship it)."""
-    if runner.run(["docker", "exec", container, "test", "-x", PROBE_BIN], check=False).ok:
-        return
+    """Copy the static svc-probe into a node container (node images need not ship it); a
+    reused node may hold an older build, so only the same bytes count as installed."""
+    import hashlib
     import io
     import tarfile
+    want = hashlib.sha256((config.BIN / "svc-probe").read_bytes()).hexdigest()
+    have = runner.run(["docker", "exec", container, "sha256sum", PROBE_BIN], check=False)
+    if have.ok and have.stdout.split()[:1] == [want]:
+        return
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(str(config.BIN / "svc-probe"), arcname=Path(PROBE_BIN).name)

@@ -1,7 +1,10 @@
 """Traffic samples: many requests from one vantage point in one exec.
 
 The `svc-probe` program (images/tools/probe) runs inside the vantage point and
-prints one JSON record per request; this module turns that into a `Sample`.
+prints one JSON record per request, then an end line with their count; this module
+turns that into a `Sample`. `kubectl exec` can cut stdout short and still exit 0
+(kubernetes/kubernetes#124571): an answer without its end line was lost on the way, not
+observed, so `probe_records` runs the probe once more and then gives up with an error.
 """
 from __future__ import annotations
 
@@ -18,6 +21,48 @@ PROBE_BIN = "/usr/local/bin/svc-probe"
 # Failure kinds the probe reports; "ok" means a 2xx answer.
 OK, HTTP, REFUSED, TIMEOUT, RESET, UNREACHABLE, OTHER = (
     "ok", "http", "refused", "timeout", "reset", "unreachable", "other")
+
+PROBE_ATTEMPTS = 2  # a second exec only when the first one's output was cut short
+
+
+class ProbeOutputLost(RuntimeError):
+    """The probe's output did not arrive whole (no end line, or fewer records than it counted)."""
+
+
+def read_records(stdout: str) -> list[dict]:
+    """The JSON records of one probe run; ProbeOutputLost unless its end line closes them."""
+    recs, end = [], None
+    for line in stdout.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError:
+            raise ProbeOutputLost(f"a record was cut in the middle: {line[:120]!r}") from None
+        if "end" in d:
+            end = d["end"]
+        else:
+            recs.append(d)
+    if end is None or end != len(recs):
+        raise ProbeOutputLost(f"expected the probe's records and an end line counting them; got "
+                              f"{len(recs)} record(s) and {'no end line' if end is None else f'end={end}'} "
+                              f"in {len(stdout)} bytes of output")
+    return recs
+
+
+def probe_records(peer, argv: list[str], timeout: float) -> list[dict]:
+    """Run the probe `argv` in `peer` and return its records (see the module docstring)."""
+    for attempt in range(1, PROBE_ATTEMPTS + 1):
+        res = peer.exec(argv, timeout=timeout)
+        try:
+            return read_records(res.stdout)
+        except ProbeOutputLost as e:
+            if attempt == PROBE_ATTEMPTS:
+                raise ProbeOutputLost(f"{peer.describe()}: {' '.join(argv)}: output lost {attempt} times "
+                                      f"in a row; last time: {e}; stderr: {res.stderr.strip()[-300:]!r}") from None
+            log.warning("%s: the probe's output arrived incomplete (%s); running it once more", peer.describe(), e)
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -46,14 +91,8 @@ class Sample:
     seconds: float = 0.0   # wall time of the whole exec
 
     @classmethod
-    def parse(cls, source: str, target: str, stdout: str, seconds: float = 0.0) -> "Sample":
-        recs = []
-        for line in stdout.splitlines():
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            d = json.loads(line)
-            recs.append(ProbeRecord(**{k: d[k] for k in ProbeRecord.__dataclass_fields__ if k in d}))
+    def from_records(cls, source: str, target: str, records: list[dict], seconds: float = 0.0) -> "Sample":
+        recs = [ProbeRecord(**{k: d[k] for k in ProbeRecord.__dataclass_fields__ if k in d}) for d in records]
         return cls(source=source, target=target, records=recs, seconds=seconds)
 
     # --- views used by expectations, stats and the report ---
@@ -116,7 +155,7 @@ def run_probe(peer, url: str, n: int = 1, timeout_s: float = 2.0, concurrency: i
     """Send `n` requests to `url` from `peer` (see harness.peers) in one exec."""
     argv = probe_argv(url, n, timeout_s, concurrency, max_duration_s)
     started = time.monotonic()
-    res = peer.exec(argv, timeout=max_duration_s + 30)
-    sample = Sample.parse(peer.describe(), url, res.stdout, time.monotonic() - started)
+    records = probe_records(peer, argv, timeout=max_duration_s + 30)
+    sample = Sample.from_records(peer.describe(), url, records, time.monotonic() - started)
     log.info("%s", sample.summary())
     return sample

@@ -15,10 +15,10 @@ Resolution, measured on every benchmark cluster before it grows (`resolution`):
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
 
+from ..probe import probe_records
 from ..stats import clearly_above, percentile, percentile_ci
 
 log = logging.getLogger(__name__)
@@ -39,12 +39,9 @@ class Timings:
     failures: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, target: str, stdout: str) -> "Timings":
+    def from_records(cls, target: str, records: list[dict]) -> "Timings":
         t = cls(target)
-        for line in stdout.splitlines():
-            if not line.startswith("{"):
-                continue
-            rec = json.loads(line)
+        for rec in records:
             if rec["kind"] != "ok":
                 t.failures[rec["kind"]] = t.failures.get(rec["kind"], 0) + 1
                 continue
@@ -61,8 +58,8 @@ def probe_argv(ip: str, port: int, n: int, path: str = "/") -> list[str]:
 
 def sample(peer, ip: str, port: int, n: int) -> Timings:
     """n new connections from `peer` (see harness.peers) to ip:port, one after another, in one exec."""
-    res = peer.exec(probe_argv(ip, port, n), timeout=max(30, n * CONNECT_TIMEOUT_S / 10) + 60)
-    t = Timings.parse(f"{ip}:{port}", res.stdout)
+    records = probe_records(peer, probe_argv(ip, port, n), timeout=max(30, n * CONNECT_TIMEOUT_S / 10) + 60)
+    t = Timings.from_records(f"{ip}:{port}", records)
     s = summary(t.connect_us)
     log.info("%s -> %s:%d: %d connections, connect p50 %s us%s", peer.describe(), ip, port, len(t.connect_us),
              _us(s.get("p50")), f", failed {t.failures}" if t.failures else "")

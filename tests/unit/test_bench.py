@@ -185,10 +185,11 @@ def test_clearly_above_wants_intervals_apart():
 
 def test_connect_timings_are_parsed_and_failures_counted():
     from harness.bench import firstpacket
+    from harness.probe import read_records
     out = "\n".join(['{"i":0,"kind":"ok","connect_us":41.5,"first_byte_us":180.0,"error":""}',
                      '{"i":1,"kind":"refused","connect_us":0,"error":"connection refused"}',
-                     '{"i":2,"kind":"ok","connect_us":39.0,"error":""}', "svc-probe: noise"])
-    t = firstpacket.Timings.parse("10.96.0.10:80", out)
+                     '{"i":2,"kind":"ok","connect_us":39.0,"error":""}', "svc-probe: noise", '{"end":3}'])
+    t = firstpacket.Timings.from_records("10.96.0.10:80", read_records(out))
     assert t.connect_us == [41.5, 39.0] and t.first_byte_us == [180.0] and t.failures == {"refused": 1}
     argv = firstpacket.probe_argv("10.96.0.10", 80, 500)
     assert argv[:3] == ["svc-probe", "-connect", "10.96.0.10:80"] and "500" in argv

@@ -7,8 +7,8 @@ import yaml
 
 from harness import config, engine, images, loadbalancer, modes, plugin
 from harness.cluster import render_kind_config
-from harness.probe import Sample, probe_argv
-from harness.runner import CommandError, FakeRunner
+from harness.probe import ProbeOutputLost, Sample, probe_argv, probe_records, read_records
+from harness.runner import CommandError, FakeRunner, Result
 
 
 # ---- --proxy-mode -----------------------------------------------------------
@@ -229,11 +229,43 @@ def test_data_plane_line_matching_needs_all_needles_on_one_line():
 def test_probe_output_parses_into_records():
     out = ('{"i":0,"status":200,"server_name":"a","client_ip":"10.0.0.1","server_ip":"10.0.0.9",'
            '"latency_ms":1.5,"kind":"ok","error":""}\n'
-           '{"i":1,"status":0,"kind":"refused","error":"connection refused"}\nnoise\n')
-    s = Sample.parse("src", "dst", out, seconds=0.5)
+           '{"i":1,"status":0,"kind":"refused","error":"connection refused"}\nnoise\n{"end":2}\n')
+    s = Sample.from_records("src", "dst", read_records(out), seconds=0.5)
     assert [r.kind for r in s.records] == ["ok", "refused"]
     assert s.backends() == {"a": 1} and s.requests_per_second == 4.0
     assert s.curl_lines(1) == ["iKubernetes demoapp v1.0 !! ClientIP: 10.0.0.1, ServerName: a, ServerIP: 10.0.0.9!"]
+
+
+@pytest.mark.parametrize("out", [
+    "",                                                    # everything lost, exit 0 (seen in CI)
+    '{"i":0,"kind":"ok"}\n',                              # cut before the end line
+    '{"i":0,"kind":"ok"}\n{"end":2}\n',                  # a record missing in the middle
+    '{"i":0,"kind":"ok"}\n{"i":1,"ki\n',                 # cut inside a record
+])
+def test_probe_output_without_its_end_line_is_lost_not_observed(out):
+    with pytest.raises(ProbeOutputLost):
+        read_records(out)
+
+
+def test_lost_probe_output_runs_the_probe_once_more_then_errors():
+    class Peer:
+        def __init__(self, outputs):
+            self.outputs, self.calls = list(outputs), 0
+
+        def describe(self):
+            return "pod p"
+
+        def exec(self, argv, timeout):
+            self.calls += 1
+            return Result(argv, 0, self.outputs.pop(0), "", 0.1)
+
+    whole = '{"i":0,"kind":"ok"}\n{"end":1}\n'
+    peer = Peer(["", whole])
+    assert probe_records(peer, ["svc-probe"], timeout=5) == [{"i": 0, "kind": "ok"}] and peer.calls == 2
+    peer = Peer(["", '{"i":0,"kind":"ok"}\n', whole])
+    with pytest.raises(ProbeOutputLost, match="lost 2 times"):
+        probe_records(peer, ["svc-probe"], timeout=5)
+    assert peer.calls == 2
 
 
 def test_probe_argv_is_bounded_in_count_and_time():

@@ -146,13 +146,16 @@ func runConnect(target string, n int, timeout, maxDur, gap time.Duration, reques
 	}
 	deadline := time.Now().Add(maxDur)
 	enc := json.NewEncoder(os.Stdout)
+	written := 0
 	for i := 0; i < n && time.Now().Before(deadline); i++ {
 		t := connectOnce(addr, timeout, req)
 		t.I = i
 		enc.Encode(t)
+		written++
 		if gap > 0 {
 			time.Sleep(gap)
 		}
 	}
+	writeEnd(enc, written)
 	return 0
 }

@@ -12,6 +12,10 @@
 //
 // With -connect IP:PORT it times connection set-up in microseconds instead (connect.go).
 //
+// The last line is {"end":N} with N the number of records before it: `kubectl exec` can
+// cut stdout short and still exit 0 (kubernetes/kubernetes#124571), so the reader
+// needs to tell a whole answer from a truncated one.
+//
 // kind is one of ok, http (non-2xx), refused, timeout, reset, unreachable, other.
 package main
 
@@ -146,4 +150,12 @@ func main() {
 	for _, r := range recs[:sent] {
 		enc.Encode(r)
 	}
+	writeEnd(enc, sent)
+}
+
+// writeEnd closes the output with the number of records written (see the package comment).
+func writeEnd(enc *json.Encoder, records int) {
+	enc.Encode(struct {
+		End int `json:"end"`
+	}{records})
 }
