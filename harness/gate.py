@@ -22,12 +22,12 @@ EXIT_NOT_RUN = 6
 MODE_PROPERTY = "proxy_mode"
 
 
-def unavailable_modes(modes: list[str], ipvs_engine: str = "auto") -> dict[str, str]:
+def unavailable_modes(modes: list[str], ipvs_engine: str = "auto", every_mode_in_guest: bool = False) -> dict[str, str]:
     """Mode -> why it cannot run on this machine, for each requested mode that cannot."""
     from . import engine
     out = {}
     for mode in modes:
-        reason = engine.mode_unavailable_reason(mode, ipvs_engine)
+        reason = engine.mode_unavailable_reason(mode, ipvs_engine, every_mode_in_guest)
         if reason:
             out[mode] = reason
     return out

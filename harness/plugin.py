@@ -99,6 +99,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--ipvs-engine", choices=["auto", "host", "guest"], default="auto",
                 help="where ipvs clusters run: the host's Docker engine, or one inside a user-mode-Linux guest "
                      "whose kernel has IPVS (harness.guest); auto = the guest when the host kernel lacks IPVS")
+    g.addoption("--all-modes-in-guest", action="store_true", default=False,
+                help="run every mode's clusters in the UML guest engine, not only ipvs: the three modes on one "
+                     "kernel and one engine (slower: see docs/ipvs-guest.md)")
     g.addoption("--guest-workers", type=int, default=1,
                 help="worker nodes of a cluster in the guest engine (default: 1, i.e. 2 nodes; see README)")
     g.addoption("--workers", type=_positive_int, default=hcfg.DEFAULT_WORKERS,
@@ -267,7 +270,7 @@ def _preflight_modes(config: pytest.Config) -> None:
     from . import gate
     opts = config.option
     requested = [] if opts.kubeconfig else opts.proxy_modes  # with --kubeconfig the cluster's mode is found later
-    unavailable = gate.unavailable_modes(requested, opts.ipvs_engine) if not opts.help else {}
+    unavailable = gate.unavailable_modes(requested, opts.ipvs_engine, opts.all_modes_in_guest) if not opts.help else {}
     if unavailable and not opts.skip_unavailable_modes:
         pytest.exit(gate.not_run_message(unavailable), returncode=gate.EXIT_NOT_RUN)
     runstate.of(config).gate = gate.Gate(requested=list(requested), unavailable=unavailable)

@@ -62,7 +62,7 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     if opts.kubeconfig:
         _, images, _ = assembly.resolve_images(opts.node_image, opts.demo_image)
         return _existing(pyconfig, images, worker)
-    eng = engine.choose(mode, opts.ipvs_engine, opts.guest_workers)
+    eng = engine.choose(mode, opts.ipvs_engine, opts.guest_workers, opts.all_modes_in_guest)
     reason = eng.unavailable_reason(mode)
     if reason:  # only reached with --skip-unavailable-modes; otherwise the run stopped at configure
         pytest.skip(reason)

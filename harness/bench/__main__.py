@@ -58,6 +58,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-cluster", action="store_true")
     s.add_argument("--ipvs-engine", choices=["auto", "host", "guest"], default="auto",
                    help="where ipvs clusters run: auto = the UML guest when the host kernel lacks IPVS")
+    s.add_argument("--all-modes-in-guest", action="store_true",
+                   help="every mode's cluster in the UML guest engine: the three modes on one kernel")
     r = sub.add_parser("report", help="redraw results.md and the charts from a results.json")
     r.add_argument("results", type=Path)
     return p
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                          fp_services=args.fp_services, fp_requests=args.fp_requests,
                          fp_connects=args.fp_connects, slow_rules=args.slow_rules,
                          cluster_name=args.cluster_name, workers=args.workers, out=args.out,
-                         keep_cluster=args.keep_cluster, engine=args.ipvs_engine)
+                         keep_cluster=args.keep_cluster, engine=args.ipvs_engine,
+                         all_in_guest=args.all_modes_in_guest)
     data = scale.run(opts)
     md, js = results.write(data, opts.out)
     print(md.read_text())

@@ -1,8 +1,10 @@
-"""kube-proxy's own view: its Prometheus metrics, read from the host.
+"""kube-proxy's own view: its Prometheus metrics, read through the API server.
 
 The benchmark's clusters bind kube-proxy's metrics server to the node address
-(`metricsBindAddress: 0.0.0.0:10249`), so the host reads
-http://<node ip>:10249/metrics through `Runner.http` (requests). Histograms are
+(`metricsBindAddress: 0.0.0.0:10249`), and the harness reads
+/metrics through the API server's proxy to each kube-proxy pod: the one path that
+works wherever the nodes run (host engine, the guest's network the host has no
+route into, or a cluster of one's own). Histograms are
 compared between two snapshots: the difference is what happened in between
 (e.g. the syncs that programmed the probe Services of one size).
 """
@@ -13,7 +15,6 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..runner import Runner
 
 METRICS_PORT = 10249
 KUBE_PROXY_METRICS_CONFIG = {"metricsBindAddress": f"0.0.0.0:{METRICS_PORT}"}
@@ -104,10 +105,11 @@ def synced_since(snap: Snapshot, complete: float, written: float) -> bool:
     return last > complete or (queued >= written > 0 and last >= queued)
 
 
-def scrape(runner: Runner, node_name: str, node_ip: str, at: float) -> Snapshot:
-    res = runner.http(f"http://{node_ip}:{METRICS_PORT}/metrics", timeout=10,
-                      what=f"kube-proxy metrics of {node_name}")
-    return parse(res.text, node_name, at)
+def scrape(api, node_name: str, pod: str, at: float) -> Snapshot:
+    """One read of kube-proxy pod `pod` (on `node_name`) through `api` (a CoreV1Api)."""
+    res = api.connect_get_namespaced_pod_proxy_with_path(
+        f"{pod}:{METRICS_PORT}", "kube-system", "metrics", _preload_content=False, _request_timeout=20)
+    return parse(res.data.decode(), node_name, at)
 
 
 def histogram_summary(h: Histogram) -> dict:

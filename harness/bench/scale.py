@@ -13,7 +13,7 @@ Services that all select it; the number of Services grows in steps (e.g. 100,
                   byte in microseconds (harness.bench.firstpacket), and the whole
                   HTTP exchange in milliseconds (svc-probe)
   kube-proxy      its sync and network-programming histograms, CPU seconds and
-                  resident memory, scraped from the host (harness.bench.metrics)
+                  resident memory, read through the API server (harness.bench.metrics)
   data plane      iptables rules / nft rules and map elements / ipvs virtual
                   services on the client's node (harness.modes.dataplane_size)
 
@@ -88,6 +88,10 @@ class Options:
     keep_cluster: bool = False
     create_workers: int = 8          # parallel API calls when creating/deleting Services
     engine: str = "auto"             # --ipvs-engine: where ipvs clusters run (harness.engine.choose)
+    all_in_guest: bool = False       # --all-modes-in-guest: every mode in the UML guest
+
+    def engine_for(self, mode: str) -> engine.Engine:
+        return engine.choose(mode, self.engine, every_mode_in_guest=self.all_in_guest)
 
 
 def _done(resp) -> bytes:
@@ -233,15 +237,20 @@ class ScaleBench:
         def synced():
             return {s.node: (s.pending(), metrics.synced_since(s, complete, written)) for s in self.scrape()}
 
-        Wait(f"every kube-proxy to sync after the EndpointSlices were complete, nothing pending "
-             f"(seen: node -> (pending changes, synced since))", timeout=900, interval=1.0).until(
+        Wait("every kube-proxy to sync after the EndpointSlices were complete, nothing pending "
+             "(seen: node -> (pending changes, synced since))", timeout=900, interval=1.0).until(
             synced, lambda seen: all(p == 0 and after for p, after in seen.values()))
         return complete
 
     # ---- measurements ---------------------------------------------------------------
     def scrape(self) -> list[metrics.Snapshot]:
         now = time.time()
-        return [metrics.scrape(self.runner, n.name, n.ip, now) for n in self.cluster.nodes]
+        pods = {p.spec.node_name: p.metadata.name for p in self.api.list_namespaced_pod(
+            "kube-system", label_selector=modes.KUBE_PROXY_SELECTOR).items if not p.metadata.deletion_timestamp}
+        missing = [n.name for n in self.cluster.nodes if n.name not in pods]
+        if missing:
+            raise RuntimeError(f"expected a kube-proxy pod on every node; none on {missing} (seen: {pods})")
+        return [metrics.scrape(self.api, n.name, pods[n.name], now) for n in self.cluster.nodes]
 
     def programming_sample(self, services_before: int) -> dict:
         """Create one more Service and time until the client pod first gets an answer through it."""
@@ -333,7 +342,7 @@ class ScaleBench:
 
 def measure_mode(mode: str, opts: Options) -> dict:
     """Make the mode's cluster, run every repeat on it, delete it (unless kept)."""
-    eng = engine.choose(mode, opts.engine)
+    eng = opts.engine_for(mode)
     reason = eng.unavailable_reason(mode)
     if reason:
         raise engine.PreflightError(f"{mode}: {reason}")
@@ -393,7 +402,7 @@ def run(opts: Options) -> dict:
     from . import results
     for mode in opts.modes:
         with Step(f"scale benchmark, {mode} mode, sizes {opts.sizes}, {opts.repeats} repeat(s)") as st, \
-                slower(engine.choose(mode, opts.engine).slowdown):
+                slower(opts.engine_for(mode).slowdown):
             res = measure_mode(mode, opts)
         res["seconds"] = st.seconds
         data["modes"].append(res)

@@ -20,13 +20,19 @@ def _guest_engine(**kw) -> Engine:
     return GuestEngine(**kw)
 
 
-def choose(mode: str, preference: str = "auto", guest_workers: int = 1) -> Engine:
+def choose(mode: str, preference: str = "auto", guest_workers: int = 1, every_mode_in_guest: bool = False) -> Engine:
     """The engine a mode's clusters run on: the one place that decides.
 
     Only ipvs needs more than the host has: with preference "auto" it runs in the UML guest
     (harness.guest) when the host kernel lacks IPVS; "host" forbids the guest, "guest" asks for it.
     `guest_workers`: the size of a cluster in the guest (--guest-workers).
+    `every_mode_in_guest` (--all-modes-in-guest): iptables and nftables in the guest too, so the
+    three modes can be compared on one kernel and one engine.
     """
+    if every_mode_in_guest:
+        if preference == "host":
+            raise ValueError("--all-modes-in-guest contradicts --ipvs-engine=host")
+        return _guest_engine(workers=guest_workers)
     if mode != "ipvs":
         return HostEngine()
     if preference == "guest" or (preference == "auto" and ipvs_missing_reason()):
@@ -57,9 +63,9 @@ def of(runner: Runner) -> Engine:
     return HostEngine(runner)
 
 
-def mode_unavailable_reason(mode: str, ipvs_engine: str = "auto") -> str | None:
+def mode_unavailable_reason(mode: str, ipvs_engine: str = "auto", every_mode_in_guest: bool = False) -> str | None:
     """The preflight: why kube-proxy cannot run in `mode` on this machine, or None if it can."""
-    return choose(mode, ipvs_engine).unavailable_reason(mode)
+    return choose(mode, ipvs_engine, every_mode_in_guest=every_mode_in_guest).unavailable_reason(mode)
 
 
 def ensure_egress_guard(runner: Runner = DEFAULT, network: str = config.KIND_NETWORK) -> str:

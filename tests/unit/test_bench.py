@@ -5,7 +5,6 @@ import pytest
 
 from harness import modes
 from harness.bench import metrics, results
-from harness.runner import FakeRunner, HttpError
 
 METRICS = """\
 # TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram
@@ -55,13 +54,17 @@ def test_between_subtracts_snapshots():
     assert 0.1 < d["sync_proxy_rules"]["p50_s"] <= 1.0
 
 
-def test_scrape_goes_through_the_runner_seam():
-    r = FakeRunner().on_http("http://172.18.0.3:10249/metrics", METRICS)
-    snap = metrics.scrape(r, "kind-worker", "172.18.0.3", 1.0)
-    assert r.calls == [["GET", "http://172.18.0.3:10249/metrics"]]
+def test_scrape_reads_kube_proxy_through_the_api_servers_pod_proxy():
+    class Api:
+        calls = []
+
+        def connect_get_namespaced_pod_proxy_with_path(self, name, namespace, path, **kw):
+            self.calls.append((name, namespace, path))
+            return type("Resp", (), {"data": METRICS.encode()})()
+
+    snap = metrics.scrape(Api(), "kind-worker", "kube-proxy-abcde", 1.0)
+    assert Api.calls == [("kube-proxy-abcde:10249", "kube-system", "metrics")]
     assert snap.node == "kind-worker" and snap.pending() == 4
-    with pytest.raises(HttpError, match="kube-proxy metrics of other"):
-        metrics.scrape(FakeRunner(), "other", "172.18.0.4", 1.0)
 
 
 def test_dataplane_counters():

@@ -15,7 +15,7 @@ pytest_plugins = ["pytester"]
 
 PREFLIGHT = """
 from harness import engine
-engine.mode_unavailable_reason = lambda mode, ipvs_engine="auto": "no IPVS in this kernel (test)" if mode == "ipvs" else None
+engine.mode_unavailable_reason = lambda mode, ipvs_engine="auto", every_mode_in_guest=False: "no IPVS in this kernel (test)" if mode == "ipvs" else None
 """
 
 TESTS = """

@@ -21,6 +21,14 @@ def test_ipvs_goes_to_the_guest_only_when_the_host_lacks_ipvs_or_it_is_forced(mo
     assert engine.choose("ipvs", "guest").kind == "guest"
 
 
+def test_every_mode_goes_to_the_guest_when_asked_never_with_ipvs_engine_host():
+    import pytest
+    for mode in ("iptables", "nftables", "ipvs"):
+        assert engine.choose(mode, "auto", every_mode_in_guest=True).kind == "guest"
+    with pytest.raises(ValueError, match="--ipvs-engine=host"):
+        engine.choose("iptables", "host", every_mode_in_guest=True)
+
+
 def test_a_guest_engine_is_reached_with_tls_client_credentials_only():
     g = vm.Guest()
     env = g.docker_env()
