@@ -29,9 +29,9 @@ Module map (one concern each):
   upstream/     upstream Kubernetes' own Services e2e specs as results beside the experiments
                 (build, specs, run, coverage, report; see harness/upstream/__init__.py)
   bench/        benchmarks apart from the suites (python -m harness.bench): scale
-  session       a run's clusters: acquire once per run (run_once), E16's switch cluster, the end of a run
+  session       a run's clusters: acquire once per run (runstate.run_once), E16's switch cluster, the end of a run
   plugin        pytest options, hooks and fixtures
-  runstate      what one pytest run keeps between its hooks (in pytest's config.stash)
+  runstate      what one pytest run keeps between its hooks (config.stash) and across its workers (run_once)
   byo/          bring your own cluster (--kubeconfig): preflight and discovery, the
                 before/after snapshot, and the foreign-kind-cluster test bed
 """

@@ -1,4 +1,5 @@
-"""What one pytest run keeps between its hooks, in pytest's own per-run store (config.stash)."""
+"""What one pytest run keeps: between its hooks, in pytest's own per-run store (config.stash),
+and across its xdist workers, in the run directory (run_once)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
+
+from .owners import read_json, write_json
 
 
 @dataclass
@@ -29,3 +33,25 @@ _KEY = pytest.StashKey[RunState]()
 def of(config: pytest.Config) -> RunState:
     """This run's state (made on first use)."""
     return config.stash.setdefault(_KEY, RunState())
+
+
+class OnceError(RuntimeError):
+    """Work done once per run failed; every later caller sees its error."""
+
+
+def run_once(run_dir: Path, key: str, fn) -> dict:
+    """Do `fn()` once per run, behind a lock: the first caller (any xdist worker) runs it and
+    records its JSON result, later callers read that; if it failed, they fail with its error."""
+    state_file = run_dir / f"{key}.json"
+    with FileLock(str(run_dir / f"{key}.lock")):
+        state = read_json(state_file)
+        if state is None:
+            try:
+                state = fn()
+            except Exception as e:
+                write_json(state_file, {"error": str(e)})
+                raise
+            write_json(state_file, state)
+    if state.get("error"):
+        raise OnceError(f"{key} failed earlier in this run:\n{state['error']}")
+    return state

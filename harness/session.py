@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 from . import assembly, config, engine, runstate
 from .cluster import KindCluster, claim_name
 from .kube import Kube
 from .lab import ClusterHandle, Images
-from .owners import read_json, run_owner, write_json
+from .owners import read_json, run_owner
 from .runner import DEFAULT, Runner
 
 log = logging.getLogger(__name__)
@@ -32,28 +31,6 @@ log = logging.getLogger(__name__)
 
 def cluster_name(opts, mode: str) -> str:
     return f"{opts.cluster_name}-{mode}"
-
-
-class OnceError(RuntimeError):
-    pass
-
-
-def run_once(run_dir: Path, key: str, fn) -> dict:
-    """Do `fn()` once per run, behind a lock: the first caller (any xdist worker) runs it and
-    records its JSON result, later callers read that; if it failed, they fail with its error."""
-    state_file = run_dir / f"{key}.json"
-    with FileLock(str(run_dir / f"{key}.lock")):
-        state = read_json(state_file)
-        if state is None:
-            try:
-                state = fn()
-            except Exception as e:
-                write_json(state_file, {"error": str(e)})
-                raise
-            write_json(state_file, state)
-    if state.get("error"):
-        raise OnceError(f"{key} failed earlier in this run:\n{state['error']}")
-    return state
 
 
 def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
@@ -86,8 +63,8 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
                 "kubernetes": config.versions()["KUBERNETES_VERSION"], "kubelet": out.kind.kubelet}
 
     try:
-        state = run_once(run_dir, f"cluster-{mode}", make)
-    except OnceError as e:
+        state = runstate.run_once(run_dir, f"cluster-{mode}", make)
+    except runstate.OnceError as e:
         pytest.fail(str(e), pytrace=False)
     kc = KindCluster.ours(state["name"], owner)
     _, images, _ = assembly.resolve_images(opts.node_image, opts.demo_image)
@@ -148,8 +125,8 @@ def _existing(pyconfig: pytest.Config, images: Images, worker: str) -> ClusterHa
         return json.loads(disc.to_json())
 
     try:
-        disc = discover.Discovery(**run_once(run_dir, "byo-discovery", discover_once))
-    except OnceError as e:
+        disc = discover.Discovery(**runstate.run_once(run_dir, "byo-discovery", discover_once))
+    except runstate.OnceError as e:
         pytest.fail(str(e), pytrace=False)
     # Cordoned, tainted or NotReady workers stay allowed traffic targets but get no test pods.
     nodes = [Node(n.name, n.ip, n.role if (n.schedulable or n.role == "control-plane") else "unschedulable")

@@ -21,13 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 from .. import config, runstate
 from ..runner import DEFAULT, Runner, Step
 from . import report
 from .build import agnhost_ref
-from .specs import Spec, SpecResult, focus_on, read_report, slug
+from .specs import Spec, SpecResult, focus_on, read_report
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +81,14 @@ class ModeRun:
 
 def for_mode(pyconfig: pytest.Config, cluster, wanted: list[str], runner: Runner = DEFAULT) -> ModeRun:
     """The mode's run: made by the first caller (any xdist worker), read by the rest."""
-    run_dir: Path = runstate.of(pyconfig).run_dir
-    state = run_dir / f"upstream-{cluster.name}.json"
-    with FileLock(str(run_dir / f"upstream-{cluster.name}.lock")):
-        if not state.exists():
-            try:
-                run = execute(pyconfig.option, cluster, wanted, runner)
-            except Exception as e:  # recorded once, so the mode's other items fail with it, not retry it
-                run = ModeRun(cluster.mode, str(Path(pyconfig.option.artifacts_dir) / "upstream" / cluster.mode),
-                              -1, 0.0, len(wanted), error=f"the upstream run could not start: {e}")
-            state.write_text(json.dumps(asdict(run)))
-    return ModeRun(**json.loads(state.read_text()))
+    def once() -> dict:
+        try:
+            run = execute(pyconfig.option, cluster, wanted, runner)
+        except Exception as e:  # a run that could not start is a result too: every spec item fails with it
+            run = ModeRun(cluster.mode, str(Path(pyconfig.option.artifacts_dir) / "upstream" / cluster.mode),
+                          -1, 0.0, len(wanted), error=f"the upstream run could not start: {e}")
+        return {"run": asdict(run)}
+    return ModeRun(**runstate.run_once(runstate.of(pyconfig).run_dir, f"upstream-{cluster.name}", once)["run"])
 
 
 def ginkgo_argv(bins: dict[str, Path], opts, out_dir: Path, kubeconfig: str, wanted: list[str],
