@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from . import config, modes
+from .cli import parse_with_pytest_args, tool_prog
 from .owners import owner_env
 
 if TYPE_CHECKING:
@@ -306,7 +307,7 @@ def prove(mode: str, names: list[str], artifacts: Path, extra: list[str], jobs: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.breaks", description=__doc__,
+    p = argparse.ArgumentParser(prog=tool_prog("python -m harness.breaks"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the breaks and the experiments each must turn red")
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                          "the full proof is without it)")
     pr.add_argument("--k8s-version", default=None, metavar="MINOR",
                     help="Kubernetes release of the clusters (as pytest's --k8s-version)")
-    args, extra = p.parse_known_args(argv)
+    args, extra = parse_with_pytest_args(p, argv)
     if args.cmd == "list":
         for b in BREAKS.values():
             only = "" if b.modes == config.PROXY_MODES else f" [{'/'.join(b.modes)} only]"

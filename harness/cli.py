@@ -27,6 +27,23 @@ TOOLS = {"guest": "harness.guest.__main__", "bench": "harness.bench.__main__", "
          "report": "harness.report"}
 
 
+def tool_prog(module_prog: str) -> str:
+    """A tool's name in its usage lines: `svc-harness bench` when started so (main sets argv[0])."""
+    return sys.argv[0] if sys.argv and sys.argv[0].startswith("svc-harness ") else module_prog
+
+
+def parse_with_pytest_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The tool's own options, and pytest's after a `--` (passed on to the pytest runs the tool starts).
+    An unknown option before `--` is a usage error, not silently handed to pytest."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, extra = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    args, unknown = parser.parse_known_args(own)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (pytest options go after `--`, "
+                     f"e.g. `-- --lb-provider=none`)")
+    return args, extra
+
+
 def _markers() -> list[tuple[str, dict]]:
     return [(p.stem, read_json(p) or {}) for p in sorted((config.CACHE / "clusters").glob("*.json"))]
 

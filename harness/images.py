@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cli import tool_prog
 from . import config
 from .owners import move_into, write_text
 from .runner import DEFAULT, CommandError, Runner, Step
@@ -539,7 +540,7 @@ def _poll(cond, timeout: float, what: str, interval: float = 0.5) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.images", description=__doc__,
+    ap = argparse.ArgumentParser(prog=tool_prog("python -m harness.images"), description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["build"])
     ap.add_argument("--force", action="store_true", help="rebuild everything, ignoring caches")

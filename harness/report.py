@@ -15,6 +15,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .cli import tool_prog
 from . import config
 
 log = logging.getLogger(__name__)
@@ -319,7 +320,7 @@ def merge(into: Path, others: list[Path]) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=tool_prog("python -m harness.report"), description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("merge", help="put the experiments of separate runs into one report")
     m.add_argument("into", type=Path, help="artifacts directory whose report gets the others' modes")

@@ -15,6 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..cli import tool_prog
 from .. import config
 from . import results, scale
 
@@ -38,7 +39,7 @@ def _sizes(text: str) -> list[int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=tool_prog("python -m harness.bench"), description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("scale", help="programming and first-packet latency against the number of Services")
     s.add_argument("--proxy-mode", type=_modes, default=["iptables", "nftables"])
@@ -75,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     if args.command == "report":
-        data = json.loads(args.results.read_text())
+        try:
+            data = json.loads(args.results.read_text())
+        except (OSError, ValueError) as e:
+            parser().error(f"report: cannot read {args.results} as a results.json ({e}); "
+                           f"a bench run writes it to <--artifacts-dir>/results.json")
         md, _ = results.write(data, args.results.parent)
         print(md.read_text())
         return 0

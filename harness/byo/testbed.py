@@ -34,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from .. import config, engine
+from ..cli import parse_with_pytest_args, tool_prog
 from ..cluster import kubelet_settings, seal_coredns, wait_system_ready
 from ..kube import Kube
 from ..runner import DEFAULT, Runner, Step
@@ -310,7 +311,7 @@ def check(modes: list[str], xdist: list[int], name: str, keep: bool, cases: bool
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.byo", description=__doc__,
+    p = argparse.ArgumentParser(prog=tool_prog("python -m harness.byo"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check", help="run the suites with --kubeconfig against foreign kind clusters")
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--no-failure-cases", dest="cases", action="store_false",
                    help="skip the bad-kubeconfig/context/too-few-workers cases")
     c.add_argument("--artifacts-dir", default="artifacts/byo")
-    args, extra = p.parse_known_args(argv)
+    args, extra = parse_with_pytest_args(p, argv)
     modes = [m.strip() for m in args.proxy_mode.split(",") if m.strip()]
     bad = [m for m in modes if m not in config.PROXY_MODES]
     if bad:

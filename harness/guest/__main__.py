@@ -14,13 +14,14 @@ import argparse
 import logging
 import sys
 
+from ..cli import tool_prog
 from ..images import BuildError
 from ..runner import CommandError
 from .build import GuestBuilder
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.guest", description=__doc__,
+    ap = argparse.ArgumentParser(prog=tool_prog("python -m harness.guest"), description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["build", "up", "down", "status"])
     ap.add_argument("--force", action="store_true",

@@ -1,4 +1,4 @@
-"""python -m harness.upstream build|list [--focus REGEX] [--skip REGEX]"""
+"""python -m harness.upstream build|list [--upstream-focus REGEX] [--upstream-skip REGEX]"""
 from __future__ import annotations
 
 import argparse
@@ -6,18 +6,22 @@ import logging
 import sys
 import time
 
+from ..cli import tool_prog
 from ..images import BuildError
 from ..runner import CommandError
 from . import build, specs
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.upstream",
+    ap = argparse.ArgumentParser(prog=tool_prog("python -m harness.upstream"),
                                  description="upstream Kubernetes Services e2e specs (see harness/upstream)")
     ap.add_argument("command", choices=["build", "list"],
                     help="build: e2e.test, ginkgo and the agnhost image (cached); list: the selected specs")
-    ap.add_argument("--focus", default=specs.DEFAULT_FOCUS)
-    ap.add_argument("--skip", default=specs.DEFAULT_SKIP)
+    # The names of pytest's options (--focus/--skip: older spellings).
+    ap.add_argument("--upstream-focus", "--focus", dest="focus", default=specs.DEFAULT_FOCUS,
+                    help="ginkgo focus regex, or 'smoke' (as pytest's --upstream-focus)")
+    ap.add_argument("--upstream-skip", "--skip", dest="skip", default=specs.DEFAULT_SKIP,
+                    help="ginkgo skip regex (as pytest's --upstream-skip)")
     ap.add_argument("--force", action="store_true", help="rebuild, ignoring caches")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
