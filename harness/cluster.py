@@ -28,7 +28,7 @@ from filelock import FileLock
 
 from . import config
 from . import engine as engines
-from .owners import Owner, read_json, write_json
+from .owners import Owner, read_json, write_json, write_text
 from .runner import DEFAULT, CommandError, Runner, Step
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ class KindCluster:
         self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
         cfg = self._rendered()
         cfg_path = config.CACHE / "clusters" / f"{self.name}.kind.yaml"
-        cfg_path.write_text(cfg)
+        write_text(cfg_path, cfg)
         # The marker goes down before kind starts, so an interrupted create is still ours to clean up.
         self._write_marker(cfg)
         self.created = True

@@ -108,7 +108,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="worker nodes per cluster (default: 2, i.e. 3 nodes like the article)")
     g.addoption("--k8s-version", default=None, metavar="MINOR",
                 help="Kubernetes release of the clusters: a minor such as 1.37 (its pinned patch is used; "
-                     f"the ones the harness has: images/kubernetes/). Default: KUBERNETES_DEFAULT in "
+                     "the ones the harness has: images/kubernetes/). Default: KUBERNETES_DEFAULT in "
                      "images/versions.env, or $SVC_HARNESS_K8S_VERSION")
     g.addoption("--node-image", default=None,
                 help="kind node image (default: the offline build svc-harness/node:<k8s version> if present, "
@@ -220,10 +220,10 @@ def pytest_configure(config: pytest.Config) -> None:
         run_dir = hcfg.CACHE / "runs" / uuid.uuid4().hex[:12]
         run_dir.mkdir(parents=True, exist_ok=True)
         runstate.of(config).run_dir = run_dir
-        from .owners import controller_owner, write_json
+        from .owners import controller_owner, write_json, write_text
         write_json(run_dir / "owner.json", controller_owner().to_dict())  # the run's clusters and leases name it
         if opts.kubeconfig:
-            (run_dir / "byo-preflight.json").write_text(runstate.of(config).byo.to_json())
+            write_text(run_dir / "byo-preflight.json", runstate.of(config).byo.to_json())
         _install_sigterm_handler(config)
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(_XdistHooks(run_dir), "svc-harness-xdist")
@@ -251,7 +251,8 @@ def _upstream_specs(config: pytest.Config) -> list:
         if not names:
             raise pytest.UsageError(f"--upstream-conformance: --upstream-focus={opts.upstream_focus!r} with "
                                     f"--upstream-skip={opts.upstream_skip!r} selects no spec")
-        shared.write_text(json.dumps(names))
+        from .owners import write_json
+        write_json(shared, names)
         log.info("upstream e2e: %d specs selected (focus %s, skip %s)", len(names), opts.upstream_focus,
                  opts.upstream_skip)
     return specs.to_specs(names)

@@ -300,8 +300,8 @@ class Guest:
             log_file.write(" ".join(argv) + "\n")
         self.r.run(["bash", "-c", 'exec setsid -f "$@" </dev/null >>"$LOG" 2>&1', "boot", *argv],
                    env={"TMPDIR": "/dev/shm", "LOG": str(self.console_log)}, what=f"booting guest {self.cfg.name}")
-        self.marker.write_text(json.dumps({"created_by": "svc-harness", "name": self.cfg.name,
-                                           "disk": str(disk), "time": time.time()}))
+        write_json(self.marker, {"created_by": "svc-harness", "name": self.cfg.name,
+                                 "disk": str(disk), "time": time.time()})
         self._wait(f"guest {self.cfg.name} to start init", self.cfg.boot_timeout,
                    lambda: "guest-init: dockerd started" in self.console_log.read_text(errors="replace"))
         self.prioritise()
