@@ -225,6 +225,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if opts.kubeconfig:
             write_text(run_dir / "byo-preflight.json", runstate.of(config).byo.to_json())
         _install_sigterm_handler(config)
+        from . import progress
+        os.environ[progress.STEPS_ENV] = str(run_dir / "steps.jsonl")  # this process and its workers
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(_XdistHooks(run_dir), "svc-harness-xdist")
             from . import progress

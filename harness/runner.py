@@ -289,10 +289,9 @@ DEFAULT = Runner()
 class Step:
     """A long step with a status line and its time: `with Step("building node image"):`.
 
-    Logs at INFO (shown live under pytest via log_cli) and keeps the measured
-    seconds for reports.
+    Logs at INFO (shown live under pytest via log_cli), and records its time for the run's
+    timing table (harness.progress.record_step).
     """
-    timings: dict[str, float] = {}
 
     def __init__(self, title: str):
         self.title = title
@@ -306,9 +305,10 @@ class Step:
 
     def __exit__(self, exc_type, exc, tb):
         self.seconds = time.monotonic() - self._t0
-        Step.timings[self.title] = self.seconds
-        mark = "✓" if exc_type is None and not self.failed else "✗"
-        _status(f" {mark} {self.title} ({self.seconds:.1f}s)")
+        ok = exc_type is None and not self.failed
+        _status(f" {'✓' if ok else '✗'} {self.title} ({self.seconds:.1f}s)")
+        from . import progress
+        progress.record_step(self.title, self.seconds, ok)
         return False
 
 

@@ -247,6 +247,13 @@ def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
     if started and (used or created):  # quiet in runs that used nothing of the harness (unit tests)
         summary.append(f"svc-harness: run time {time.monotonic() - started:.0f}s "
                        f"(modes: {', '.join(opts.proxy_modes)})")
+    if run_dir and (used or created):
+        from .progress import step_table
+        table = step_table(run_dir / "steps.jsonl")
+        if table:
+            artifacts_dir.mkdir(parents=True, exist_ok=True)
+            (artifacts_dir / "steps.md").write_text("# Steps of the run\n\n" + "\n".join(table) + "\n")
+            summary += ["svc-harness: steps of the run (5 s or longer):", *(f"  {line}" for line in table)]
     runstate.of(pyconfig).summary = summary
     if run_dir and (run_dir / "progress.log").exists():
         artifacts_dir.mkdir(parents=True, exist_ok=True)

@@ -43,3 +43,4 @@ def test_tools_name_themselves_as_started(monkeypatch):
     assert cli.tool_prog("python -m harness.bench") == "svc-harness bench"
     monkeypatch.setattr("sys.argv", ["/x/harness/bench/__main__.py"])
     assert cli.tool_prog("python -m harness.bench") == "python -m harness.bench"
+
