@@ -1,7 +1,8 @@
 """svc-harness: what the harness left on this machine (status), removing it (clean), and the tools.
 
     svc-harness status            clusters, their owners and engines; the guest and its holders;
-                                  guard rules; run directories
+                                  guard rules; the harness's containers; the guest link; cache
+                                  sizes; run directories
     svc-harness clean [--force]   remove what the harness made and no live run uses: clusters with
                                   a harness marker, its containers, its guard rules, the guest and
                                   its link, stale run directories. Never anything without a marker
@@ -55,10 +56,22 @@ def _age(t: float | None) -> str:
     return f"{s / 3600:.1f}h" if s > 3600 else f"{s / 60:.0f}m"
 
 
+def _size(path) -> str:
+    """Disk use of a directory tree (files as allocated: a sparse guest disk counts what it holds)."""
+    total = 0
+    for f in path.rglob("*"):
+        try:
+            if f.is_file() and not f.is_symlink():
+                total += f.stat().st_blocks * 512
+        except OSError:
+            pass
+    return f"{total / 2**30:.1f} GiB" if total >= 2**30 else f"{total / 2**20:.0f} MiB"
+
+
 def status() -> int:
     from . import engine
     from .guest.engine import LEASES
-    from .guest.vm import GUARD_COMMENT as GUEST_GUARD, Guest
+    from .guest.vm import GUARD_COMMENT as GUEST_GUARD, HOST_IF, Guest
     from .owners import Leases
     from .runner import DEFAULT
     print("clusters with a harness marker (~/.cache/svc-harness/clusters):")
@@ -80,6 +93,15 @@ def status() -> int:
     print(f"guard rules of the harness: {len(rules)}")
     for r in rules:
         print(f"  {r}")
+    # Everything with the harness label: kind nodes, sidecars, external clients.
+    others = engine.list_containers(DEFAULT, config.OWNER_LABEL)
+    print("harness containers on the host engine: "
+          + ("engine not answering" if others is None else ", ".join(others) or "none"))
+    link = DEFAULT.run(["ip", "-o", "addr", "show", "dev", HOST_IF], check=False)
+    print(f"guest link {HOST_IF}: " + (" ".join(link.stdout.split()[1:4]) if link.ok else "absent"))
+    print(f"caches under {config.CACHE}:")
+    for d in sorted(p for p in config.CACHE.iterdir() if p.is_dir()) if config.CACHE.exists() else []:
+        print(f"  {d.name}: {_size(d)}")
     runs = sorted((config.CACHE / "runs").glob("*"))
     live = [r for r in runs if (o := Owner.from_dict(read_json(r / "owner.json"))) and o.alive()]
     print(f"run directories: {len(runs)} ({len(live)} of live runs)")
