@@ -29,9 +29,10 @@ Module map (one concern each):
   upstream/     upstream Kubernetes' own Services e2e specs as results beside the experiments
                 (build, specs, run, coverage, report; see harness/upstream/__init__.py)
   bench/        benchmarks apart from the suites (python -m harness.bench): scale
-  session       a run's clusters: acquire once per run (runstate.run_once), E16's switch cluster, the end of a run
+  session       a run's clusters: acquire once per run (runstate.run_once), the end of a run, SIGTERM
+  modeswitch    E16's cluster of its own and the mode change on it
   plugin        pytest options, hooks and fixtures
   runstate      what one pytest run keeps between its hooks (config.stash) and across its workers (run_once)
-  byo/          bring your own cluster (--kubeconfig): preflight and discovery, the
-                before/after snapshot, and the foreign-kind-cluster test bed
+  byo/          bring your own cluster (--kubeconfig): preflight and discovery, attaching a run
+                and accounting for it, the before/after snapshot, the foreign-kind-cluster test bed
 """

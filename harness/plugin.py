@@ -508,11 +508,11 @@ def _lab(request, cluster):
 @pytest.fixture
 def mode_switch_cluster(request, cluster):
     """A one-worker cluster of this mode, for experiments that change kube-proxy itself."""
-    from . import session
+    from . import modeswitch
     if not cluster.is_kind:
         pytest.skip(KIND_ONLY_REASON)
     from .waits import slower
-    with slower(cluster.slowdown), session.switch_cluster(request.config, cluster) as bench:
+    with slower(cluster.slowdown), modeswitch.switch_cluster(request.config, cluster) as bench:
         yield bench
 
 
@@ -617,7 +617,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from . import session as clusters
     changed = False
     if config.option.kubeconfig:
-        runstate.of(config).byo_summary, changed = clusters.finish_byo(config)
+        from .byo import attach
+        runstate.of(config).byo_summary, changed = attach.finish(config)
     usage = runstate.of(config).run_dir / "usage-error"
     if usage.exists():  # a worker found an unknown --experiments id
         runstate.of(config).usage_error = usage.read_text()

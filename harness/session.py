@@ -8,7 +8,6 @@ so the controller can delete even a half-made cluster after Ctrl-C.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ import pytest
 from . import assembly, config, engine, runstate
 from .cluster import KindCluster, claim_name
 from .kube import Kube
-from .lab import ClusterHandle, Images
+from .lab import ClusterHandle
 from .owners import read_json, run_owner
 from .runner import DEFAULT, Runner
 
@@ -38,7 +37,8 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     if opts.kubeconfig:
         _, images, _ = assembly.resolve_images(opts.node_image, opts.demo_image)
-        return _existing(pyconfig, images, worker)
+        from .byo import attach
+        return attach.attach(pyconfig, images, worker)
     eng = engine.choose(mode, opts.ipvs_engine, opts.guest_workers, opts.all_modes_in_guest)
     reason = eng.unavailable_reason(mode)
     if reason:  # only reached with --skip-unavailable-modes; otherwise the run stopped at configure
@@ -55,7 +55,7 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
             workers=opts.workers,
             node_image=opts.node_image or "", demo_image=opts.demo_image or "",
             kube_proxy_extra=opts.kube_proxy_config or {}, breaks=opts.breaks, reuse=opts.reuse_cluster,
-            lb_provider=opts.lb_provider), on_created=lambda n: _record_created(run_dir, n))
+            lb_provider=opts.lb_provider), on_created=lambda n: record_created(run_dir, n))
         return {"name": name, "kubeconfig": str(out.kind.kubeconfig), "create_seconds": out.kind.create_seconds,
                 "node_image": out.node_image, "lb": out.lb, "reused": not out.kind.created,
                 "where": eng.describe(), "engine": eng.marker(), "nodes": out.nodes, "size_note": out.size_note,
@@ -87,7 +87,7 @@ def _engines_used(run_dir: Path | None) -> dict[str, engine.Engine]:
     return {line: engine.from_marker(json.loads(line)) for line in dict.fromkeys(lines)}
 
 
-def _record_created(run_dir: Path, name: str) -> None:
+def record_created(run_dir: Path, name: str) -> None:
     """Before kind starts: the controller deletes even a half-made cluster after Ctrl-C."""
     with open(run_dir / "created", "a") as f:
         f.write(name + "\n")
@@ -101,95 +101,6 @@ def _engine_note(state: dict) -> str:
     if state.get("kubelet"):
         note += f" (kubelet {state['kubelet']}: the engine runs cgroup v1)"
     return note + (f" — {state['size_note']}" if state.get("size_note") else "")
-
-
-def _existing(pyconfig: pytest.Config, images: Images, worker: str) -> ClusterHandle:
-    """--kubeconfig: a cluster we did not make; never changed beyond test namespaces.
-
-    The controller's preflight found the mode and nodes; the first worker here discovers the rest
-    (harness.byo.discover) once for the run, behind the run's lock."""
-    from .byo import discover
-    from .cluster import Node
-    opts = pyconfig.option
-    run_dir: Path = runstate.of(pyconfig).run_dir
-    pre = runstate.of(pyconfig).byo
-    kube = Kube(opts.kubeconfig, context=opts.context)
-    def discover_once() -> dict:
-        disc = discover.discover(kube, pre, namespace=f"svc-discovery-{run_dir.name}",
-                                 node_access=opts.node_access, external=opts.external_client,
-                                 allow_changes=opts.allow_cluster_changes)
-        if disc.node_access == "docker":  # local kind nodes: the same guard as our own clusters
-            engine.ensure_egress_guard()
-        for line in disc.notes:
-            log.info("--kubeconfig cluster: %s", line)
-        return json.loads(disc.to_json())
-
-    try:
-        disc = discover.Discovery(**runstate.run_once(run_dir, "byo-discovery", discover_once))
-    except runstate.OnceError as e:
-        pytest.fail(str(e), pytrace=False)
-    # Cordoned, tainted or NotReady workers stay allowed traffic targets but get no test pods.
-    nodes = [Node(n.name, n.ip, n.role if (n.schedulable or n.role == "control-plane") else "unschedulable")
-             for n in pre.nodes]
-    return ClusterHandle(mode=pre.mode, name=byo_prefix(run_dir), kube=kube, nodes=nodes, images=images, kind=None,
-                         external_mode=disc.external, worker=worker, lb_provider=disc.lb_provider,
-                         node_access=disc.node_access, networks=disc.networks,
-                         allow_changes=opts.allow_cluster_changes, changes_log=run_dir / "byo-changes",
-                         breaks=opts.breaks)
-
-
-def byo_prefix(run_dir: Path) -> str:
-    """Names of the containers a --kubeconfig run starts on this machine (external clients, sidecars)."""
-    return f"svc-byo-{run_dir.name}"
-
-
-def finish_byo(pyconfig: pytest.Config) -> tuple[list[str], bool]:
-    """Controller, --kubeconfig: remove our containers, compare the cluster with the snapshot taken
-    before the run, and summarise. (lines, True if the cluster changed outside test namespaces
-    without consent). Runs before finish_run, which removes the run directory."""
-    from .byo import snapshot
-    opts = pyconfig.option
-    run_dir: Path = runstate.of(pyconfig).run_dir
-    summary: list[str] = []
-    engine.remove_containers(DEFAULT, config.OWNER_LABEL, f"{byo_prefix(run_dir)}-")
-    pre = runstate.of(pyconfig).byo
-    state_file = run_dir / "byo-discovery.json"
-    disc = json.loads(state_file.read_text()) if state_file.exists() else {}
-    summary.append(f"svc-harness: --kubeconfig cluster at {pre.server}: kube-proxy {pre.mode} "
-                      f"({'; '.join(f'{k}: {v}' for k, v in pre.mode_sources.items())})")
-    if disc and "error" not in disc:
-        summary.append(f"svc-harness: discovered: node access {disc['node_access']}, external client "
-                          f"{disc['external']}, LoadBalancer: {disc['lb_detail']}; traffic allowed to "
-                          f"{', '.join(disc['networks'])}")
-    changes_file = run_dir / "byo-changes"
-    consented = changes_file.read_text().splitlines() if changes_file.exists() else []
-    for change in dict.fromkeys(consented):
-        summary.append(f"svc-harness: changed with --allow-cluster-changes (undone afterwards): {change}")
-    before = runstate.of(pyconfig).byo_before
-    try:
-        after = snapshot.take(Kube(opts.kubeconfig, context=opts.context))
-    except Exception as e:  # noqa: BLE001 - an unreadable cluster at the end is itself a failure
-        summary.append(f"svc-harness: FAILED to take the after-run snapshot of the --kubeconfig cluster: {e}")
-        return summary, True
-    changed = snapshot.diff(before, after)
-    out = Path(opts.artifacts_dir) / "byo-snapshot.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"before": before, "after": after, "diff": changed}, indent=1))
-    if disc.get("node_access") == "docker":
-        drops = engine.egress_drops() - runstate.of(pyconfig).byo_drops_before
-        summary.append(f"svc-harness: egress guard dropped {drops} packets during this run (expected 0)")
-        if engine.HostEngine().remove_guard_if_unused():  # the user's network keeps none of our rules
-            summary.append("svc-harness: egress guard rules removed from the kind network (no container of "
-                           "the harness is left on it)")
-    if not changed:
-        summary.append(f"svc-harness: --kubeconfig cluster left as found: kube-system and nodes unchanged "
-                       f"({snapshot.counts(after)} compared; {out})")
-        return summary, False
-    verdict = "expected: changes were allowed" if consented else "the run FAILS: it must leave the cluster as found"
-    summary.append(f"svc-harness: --kubeconfig cluster CHANGED outside test namespaces ({len(changed)} differences; "
-                   f"{verdict}); {out}:")
-    summary += [f"    {line}" for line in changed]
-    return summary, not consented
 
 
 def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
@@ -312,49 +223,3 @@ def _descendants(pid: int) -> list[int]:
 
 def _remove_external_clients(cluster: str, runner: Runner = DEFAULT) -> None:
     engine.remove_containers(runner, f"{config.OWNER_LABEL}=external-client", f"{cluster}-ext")
-
-
-class SwitchBench:
-    """A small cluster of its own for the mode-change experiment (it changes kube-proxy for everyone)."""
-
-    def __init__(self, cluster: ClusterHandle, lab, target_mode: str):
-        self.cluster, self.lab, self.target_mode = cluster, lab, target_mode
-
-    def change_mode(self, mode: str):
-        """Yields each restart step once the restarted kube-proxy runs `mode` and is in sync."""
-        from . import modes
-        from .waits import Wait
-        restart = not any(b.skip_restart for b in self.cluster.breaks)
-        for node_name, step in modes.change_mode(self.cluster.kube, mode, restart=restart):
-            node = self.cluster.node(node_name)
-            Wait(f"kube-proxy on {node_name} to run {mode} and report healthy").until(
-                lambda: (modes.endpoint_mode(node), modes.healthz(node)), lambda s: s == (mode, "200"))
-            yield step
-        self.cluster.mode = self.lab.mode = mode
-
-
-@contextlib.contextmanager
-def switch_cluster(pyconfig: pytest.Config, base: ClusterHandle):
-    """E16's cluster of its own: the base cluster's mode and engine, the smallest shape."""
-    from .lab import Lab
-    opts = pyconfig.option
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    run_dir: Path = runstate.of(pyconfig).run_dir
-    owner = run_owner(run_dir)
-    eng = base.kind.engine
-    name = claim_name(f"{base.name}-switch-{worker}"[:50], owner, eng)
-    out = None
-    try:
-        out = assembly.build(assembly.Recipe(
-            name=name, mode=base.mode, engine=eng, owner=owner, run_key=run_dir.name,
-            workers=eng.smallest_workers, node_image=opts.node_image or "",
-            demo_image=opts.demo_image or ""), on_created=lambda n: _record_created(run_dir, n))
-        handle = out.handle(base.mode, worker, breaks=base.breaks)
-        lab = Lab(handle, "mode-switch")
-        handle.kube.create_namespace(lab.ns)
-        from . import modes
-        target = modes.other_mode(base.mode)
-        yield SwitchBench(handle, lab, target)
-        handle.close()
-    finally:
-        KindCluster.ours(name, owner).delete()

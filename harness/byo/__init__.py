@@ -4,6 +4,8 @@
              what the kind path knows by construction: mode, node addresses and access, pod and
              Service ranges, a LoadBalancer provider, the external vantage point
   snapshot   kube-system objects and nodes before and after a run: the run fails if they differ
+  attach     the run's handle on the cluster (discovery once per run) and its end: our
+             containers removed, the snapshot compared
   testbed    `python -m harness.byo check`: foreign kind clusters made with plain `kind create
              cluster`, the whole suite against each, and the failure cases
 
