@@ -399,6 +399,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     """--experiments E01,E04: deselect every other experiment. Upstream specs go last, so a mode's
     e2e run starts when its experiments are (nearly) done and does not compete with them."""
     items.sort(key=lambda item: item.get_closest_marker("upstream") is not None)  # stable
+    _skip_upstream_specs_a_mode_cannot_pass(items)
     wanted = {e.strip().upper() for e in (config.option.experiments or "").split(",") if e.strip()}
     if not wanted:
         return
@@ -422,6 +423,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def _skip_upstream_specs_a_mode_cannot_pass(items: list) -> None:
+    from .upstream.specs import mode_skip
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "upstream_spec" in params:
+            why = mode_skip(params.get("proxy_mode", ""), params["upstream_spec"].name)
+            if why:
+                item.add_marker(pytest.mark.skip(reason=f"not run in {params['proxy_mode']}: {why}"))
 
 
 # ---------------------------------------------------------------- parametrization

@@ -154,7 +154,8 @@ def selected(items, mode: str) -> list[str]:
     out = []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if "upstream_spec" in params and params.get("proxy_mode") == mode:
+        if ("upstream_spec" in params and params.get("proxy_mode") == mode
+                and item.get_closest_marker("skip") is None):  # e.g. specs.MODE_SKIPS
             out.append(params["upstream_spec"].name)
     return out
 

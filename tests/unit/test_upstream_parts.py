@@ -138,3 +138,11 @@ def test_a_run_that_cannot_start_fails_every_item_of_the_mode_once(tmp_path, mon
         with pytest.raises(pytest.fail.Exception, match="could not start: kind load failed"):
             mr.check(specs.to_specs(NAMES[:1])[0], report.Recorder(tmp_path, "gw0"))
     assert calls == [1]
+
+
+def test_a_spec_a_mode_cannot_pass_is_skipped_in_that_mode_only():
+    from harness.upstream.specs import mode_skip
+    name = "[sig-network] Services should have session affinity timeout work for service with type clusterIP [LinuxOnly]"
+    assert "120 s" in mode_skip("ipvs", name)
+    assert mode_skip("iptables", name) is None and mode_skip("nftables", name) is None
+    assert mode_skip("ipvs", "[sig-network] Services should have session affinity work for service with type clusterIP") is None
