@@ -103,6 +103,17 @@ def _touch_kube_system(lab: "Lab") -> None:
                      f"svc-harness/touched-by={lab.ns}", what="touching kube-system on purpose")
 
 
+def _leak_namespace(lab: "Lab") -> None:
+    """A test namespace of ours that nothing deletes (what a lost teardown leaves)."""
+    lab.cluster.kube.create_namespace(f"{lab.ns}-leaked"[:63])
+
+
+def _touch_cluster_role(lab: "Lab") -> None:
+    """Edit a cluster-scoped object (harmlessly): the built-in `view` ClusterRole."""
+    lab.kube.kubectl("annotate", "--overwrite", "clusterrole", "view", f"svc-harness/touched-by={lab.ns}",
+                     what="touching a ClusterRole on purpose")
+
+
 def _empty_kube_ipvs0(cluster: "ClusterHandle") -> None:
     """Keep kube-ipvs0 without addresses on every node.
 
@@ -174,6 +185,10 @@ BREAKS = {b.name: b for b in [
           ("E16",), skip_restart=True),
     Break("kube-system-touched", "every test namespace's setup also annotates the kube-proxy ConfigMap in "
           "kube-system (a change outside the test namespaces)", (), on_namespace=_touch_kube_system, byo=True),
+    Break("namespace-leaked", "every test namespace's setup also creates a test namespace that nothing deletes",
+          (), on_namespace=_leak_namespace, byo=True),
+    Break("clusterrole-touched", "every test namespace's setup also annotates the built-in `view` ClusterRole "
+          "(a cluster-scoped change)", (), on_namespace=_touch_cluster_role, byo=True),
 ]}
 
 

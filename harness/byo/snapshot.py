@@ -1,12 +1,24 @@
-"""What a run must leave as it found it: kube-system objects, nodes, namespaces.
+"""What a run must leave as it found it: kube-system, nodes, namespaces, cluster-scoped objects.
 
 A snapshot is plain JSON (so the controller can keep it in the run directory):
-resourceVersions of kube-system ConfigMaps, DaemonSets, Deployments and
-Services, kube-system pod UIDs and restart counts, node labels, taints and
-cordons, and the namespaces that are not the harness's own test namespaces.
-Node resourceVersions are left out on purpose: kubelet heartbeats bump them.
+  kube-system   resourceVersions of every ConfigMap, Secret, ServiceAccount, Role, RoleBinding,
+                DaemonSet, Deployment and Service; pod UIDs and restart counts
+  nodes         labels, taints and cordons (resourceVersions are left out on purpose: kubelet
+                heartbeats bump them)
+  namespaces    every namespace but the harness's own test namespaces, and those of ours that
+                are still there and not being deleted (a leaked test namespace shows as new)
+  cluster       ClusterRoles, ClusterRoleBindings, webhook configurations, StorageClasses,
+                PriorityClasses (resourceVersions: they have no status); CRDs and ServiceCIDRs
+                (generation: their status moves on its own); APIServices (a hash of the spec,
+                for the same reason); MetalLB address pools where MetalLB is installed
 """
 from __future__ import annotations
+
+import hashlib
+import json
+
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
 
 from ..kube import Kube
 
@@ -17,15 +29,20 @@ OWN_NAMESPACE_LABEL = ("app.kubernetes.io/managed-by", "svc-harness")
 def take(kube: Kube) -> dict[str, dict[str, str]]:
     """{section: {object: state}}; every value a string, so a diff reads as before -> after."""
     ns = "kube-system"
+    api = kube.core.api_client
+    rbac = k8s.RbacAuthorizationV1Api(api)
+    rv = lambda items: {o.metadata.name: o.metadata.resource_version for o in items}  # noqa: E731
     snap: dict[str, dict[str, str]] = {}
-    snap["configmaps"] = {c.metadata.name: c.metadata.resource_version
-                          for c in kube.core.list_namespaced_config_map(ns).items}
-    snap["daemonsets"] = {d.metadata.name: d.metadata.resource_version
-                          for d in kube.apps.list_namespaced_daemon_set(ns).items}
-    snap["deployments"] = {d.metadata.name: d.metadata.resource_version
-                           for d in kube.apps.list_namespaced_deployment(ns).items}
-    snap["services"] = {s.metadata.name: s.metadata.resource_version
-                        for s in kube.core.list_namespaced_service(ns).items}
+    snap["configmaps"] = rv(kube.core.list_namespaced_config_map(ns).items)
+    # kubeadm's bootstrap tokens expire and are removed on their own, whatever a run does.
+    snap["secrets"] = rv(s for s in kube.core.list_namespaced_secret(ns).items
+                         if s.type != "bootstrap.kubernetes.io/token")
+    snap["serviceaccounts"] = rv(kube.core.list_namespaced_service_account(ns).items)
+    snap["roles"] = rv(rbac.list_namespaced_role(ns).items)
+    snap["rolebindings"] = rv(rbac.list_namespaced_role_binding(ns).items)
+    snap["daemonsets"] = rv(kube.apps.list_namespaced_daemon_set(ns).items)
+    snap["deployments"] = rv(kube.apps.list_namespaced_deployment(ns).items)
+    snap["services"] = rv(kube.core.list_namespaced_service(ns).items)
     pods = {}
     for p in kube.core.list_namespaced_pod(ns).items:
         if p.metadata.deletion_timestamp:  # already on its way out (e.g. the old pods of a finished rollout)
@@ -40,9 +57,45 @@ def take(kube: Kube) -> dict[str, dict[str, str]]:
         nodes[n.metadata.name] = f"labels[{labels}] taints[{taints}] unschedulable={bool(n.spec.unschedulable)}"
     snap["nodes"] = nodes
     key, value = OWN_NAMESPACE_LABEL
-    snap["namespaces"] = {n.metadata.name: n.metadata.uid for n in kube.core.list_namespace().items
+    all_ns = kube.core.list_namespace().items
+    snap["namespaces"] = {n.metadata.name: n.metadata.uid for n in all_ns
                           if (n.metadata.labels or {}).get(key) != value}
+    snap["test-namespaces-left"] = {n.metadata.name: "not deleted" for n in all_ns
+                                    if (n.metadata.labels or {}).get(key) == value
+                                    and not n.metadata.deletion_timestamp}
+    snap.update(_cluster_scoped(api, rbac, rv))
     return snap
+
+
+def _cluster_scoped(api, rbac, rv) -> dict[str, dict[str, str]]:
+    adm = k8s.AdmissionregistrationV1Api(api)
+    gen = lambda items: {o.metadata.name: f"generation={o.metadata.generation}" for o in items}  # noqa: E731
+    out = {
+        "clusterroles": rv(rbac.list_cluster_role().items),
+        "clusterrolebindings": rv(rbac.list_cluster_role_binding().items),
+        "validatingwebhookconfigurations": rv(adm.list_validating_webhook_configuration().items),
+        "mutatingwebhookconfigurations": rv(adm.list_mutating_webhook_configuration().items),
+        "storageclasses": rv(k8s.StorageV1Api(api).list_storage_class().items),
+        "priorityclasses": rv(k8s.SchedulingV1Api(api).list_priority_class().items),
+        "customresourcedefinitions": gen(k8s.ApiextensionsV1Api(api).list_custom_resource_definition().items),
+        "apiservices": {a.metadata.name: _spec_hash(api, a.spec)
+                        for a in k8s.ApiregistrationV1Api(api).list_api_service().items},
+    }
+    try:  # networking.k8s.io/v1 ServiceCIDR: GA in 1.33
+        out["servicecidrs"] = gen(k8s.NetworkingV1Api(api).list_service_cidr().items)
+    except (ApiException, AttributeError):
+        pass
+    crds = out["customresourcedefinitions"]
+    if "ipaddresspools.metallb.io" in crds:
+        pools = k8s.CustomObjectsApi(api).list_cluster_custom_object("metallb.io", "v1beta1", "ipaddresspools")
+        out["metallb-ipaddresspools"] = {f"{o['metadata']['namespace']}/{o['metadata']['name']}":
+                                         o["metadata"]["resourceVersion"] for o in pools.get("items", [])}
+    return out
+
+
+def _spec_hash(api, spec) -> str:
+    text = json.dumps(api.sanitize_for_serialization(spec), sort_keys=True)
+    return "spec sha256 " + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def diff(before: dict, after: dict) -> list[str]:

@@ -218,9 +218,13 @@ def failure_cases(bed: ForeignCluster, workdir: Path, out: Path) -> list[CaseRes
         ("context that does not exist", bed.kubeconfig, ["--context", "svc-harness-no-such-context"],
          "no such context"),
         ("one schedulable worker (one cordoned)", bed.kubeconfig, [], "schedulable worker"),
-        # Last, as it leaves the kube-proxy ConfigMap annotated: the snapshot check must turn the run red.
+        # Last, as they leave the cluster changed: the snapshot check must turn each run red.
         ("kube-system changed during the run (--break=kube-system-touched)", bed.kubeconfig,
          ["--break", "kube-system-touched"], "configmaps/kube-proxy:"),
+        ("a test namespace left behind (--break=namespace-leaked)", bed.kubeconfig,
+         ["--break", "namespace-leaked"], "test-namespaces-left/"),
+        ("a ClusterRole changed during the run (--break=clusterrole-touched)", bed.kubeconfig,
+         ["--break", "clusterrole-touched"], "clusterroles/view:"),
     ]
     kube = Kube(bed.kubeconfig)
     results = []
