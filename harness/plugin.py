@@ -330,7 +330,7 @@ def _byo_preflight(config: pytest.Config, asked_modes: list[str] | None) -> None
     try:
         pre = discover.preflight(opts.kubeconfig, opts.context, asked_modes)
         before = snapshot.take(Kube(opts.kubeconfig, context=opts.context))
-    except discover.ByoError as e:
+    except (discover.ByoError, snapshot.SnapshotForbidden) as e:
         raise pytest.UsageError(f"--kubeconfig: {e}") from None
     log.info("--kubeconfig %s: %s, kube-proxy %s (%s); snapshot of %s", opts.kubeconfig, pre.server, pre.mode,
              "; ".join(f"{k}: {v}" for k, v in pre.mode_sources.items()), snapshot.counts(before))

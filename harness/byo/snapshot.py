@@ -26,8 +26,27 @@ from ..kube import Kube
 OWN_NAMESPACE_LABEL = ("app.kubernetes.io/managed-by", "svc-harness")
 
 
+class SnapshotForbidden(RuntimeError):
+    """The credentials may not read something the snapshot needs (the API server's words say what)."""
+
+
 def take(kube: Kube) -> dict[str, dict[str, str]]:
-    """{section: {object: state}}; every value a string, so a diff reads as before -> after."""
+    """{section: {object: state}}; every value a string, so a diff reads as before -> after.
+    SnapshotForbidden when the credentials may not read one of them (HTTP 403)."""
+    try:
+        return _take(kube)
+    except ApiException as e:
+        if e.status != 403:
+            raise
+        try:
+            said = json.loads(e.body or "{}").get("message") or e.reason
+        except ValueError:
+            said = e.reason
+        raise SnapshotForbidden(f"the before/after snapshot needs read access to kube-system, nodes, namespaces "
+                                f"and cluster-scoped objects (see docs/byo.md), and the API server said: {said}") from None
+
+
+def _take(kube: Kube) -> dict[str, dict[str, str]]:
     ns = "kube-system"
     api = kube.core.api_client
     rbac = k8s.RbacAuthorizationV1Api(api)

@@ -115,3 +115,21 @@ def test_this_host_as_external_client_of_a_remote_cluster_uses_its_source_addres
     from harness.runner import FakeRunner
     r = FakeRunner().on(["ip", "-o", "route", "get", "10.1.2.3"], "10.1.2.3 via 192.168.1.1 dev eth0 src 192.168.1.7 uid 0")
     assert ExternalPeer.host(r, towards="10.1.2.3").ip == "192.168.1.7"
+
+
+def test_a_snapshot_the_credentials_may_not_take_is_a_clear_error():
+    from kubernetes.client.rest import ApiException
+
+    from harness.byo import snapshot
+
+    class Core:
+        def list_namespaced_config_map(self, ns):
+            e = ApiException(status=403, reason="Forbidden")
+            e.body = ('{"message": "configmaps is forbidden: User \\"dev\\" cannot list resource '
+                      '\\"configmaps\\" in API group \\"\\" in the namespace \\"kube-system\\""}')
+            raise e
+        api_client = None
+
+    kube = type("K", (), {"core": Core()})()
+    with pytest.raises(snapshot.SnapshotForbidden, match='cannot list resource "configmaps"'):
+        snapshot.take(kube)
