@@ -70,10 +70,6 @@ def _size(path) -> str:
 
 def status() -> int:
     from . import engine
-    from .guest.engine import LEASES
-    from .guest.vm import GUARD_COMMENT as GUEST_GUARD, HOST_IF, Guest
-    from .owners import Leases
-    from .runner import DEFAULT
     print("clusters with a harness marker (~/.cache/svc-harness/clusters):")
     for name, m in _markers() or [("(none)", {})]:
         if not m:
@@ -83,22 +79,9 @@ def status() -> int:
         state = "owner running" if owner and owner.alive() else "owner gone: `clean` removes it"
         print(f"  {name}: {m.get('mode', '?')} on {m.get('where') or m.get('engine', 'host')}, "
               f"age {_age(m.get('time'))}, {state} ({owner or 'no owner recorded'})")
-    g = Guest()
-    holders = Leases(LEASES).live()
-    print(f"guest engine: {g.describe()}: {'running' if g.running() else 'not running'}"
-          + (f"; held by {', '.join(f'{k} ({o})' for k, o in holders.items())}" if holders else ""))
-    rules = [line for save in ("iptables-save", "ip6tables-save")
-             for line in DEFAULT.run([save], check=False).stdout.splitlines()
-             if engine.GUARD_COMMENT in line or engine.DNS_COMMENT in line or GUEST_GUARD in line]
-    print(f"guard rules of the harness: {len(rules)}")
-    for r in rules:
-        print(f"  {r}")
-    # Everything with the harness label: kind nodes, sidecars, external clients.
-    others = engine.list_containers(DEFAULT, config.OWNER_LABEL)
-    print("harness containers on the host engine: "
-          + ("engine not answering" if others is None else ", ".join(others) or "none"))
-    link = DEFAULT.run(["ip", "-o", "addr", "show", "dev", HOST_IF], check=False)
-    print(f"guest link {HOST_IF}: " + (" ".join(link.stdout.split()[1:4]) if link.ok else "absent"))
+    for eng in engine.every():
+        for line in eng.status_lines():
+            print(line)
     print(f"caches under {config.CACHE}:")
     for d in sorted(p for p in config.CACHE.iterdir() if p.is_dir()) if config.CACHE.exists() else []:
         print(f"  {d.name}: {_size(d)}")
@@ -112,10 +95,6 @@ def clean(force: bool) -> int:
     """Remove what the harness made and no live run uses (`force`: live runs' too)."""
     from . import engine
     from .cluster import KindCluster
-    from .guest.engine import LEASES
-    from .guest.vm import Guest
-    from .owners import Leases
-    from .runner import DEFAULT
     left = 0
     for name, m in _markers():
         owner = Owner.from_dict(m.get("owner"))
@@ -137,22 +116,11 @@ def clean(force: bool) -> int:
         elif kc.owned():
             print(f"could not delete cluster {name}; its marker stays (see the log above)")
             left += 1
-    gone = engine.remove_containers(DEFAULT, config.OWNER_LABEL, "svc-byo-")  # --kubeconfig runs' sidecars
-    if gone:
-        print(f"removed containers: {', '.join(gone)}")
-    if engine.HostEngine().remove_guard_if_unused():
-        print("removed the host's guard rules (no container of the harness is left on the kind network)")
-    with Leases(LEASES).locked() as leases:
-        holders = leases.live()
-        g = Guest()
-        if holders and not force:
-            print(f"kept the guest engine: held by {', '.join(holders)}")
-            left += 1
-        else:
-            if g.running():
-                g.down()
-                print("halted the guest engine")
-            g.remove_link()
+    for eng in engine.every():
+        lines, kept = eng.clean_up(force)
+        for line in lines:
+            print(line)
+        left += kept
     for run in sorted((config.CACHE / "runs").glob("*")):
         owner = Owner.from_dict(read_json(run / "owner.json"))
         if force or not (owner and owner.alive()):

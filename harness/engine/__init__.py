@@ -48,6 +48,11 @@ class _HostOnly(HostEngine):
         return f"{missing} (--ipvs-engine=host forbids the UML guest engine)" if missing else None
 
 
+def every() -> list[Engine]:
+    """Every engine the harness can use on this machine (`svc-harness status` and `clean`)."""
+    return [HostEngine(), _guest_engine()]
+
+
 def from_marker(marker: dict | None) -> Engine:
     """The engine a cluster of ours was created on, from its ownership marker."""
     marker = marker or {}

@@ -131,6 +131,15 @@ class Engine:
         """Remove the guard once no container is left on the network it covers; True if removed."""
         return False
 
+    def status_lines(self) -> list[str]:
+        """What of the harness this engine holds now (`svc-harness status`)."""
+        return []
+
+    def clean_up(self, force: bool) -> tuple[list[str], int]:
+        """After the clusters: remove what of the harness is left on this engine and no live run
+        holds (`force`: also what live runs hold); (lines to print, how many things were kept)."""
+        return [], 0
+
     # Docker's API ports (plain, TLS). The engine runs the nodes as root: a cluster that could reach
     # its API could start a privileged container on the engine's machine.
     API_PORTS = (2375, 2376)
@@ -188,6 +197,24 @@ class HostEngine(Engine):
             removed = [delete_rule(self.runner, rule) for rule in (
                 _guard_rule(bridge, out_if), _dns_rule(bridge, out_if, "udp"), _dns_rule(bridge, out_if, "tcp"))]
             return remove_v6_guard(self.runner, bridge) or any(removed)
+
+    def status_lines(self) -> list[str]:
+        rules = [line for save in ("iptables-save", "ip6tables-save")
+                 for line in self.runner.run([save], check=False).stdout.splitlines()
+                 if GUARD_COMMENT in line or DNS_COMMENT in line]
+        ours = list_containers(self.runner, config.OWNER_LABEL)  # kind nodes, sidecars, external clients
+        return [f"{self.describe()}: harness containers: "
+                + ("engine not answering" if ours is None else ", ".join(ours) or "none"),
+                f"{self.describe()}: guard rules: {len(rules)}", *(f"  {r}" for r in rules)]
+
+    def clean_up(self, force: bool) -> tuple[list[str], int]:
+        lines = []
+        gone = remove_containers(self.runner, config.OWNER_LABEL, "svc-byo-")  # --kubeconfig runs' sidecars
+        if gone:
+            lines.append(f"removed containers: {', '.join(gone)}")
+        if self.remove_guard_if_unused():
+            lines.append("removed the host's guard rules (no container of the harness is left on the kind network)")
+        return lines, 0
 
 
 def harness_containers(runner: Runner, network: str) -> list[str]:

@@ -93,6 +93,29 @@ class GuestEngine(Engine):
             self.guest.remove_link()
             return []
 
+    def status_lines(self) -> list[str]:
+        holders = self.leases.live()
+        link = DEFAULT.run(["ip", "-o", "addr", "show", "dev", vm.HOST_IF], check=False)
+        rules = [line for line in DEFAULT.run(["iptables-save"], check=False).stdout.splitlines()
+                 if vm.GUARD_COMMENT in line]
+        return [f"{self.describe()}: {'running' if self.guest.running() else 'not running'}"
+                + (f"; held by {', '.join(f'{k} ({o})' for k, o in holders.items())}" if holders else ""),
+                f"{self.describe()}: link {vm.HOST_IF}: "
+                + (" ".join(link.stdout.split()[1:4]) if link.ok else "absent"),
+                f"{self.describe()}: guard rules on the host: {len(rules)}", *(f"  {r}" for r in rules)]
+
+    def clean_up(self, force: bool) -> tuple[list[str], int]:
+        with self.leases.locked():
+            holders = self.leases.live()
+            if holders and not force:
+                return [f"kept the guest engine: held by {', '.join(holders)}"], 1
+            lines = []
+            if self.guest.running():
+                self.guest.down()
+                lines.append("halted the guest engine")
+            self.guest.remove_link()
+            return lines, 0
+
     def api_addresses(self) -> list[str]:
         return [vm.LINK_GUEST, *super().api_addresses()]
 
