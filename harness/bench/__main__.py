@@ -33,8 +33,8 @@ def _sizes(text: str) -> list[int]:
         sizes = sorted({int(s) for s in text.split(",") if s.strip()})
     except ValueError:
         raise argparse.ArgumentTypeError(f"--services: expected comma-separated whole numbers, got {text!r}") from None
-    if not sizes or sizes[0] < 1 or sizes[-1] > 20000:
-        raise argparse.ArgumentTypeError(f"--services: sizes between 1 and 20000, got {text!r}")
+    if not sizes or sizes[0] < 1 or sizes[-1] > 30000:
+        raise argparse.ArgumentTypeError(f"--services: sizes between 1 and 30000, got {text!r}")
     return sizes
 
 
@@ -59,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-cluster", action="store_true")
     s.add_argument("--ipvs-engine", choices=["auto", "host", "guest"], default="auto",
                    help="where ipvs clusters run: auto = the UML guest when the host kernel lacks IPVS")
+    s.add_argument("--max-load", type=float, default=None,
+                   help="before each first-packet measurement, wait (up to 10 min) until the 1-minute load "
+                        "average is at most this; samples taken above it are flagged (default: no wait)")
     s.add_argument("--all-modes-in-guest", action="store_true",
                    help="every mode's cluster in the UML guest engine: the three modes on one kernel")
     r = sub.add_parser("report", help="redraw results.md and the charts from a results.json")
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                          fp_connects=args.fp_connects, slow_rules=args.slow_rules,
                          cluster_name=args.cluster_name, workers=args.workers, out=args.out,
                          keep_cluster=args.keep_cluster, engine=args.ipvs_engine,
-                         all_in_guest=args.all_modes_in_guest)
+                         all_in_guest=args.all_modes_in_guest, max_load=args.max_load)
     data = scale.run(opts)
     md, js = results.write(data, opts.out)
     print(md.read_text())

@@ -84,6 +84,8 @@ def summarise(data: dict) -> list[dict]:
                 "create_rate_per_s": spread([st["create_rate_per_s"] for st in steps if st["created"]]),
                 "settled_after_s": spread([st["settled_after_s"] for st in steps]),
                 "loadavg": spread([x for st in steps for x in (st.get("loadavg_start"), st.get("loadavg_end"))]),
+                # --max-load: repeats whose first-packet timings were taken above it anyway
+                "loud_repeats": sum(1 for st in steps if (st.get("load_gate") or {}).get("quiet") is False),
                 "dataplane": dp,
             })
     return rows
@@ -192,7 +194,8 @@ def render_markdown(data: dict, charts: list[str]) -> str:
             f"{_f(r['fp_late_p50_ms'])}" + (f" ({r['fp_failed']} failed)" if r['fp_failed'] else "") + " | "
             f"{_s(r['fp_late_minus_pod_spread_ms'])} | {_s(r['sync_p50_s'], '{:.3f}')} / "
             f"{_s(r['sync_p95_s'], '{:.3f}')} | {_s(r['netprog_p50_s'])} | {_s(r['create_rate_per_s'], '{:.0f}')} | "
-            f"{_rules(r['dataplane'])} | {_s(r['rss_mib'], '{:.0f}')} | {_s(r['loadavg'], '{:.0f}')} |")
+            f"{_rules(r['dataplane'])} | {_s(r['rss_mib'], '{:.0f}')} | {_s(r['loadavg'], '{:.0f}')}"
+            + (f" ({r['loud_repeats']} repeat(s) above --max-load)" if r.get("loud_repeats") else "") + " |")
     out += ["", "## First packet in microseconds: connect() until the SYN-ACK", "",
             f"{o.get('fp_connects', '–')} new connections per target, one after another, from the client pod "
             "(`svc-probe -connect`); pooled over repeats. Figures are `value [95 % bootstrap interval]` "

@@ -215,3 +215,18 @@ def test_a_kube_proxy_that_synced_the_last_change_counts_as_synced():
     assert metrics.synced_since(snap, complete=105.0, written=106.0)      # a sync after complete
     late = metrics.Snapshot("n", 0.0, {}, {metrics.LAST_SYNC: 105.0, metrics.LAST_QUEUED: 105.2})
     assert not metrics.synced_since(late, complete=106.0, written=105.0)  # queued, not synced yet
+
+
+def test_first_packet_timings_wait_for_a_quiet_machine_and_flag_a_loud_one(monkeypatch):
+    from harness.bench import scale
+    bench = scale.ScaleBench.__new__(scale.ScaleBench)  # no cluster needed for the gate
+    bench.opts = scale.Options(modes=["iptables"], sizes=[20], max_load=2.0, quiet_wait_s=0.3)
+    loads = iter([5.0, 1.5, 1.5])
+    monkeypatch.setattr(scale, "loadavg", lambda: next(loads))
+    gate = bench.wait_quiet()
+    assert gate["quiet"] is True and gate["load"] == 1.5 and gate["max_load"] == 2.0
+    monkeypatch.setattr(scale, "loadavg", lambda: 9.0)
+    gate = bench.wait_quiet()
+    assert gate["quiet"] is False and gate["load"] == 9.0
+    bench.opts = scale.Options(modes=["iptables"], sizes=[20])
+    assert bench.wait_quiet() is None
