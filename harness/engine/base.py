@@ -199,9 +199,7 @@ class HostEngine(Engine):
             return remove_v6_guard(self.runner, bridge) or any(removed)
 
     def status_lines(self) -> list[str]:
-        rules = [line for save in ("iptables-save", "ip6tables-save")
-                 for line in self.runner.run([save], check=False).stdout.splitlines()
-                 if GUARD_COMMENT in line or DNS_COMMENT in line]
+        rules = saved_rules(self.runner, (GUARD_COMMENT, DNS_COMMENT))
         ours = list_containers(self.runner, config.OWNER_LABEL)  # kind nodes, sidecars, external clients
         return [f"{self.describe()}: harness containers: "
                 + ("engine not answering" if ours is None else ", ".join(ours) or "none"),
@@ -215,6 +213,13 @@ class HostEngine(Engine):
         if self.remove_guard_if_unused():
             lines.append("removed the host's guard rules (no container of the harness is left on the kind network)")
         return lines, 0
+
+
+def saved_rules(runner: Runner, comments: tuple[str, ...],
+                saves: tuple[str, ...] = ("iptables-save", "ip6tables-save")) -> list[str]:
+    """The rules (as iptables-save prints them) whose line carries one of `comments`."""
+    return [line for save in saves for line in runner.run([save], check=False).stdout.splitlines()
+            if any(c in line for c in comments)]
 
 
 def harness_containers(runner: Runner, network: str) -> list[str]:

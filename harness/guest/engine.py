@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from .. import config
-from ..engine.base import GUARD_COMMENT, Engine, Shape, ensure_kind_network, image_id
+from ..engine.base import GUARD_COMMENT, Engine, Shape, ensure_kind_network, image_id, saved_rules
 from ..owners import Leases, Owner
 from ..runner import DEFAULT, Runner
 from . import vm
@@ -89,15 +89,18 @@ class GuestEngine(Engine):
             if keep:
                 return ["svc-harness: guest engine kept running (--keep-cluster); "
                         "`python -m harness.guest down` halts it"]
-            self.guest.down()
-            self.guest.remove_link()
+            self._halt()
             return []
+
+    def _halt(self) -> None:
+        """Halt the guest and remove its link and guard (the caller holds the leases' lock)."""
+        self.guest.down()
+        self.guest.remove_link()
 
     def status_lines(self) -> list[str]:
         holders = self.leases.live()
         link = DEFAULT.run(["ip", "-o", "addr", "show", "dev", vm.HOST_IF], check=False)
-        rules = [line for line in DEFAULT.run(["iptables-save"], check=False).stdout.splitlines()
-                 if vm.GUARD_COMMENT in line]
+        rules = saved_rules(DEFAULT, (vm.GUARD_COMMENT,), ("iptables-save",))
         return [f"{self.describe()}: {'running' if self.guest.running() else 'not running'}"
                 + (f"; held by {', '.join(f'{k} ({o})' for k, o in holders.items())}" if holders else ""),
                 f"{self.describe()}: link {vm.HOST_IF}: "
@@ -109,11 +112,8 @@ class GuestEngine(Engine):
             holders = self.leases.live()
             if holders and not force:
                 return [f"kept the guest engine: held by {', '.join(holders)}"], 1
-            lines = []
-            if self.guest.running():
-                self.guest.down()
-                lines.append("halted the guest engine")
-            self.guest.remove_link()
+            lines = ["halted the guest engine"] if self.guest.running() else []
+            self._halt()
             return lines, 0
 
     def api_addresses(self) -> list[str]:
