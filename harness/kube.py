@@ -18,7 +18,7 @@ from kubernetes import config as k8s_config
 
 from . import config
 from .runner import DEFAULT, CommandError, Result, Runner
-from .waits import Wait
+from .waits import Wait, scaled
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +105,12 @@ class Kube:
                             json.dumps(patch), check=check)
 
     def rollout(self, deployment: str, namespace: str, timeout: int = config.ROLLOUT_TIMEOUT) -> None:
-        timeout = int(timeout * config.slowdown())
+        timeout = scaled(timeout)
         self.kubectl("-n", namespace, "rollout", "status", f"deployment/{deployment}", f"--timeout={timeout}s",
                      timeout=timeout + 30, what=f"rollout of {deployment}")
 
     def wait_pod_ready(self, pod: str, namespace: str, timeout: int = config.ROLLOUT_TIMEOUT) -> None:
-        timeout = int(timeout * config.slowdown())
+        timeout = scaled(timeout)
         self.kubectl("-n", namespace, "wait", "--for=condition=Ready", f"pod/{pod}", f"--timeout={timeout}s",
                      timeout=timeout + 30, what=f"pod {pod} Ready")
 

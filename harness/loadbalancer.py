@@ -14,7 +14,7 @@ import re
 from . import config, engine
 from .kube import Kube
 from .runner import Step
-from .waits import Wait
+from .waits import Wait, scaled
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,11 @@ def install_metallb(kube: Kube, mode: str, runner=None) -> str:
     first, last = pool_range(engine.network_subnet(runner or DEFAULT), mode)
     with Step(f"installing MetalLB {v} (pool {first}-{last})"):
         kube.kubectl("apply", "--server-side", "-f", "-", input=manifest(v), what="applying MetalLB")
-        kube.kubectl("-n", "metallb-system", "rollout", "status", "deployment/controller", "--timeout=180s",
-                     timeout=200, what="MetalLB controller rollout")
-        kube.kubectl("-n", "metallb-system", "rollout", "status", "daemonset/speaker", "--timeout=180s",
-                     timeout=200, what="MetalLB speaker rollout")
+        t = scaled(180)
+        kube.kubectl("-n", "metallb-system", "rollout", "status", "deployment/controller", f"--timeout={t}s",
+                     timeout=t + 20, what="MetalLB controller rollout")
+        kube.kubectl("-n", "metallb-system", "rollout", "status", "daemonset/speaker", f"--timeout={t}s",
+                     timeout=t + 20, what="MetalLB speaker rollout")
         pool = f"""apiVersion: metallb.io/v1beta1
 kind: IPAddressPool
 metadata:

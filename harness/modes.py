@@ -14,9 +14,9 @@ import re
 
 import yaml
 
-from . import config
 from .kube import Kube
 from .peers import Peer
+from .waits import scaled
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def restart_all(kube: Kube) -> None:
 
 def _restart(kube: Kube, *pods: str) -> None:
     """Delete kube-proxy pods (by name or selector) and wait until the DaemonSet is whole again."""
-    t = int(120 * config.slowdown())
+    t = scaled(120)
     kube.kubectl("-n", "kube-system", "delete", "pod", *pods, "--wait=true", timeout=t)
     kube.kubectl("-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", f"--timeout={t}s",
                  timeout=t + 30, what="kube-proxy DaemonSet after a restart")

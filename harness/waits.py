@@ -40,6 +40,11 @@ def slowdown() -> float:
     return config.slowdown() * _SLOWDOWN.get()
 
 
+def scaled(seconds: float) -> int:
+    """A timeout handed to a tool (kubectl's --timeout), scaled like every Wait's."""
+    return int(seconds * slowdown())
+
+
 PROGRESS_EVERY = 30  # seconds between a long wait's progress lines
 
 

@@ -62,3 +62,12 @@ def test_a_workload_saying_connection_refused_is_not_run_again(tmp_path, monkeyp
     k, runner = _kube(tmp_path, monkeypatch, [(1, "dial tcp 10.96.0.10:80: connect: connection refused")])
     assert not k.kubectl("exec", "p", "--", "probe", check=False).ok
     assert len(runner.calls) == 1
+
+
+def test_a_rollout_on_a_slow_engine_waits_its_slowdown_longer(tmp_path, monkeypatch):
+    """The engine's factor (harness.waits.slower) reaches kubectl's own --timeout."""
+    from harness.waits import slower
+    k, runner = _kube(tmp_path, monkeypatch, [(0, "")])
+    with slower(3):
+        k.rollout("demoapp", "ns", timeout=120)
+    assert "--timeout=360s" in runner.calls[0]

@@ -33,3 +33,13 @@ def test_no_module_outside_the_engine_branches_on_which_engine():
             if isinstance(node, ast.Attribute) and node.attr == "HostEngine" and rel not in HOST_ENGINE_ALLOWED:
                 found.append(f"{rel}:{node.lineno} names HostEngine")
     assert found == []
+
+
+def test_only_waits_reads_the_users_slowdown_alone():
+    """A timeout scaled by config.slowdown() misses the engine's factor (the guest's 3x): seen as a
+    120 s rollout timeout on a guest cluster. Every timeout goes through harness.waits."""
+    found = [f"{rel}:{node.lineno}" for rel, tree in _modules() if rel != "waits.py"
+             for node in ast.walk(tree)
+             if isinstance(node, ast.Attribute) and node.attr == "slowdown"
+             and isinstance(node.value, ast.Name) and node.value.id == "config"]
+    assert found == []
