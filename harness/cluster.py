@@ -28,6 +28,7 @@ from filelock import FileLock
 
 from . import config
 from . import engine as engines
+from .kube import Kube
 from .owners import Owner, read_json, write_json, write_text
 from .runner import DEFAULT, CommandError, Runner, Step
 
@@ -260,6 +261,9 @@ class KindCluster:
                     self._apply_engine_tuning()
                     self._wait_system_ready()
                     self._seal_dns()
+                    # The API server serves before its post-start hooks are done; in the guest one
+                    # timed out seconds after the cluster was handed over, and the server restarted.
+                    Kube(self.kubeconfig, self.runner).wait_api_ready()
                 self.create_seconds = st.seconds
                 return
             except CommandError as e:

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -180,7 +181,8 @@ def workload_images(v: dict[str, str]) -> dict[str, Image]:
     toolbox_df = (config.IMAGES_DIR / "toolbox" / "Dockerfile").read_text()
     return {
         "demoapp": static_image(f"svc-harness/demoapp:{t}", "demoapp", ["/usr/local/bin/demoapp"]),
-        "toolbox": Image(f"svc-harness/toolbox:{t}", toolbox_df, {"svc-probe": config.BIN / "svc-probe"},
+        "toolbox": Image(f"svc-harness/toolbox:{t}", toolbox_df,
+                         {"svc-probe": config.BIN / "svc-probe", "slim.sh": config.IMAGES_DIR / "slim.sh"},
                          build_args={"BASE_IMAGE": base_tag(v)}),
         # MetalLB's manifests (from its Go module) name quay.io images; the harness rewrites them.
         "metallb-controller": static_image(f"svc-harness/metallb-controller:{v['METALLB_VERSION']}",
@@ -391,16 +393,21 @@ class Builder:
         return b.outputs()
 
     def image(self, img: Image) -> None:
+        # A base image, by build argument or named in FROM, counts by its own inputs: a rebuilt
+        # base rebuilds what stands on it.
+        bases = [*img.build_args.values(), *(b for b in re.findall(r"^FROM\s+(\S+)", img.dockerfile, re.M)
+                                             if b != "scratch" and "$" not in b)]
         inputs = _hash(img.dockerfile, sorted(img.build_args.items()), *img.files.values(),
-                       *(self.image_inputs(v) or v for v in img.build_args.values()))
+                       *(self.image_inputs(b) or b for b in bases))
         if self.fresh(img.tag, inputs):
             return
         with Step(f"image {img.tag}"):
             self.docker_build(img, inputs)
 
     def netbase(self) -> None:
-        df = (config.IMAGES_DIR / "netbase" / "Dockerfile").read_text()
-        self.image(Image(f"svc-harness/netbase:{self.v['HARNESS_TAG']}", df, {},
+        d = config.IMAGES_DIR / "netbase"
+        self.image(Image(f"svc-harness/netbase:{self.v['HARNESS_TAG']}", (d / "Dockerfile").read_text(),
+                         {"slim.sh": config.IMAGES_DIR / "slim.sh"},
                          build_args={"BASE_IMAGE": base_tag(self.v)}))
 
     def node_image(self, images: list[Image]) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import string
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,17 +40,21 @@ def load_manifest(name: str, **values) -> list[dict]:
 # kubectl's messages for a request that never reached the API server (the connection or its TLS
 # handshake did not complete): repeating such a command cannot do anything twice. A guest
 # cluster's API server, busy on its one slow CPU, misses kubectl's fixed 10 s handshake limit now
-# and then (docs/ipvs-guest.md).
-# Only kubectl's own words, read on stderr: an exec'd workload may print "connection refused" itself.
+# and then, and restarts when a post-start hook times out (docs/ipvs-guest.md).
+# Only kubectl's own words, read on stderr: an exec'd workload may print "connection refused" itself,
+# so a refused connection counts only when it names this cluster's API server.
 UNREACHED = ("TLS handshake timeout", "Unable to connect to the server", "The connection to the server",
              "failed to download openapi")
 UNREACHED_ATTEMPTS = 3
+API_BACK_TIMEOUT = 120  # seconds (scaled like every wait) for an unreached API server to answer again
 
 
-def unreached(result: Result) -> bool:
-    """Whether a failed kubectl never reached the API server (so running it again is safe)."""
+def unreached(result: Result, server: str = "") -> bool:
+    """Whether a failed kubectl never reached the API server (so running it again is safe);
+    `server` is its host:port, for kubectl's "dial tcp <server>: connect: connection refused"."""
     text = result.stderr
-    return not result.ok and result.returncode != 124 and any(m in text for m in UNREACHED)
+    refused = bool(server) and f"dial tcp {server}: connect: connection refused" in text
+    return not result.ok and result.returncode != 124 and (refused or any(m in text for m in UNREACHED))
 
 
 class Kube:
@@ -60,6 +63,7 @@ class Kube:
         self.context = context
         self.runner = runner
         api = k8s_config.new_client_from_config(config_file=self.kubeconfig, context=context)
+        self.server = api.configuration.host.split("://", 1)[-1].rstrip("/")  # host:port
         self.core = k8s.CoreV1Api(api)
         self.apps = k8s.AppsV1Api(api)
         self.discovery = k8s.DiscoveryV1Api(api)
@@ -74,14 +78,23 @@ class Kube:
         argv = [config.tool("kubectl"), "--kubeconfig", self.kubeconfig, *ctx, *args]
         for attempt in range(1, UNREACHED_ATTEMPTS + 1):
             res = self.runner.run(argv, input=input, check=False, timeout=timeout, what=what)
-            if not unreached(res) or attempt == UNREACHED_ATTEMPTS:
+            if not unreached(res, self.server) or attempt == UNREACHED_ATTEMPTS:
                 break
-            log.warning("kubectl did not reach the API server (attempt %d of %d), again in %ds: %s",
-                        attempt, UNREACHED_ATTEMPTS, attempt * 2, (res.stderr or res.stdout).strip()[-300:])
-            time.sleep(attempt * 2)  # a pause before the next connection; no condition to poll
+            log.warning("kubectl did not reach the API server %s (attempt %d of %d); again once it answers "
+                        "/readyz: %s", self.server, attempt, UNREACHED_ATTEMPTS, res.stderr.strip()[-300:])
+            self.wait_api_ready(ctx)
         if check and not res.ok:
             raise CommandError(res, what)
         return res
+
+    def wait_api_ready(self, ctx: list[str] | None = None) -> None:
+        """Until the API server answers /readyz (after a restart it refuses connections, then
+        misses TLS handshakes, for a minute or more in the guest)."""
+        argv = [config.tool("kubectl"), "--kubeconfig", self.kubeconfig, *(ctx or []), "get", "--raw=/readyz",
+                "--request-timeout=10s"]
+        Wait(f"the API server {self.server} to answer /readyz", timeout=API_BACK_TIMEOUT, interval=2.0).until(
+            lambda: self.runner.run(argv, check=False, timeout=30, what="API server /readyz"),
+            lambda res: res.ok)
 
     def apply(self, objs: list[dict] | dict, namespace: str | None = None, check: bool = True) -> Result:
         objs = objs if isinstance(objs, list) else [objs]

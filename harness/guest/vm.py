@@ -350,6 +350,9 @@ class Guest:
                 stream = self.r.engine(f"save {tag}", lambda c: c.images.get(tag).save(named=True), timeout=1800)
                 self.runner().engine(f"load {tag} into the guest", lambda c: c.images.load(stream), timeout=1800)
             took[tag] = st.seconds
+        if took:  # a new build of a tag leaves the old one untagged on the guest's disk
+            self.runner().engine("pruning untagged images in the guest",
+                                 lambda c: c.images.prune(filters={"dangling": True}), check=False, timeout=600)
         return took
 
     def down(self, timeout: float = 90) -> None:

@@ -378,3 +378,22 @@ def test_an_older_kind_is_refused_with_the_way_out():
     check_kind_version(FakeRunner().on(lambda a: a[-1] == "version", stdout="kind v9.0.0 go1.26 linux/amd64"))
     with pytest.raises(ClusterError, match=f"go install sigs.k8s.io/kind@{want}"):
         check_kind_version(FakeRunner().on(lambda a: a[-1] == "version", stdout="kind v0.30.0 go1.26 linux/amd64"))
+
+
+def test_an_image_on_a_rebuilt_base_is_rebuilt(tmp_path):
+    """kube-proxy's Dockerfile names its base in FROM: the base's own inputs count, so a changed
+    netbase rebuilds kube-proxy (it once kept the old Debian base)."""
+    from harness.runner import FakeRunner
+    binary = tmp_path / "kube-proxy"
+    binary.write_text("x")
+    img = images.on_base("x/kube-proxy:1", "x/netbase:v1", "kube-proxy", src=tmp_path)
+
+    def built(base_inputs):
+        runner = FakeRunner().on(lambda a: a[:3] == ["docker", "image", "inspect"] and a[-1] == "x/netbase:v1",
+                                 stdout=base_inputs).on(lambda a: a[:3] == ["docker", "image", "inspect"],
+                                                        stdout="stale")
+        images.Builder(runner).image(img)
+        argv = next(c for c in runner.calls if c[:2] == ["docker", "build"])
+        return next(a for a in argv if a.startswith(f"{images.INPUTS_LABEL}="))
+
+    assert built("netbase-old") != built("netbase-new")

@@ -1,7 +1,7 @@
 """Kube.kubectl runs a command again only when it never reached the API server."""
 import pytest
 
-from harness import kube
+from harness import kube, waits
 from harness.runner import CommandError, FakeRunner
 
 KUBECONFIG = """apiVersion: v1
@@ -15,21 +15,25 @@ HANDSHAKE = ('error: error validating "STDIN": error validating data: failed to 
              'Get "https://10.253.0.2:17146/openapi/v2?timeout=32s": net/http: TLS handshake timeout')
 
 
-def _kube(tmp_path, monkeypatch, answers):
-    """A Kube whose kubectl answers (returncode, stderr) in turn; the last answer repeats."""
-    monkeypatch.setattr(kube.time, "sleep", lambda s: None)
+def _kube(tmp_path, monkeypatch, answers, ready=True):
+    """A Kube whose kubectl answers (returncode, stderr) in turn; the last answer repeats.
+    /readyz answers `ready` (not counted in `runner.calls`)."""
+    monkeypatch.setattr(waits.time, "sleep", lambda s: None)
     path = tmp_path / "kubeconfig"
     path.write_text(KUBECONFIG)
-    runner = _InTurn(list(answers))
+    runner = _InTurn(list(answers), ready)
     return kube.Kube(path, runner=runner), runner
 
 
 class _InTurn(FakeRunner):
-    def __init__(self, answers):
+    def __init__(self, answers, ready):
         super().__init__()
-        self.answers = answers
+        self.answers, self.ready, self.readyz = answers, ready, 0
 
     def run(self, argv, **kw):
+        if "--raw=/readyz" in argv:
+            self.readyz += 1
+            return FakeRunner().on(lambda a: True, returncode=0 if self.ready else 1).run(argv, **kw)
         rc, err = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         self.responses[:] = [(lambda a: True, "", rc, err)]
         return super().run(argv, **kw)
@@ -71,3 +75,28 @@ def test_a_rollout_on_a_slow_engine_waits_its_slowdown_longer(tmp_path, monkeypa
     with slower(3):
         k.rollout("demoapp", "ns", timeout=120)
     assert "--timeout=360s" in runner.calls[0]
+
+
+REFUSED = ('error: error when retrieving current configuration of: ... from server for: "STDIN": Get '
+           '"https://127.0.0.1:6443/api/v1/namespaces/x": dial tcp 127.0.0.1:6443: connect: connection refused')
+
+
+def test_a_refused_connection_to_this_api_server_waits_for_readyz_then_runs_again(tmp_path, monkeypatch):
+    """Seen in the guest: the API server restarted (a post-start hook timed out) and refused
+    connections, then missed handshakes, for about 70 s; kubectl runs again once /readyz answers."""
+    k, runner = _kube(tmp_path, monkeypatch, [(1, REFUSED), (0, "")])
+    assert k.kubectl("apply", "-f", "-").ok
+    assert len(runner.calls) == 2 and runner.readyz == 1
+
+
+def test_a_refusal_printed_by_a_workload_is_not_the_api_server(tmp_path, monkeypatch):
+    k, runner = _kube(tmp_path, monkeypatch, [(1, "dial tcp 10.96.0.10:80: connect: connection refused")])
+    assert not k.kubectl("exec", "p", "--", "curl", check=False).ok
+    assert len(runner.calls) == 1 and runner.readyz == 0
+
+
+def test_an_api_server_that_does_not_come_back_fails_with_what_was_awaited(tmp_path, monkeypatch):
+    monkeypatch.setattr(kube, "API_BACK_TIMEOUT", 0)
+    k, runner = _kube(tmp_path, monkeypatch, [(1, HANDSHAKE)], ready=False)
+    with pytest.raises(waits.WaitTimeout, match="API server 127.0.0.1:6443 to answer /readyz"):
+        k.kubectl("get", "pods")
