@@ -226,8 +226,12 @@ def _hash(*parts) -> str:
                     if f.is_file():
                         h.update(str(f.relative_to(p)).encode())
                         h.update(f.read_bytes())
+            elif p.exists() and p.is_relative_to(config.REPO):
+                # A file of this repository: by content, since every clone gives it a new mtime.
+                h.update(p.name.encode())
+                h.update(p.read_bytes())
             elif p.exists():
-                # Binaries: size+mtime is enough and avoids hashing 100 MB files.
+                # Built binaries: size+mtime is enough and avoids hashing 100 MB files.
                 st = p.stat()
                 h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
         else:

@@ -397,3 +397,17 @@ def test_an_image_on_a_rebuilt_base_is_rebuilt(tmp_path):
         return next(a for a in argv if a.startswith(f"{images.INPUTS_LABEL}="))
 
     assert built("netbase-old") != built("netbase-new")
+
+
+def test_a_repository_file_counts_by_content_not_by_its_clones_mtime(tmp_path):
+    """Every clone gives images/slim.sh a new mtime; a fresh CI clone must not rebuild the images."""
+    import os
+    from harness.images import _hash
+    f = config.IMAGES_DIR / "slim.sh"
+    before = _hash(f)
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        assert _hash(f) == before
+    finally:
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
