@@ -40,6 +40,7 @@ DEFAULT_WORKERS = 2
 KIND_NETWORK = "kind"
 # Labels on every container/cluster this harness creates, so it never touches others'.
 OWNER_LABEL = "io.svc-harness.owner"
+BUILDER_LABEL = "io.svc-harness.builder"  # on a node image's build container: the build's process
 KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"  # kind's own label on a cluster's node containers
 
 # Timeouts (seconds) in one place.

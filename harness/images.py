@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .cli import tool_prog
 from . import config
-from .owners import move_into, write_text
+from .owners import Owner, move_into, write_text
 from .runner import DEFAULT, CommandError, Runner, Step
 
 log = logging.getLogger(__name__)
@@ -448,6 +448,7 @@ class Builder:
         name = f"svc-harness-node-build-{os.getpid()}"
         self.r.run(["docker", "run", "-d", "--name", name, "--privileged", "--network", "none",
                     "--label", f"{config.OWNER_LABEL}=image-build",
+                    "--label", f"{config.BUILDER_LABEL}={json.dumps(Owner.of().to_dict())}",
                     "--entrypoint", "sleep", rootfs, "infinity"])
         try:
             self.r.run(["docker", "exec", "-d", name, "containerd"])
@@ -472,6 +473,7 @@ class Builder:
                         "--change", 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]',
                         "--change", "CMD []",
                         "--change", f"LABEL {INPUTS_LABEL}={inputs}",
+                        "--change", f"LABEL {config.BUILDER_LABEL}=",  # the build's process is not the image's
                         name, tag], timeout=900)
         finally:
             self.r.run(["docker", "rm", "-f", name], check=False)

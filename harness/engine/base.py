@@ -208,11 +208,25 @@ class HostEngine(Engine):
     def clean_up(self, force: bool) -> tuple[list[str], int]:
         lines = []
         gone = remove_containers(self.runner, config.OWNER_LABEL, "svc-byo-")  # --kubeconfig runs' sidecars
+        gone += remove_containers(self.runner, f"{config.OWNER_LABEL}=image-build", "svc-harness-node-build-",
+                                  only=lambda x: force or not _builder_alive(x.labels))
         if gone:
             lines.append(f"removed containers: {', '.join(gone)}")
         if self.remove_guard_if_unused():
             lines.append("removed the host's guard rules (no container of the harness is left on the kind network)")
         return lines, 0
+
+
+def _builder_alive(labels: dict) -> bool:
+    """Whether the image build that made a node-build container still runs (a killed build
+    leaves its container running `sleep infinity`)."""
+    import json
+    from ..owners import Owner
+    try:
+        owner = Owner.from_dict(json.loads(labels.get(config.BUILDER_LABEL, "")))
+    except ValueError:
+        owner = None
+    return owner is not None and owner.alive()
 
 
 def saved_rules(runner: Runner, comments: tuple[str, ...],

@@ -104,3 +104,15 @@ def test_a_delete_counts_only_when_the_engine_shows_the_nodes_gone(tmp_path, mon
     kc._write_marker("{}")
     assert kc.delete() is deleted
     assert kc.marker.exists() is not deleted
+
+
+def test_a_node_build_container_is_left_only_while_its_build_runs():
+    """`svc-harness clean` removes a node image's build container whose build was killed."""
+    import json
+    from harness import config
+    from harness.engine.base import _builder_alive
+    from harness.owners import Owner
+    me = Owner.of().to_dict()
+    assert _builder_alive({config.BUILDER_LABEL: json.dumps(me)})
+    assert not _builder_alive({config.BUILDER_LABEL: json.dumps({**me, "start": "1"})})  # pid reused
+    assert not _builder_alive({})
