@@ -82,15 +82,16 @@ class Kube:
                 break
             log.warning("kubectl did not reach the API server %s (attempt %d of %d); again once it answers "
                         "/readyz: %s", self.server, attempt, UNREACHED_ATTEMPTS, res.stderr.strip()[-300:])
-            self.wait_api_ready(ctx)
+            self.wait_api_ready()
         if check and not res.ok:
             raise CommandError(res, what)
         return res
 
-    def wait_api_ready(self, ctx: list[str] | None = None) -> None:
+    def wait_api_ready(self) -> None:
         """Until the API server answers /readyz (after a restart it refuses connections, then
         misses TLS handshakes, for a minute or more in the guest)."""
-        argv = [config.tool("kubectl"), "--kubeconfig", self.kubeconfig, *(ctx or []), "get", "--raw=/readyz",
+        ctx = ["--context", self.context] if self.context else []
+        argv = [config.tool("kubectl"), "--kubeconfig", self.kubeconfig, *ctx, "get", "--raw=/readyz",
                 "--request-timeout=10s"]
         Wait(f"the API server {self.server} to answer /readyz", timeout=API_BACK_TIMEOUT, interval=2.0).until(
             lambda: self.runner.run(argv, check=False, timeout=30, what="API server /readyz"),
