@@ -1,10 +1,4 @@
-# Makes `pytest suites/ --proxy-mode=...` work from a checkout without installing
-# the package: the plugin is loaded from harness/ (an installed copy registers it
-# through the pytest11 entry point instead).
-import importlib.metadata as _md
-
-try:
-    _md.distribution("svc-harness")
-    pytest_plugins = []
-except _md.PackageNotFoundError:
-    pytest_plugins = ["harness.plugin"]
+# Loads the harness's pytest plugin for the suites (and the unit tests) of this checkout. It is
+# not registered as an installed pytest11 plugin on purpose: its options then exist only where
+# these suites run, and another project's pytest in the same environment never sees them.
+pytest_plugins = ["harness.plugin"]

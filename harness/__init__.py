@@ -33,6 +33,6 @@ Module map (one concern each):
   modeswitch    E16's cluster of its own and the mode change on it
   plugin        pytest options, hooks and fixtures
   runstate      what one pytest run keeps between its hooks (config.stash) and across its workers (run_once)
-  byo/          bring your own cluster (--kubeconfig): preflight and discovery, attaching a run
+  byo/          bring your own cluster (--byo-kubeconfig): preflight and discovery, attaching a run
                 and accounting for it, the before/after snapshot, the foreign-kind-cluster test bed
 """

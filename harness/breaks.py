@@ -44,7 +44,7 @@ class Break:
     on_service: Callable[["Lab", dict], dict] | None = None      # rewrites each Service spec applied
     on_patch: Callable[["Lab", dict], dict] | None = None        # rewrites each Service spec patch
     skip_restart: bool = False     # a mode change edits the ConfigMap but restarts nothing
-    # Only with --kubeconfig: what must go red is the run's "left as found" snapshot check (exit 1),
+    # Only with --byo-kubeconfig: what must go red is the run's "left as found" snapshot check (exit 1),
     # not an experiment; proven by `python -m harness.byo check`, not by `prove`.
     byo: bool = False
     scheduler_unapplied: bool = False  # an ipvs scheduler change edits the ConfigMap but restarts nothing
@@ -98,7 +98,7 @@ def _service_range_local(cluster: "ClusterHandle") -> None:
 
 
 def _touch_kube_system(lab: "Lab") -> None:
-    """What E17 used to do to a --kubeconfig cluster: edit the kube-proxy ConfigMap (harmlessly)."""
+    """What E17 used to do to a --byo-kubeconfig cluster: edit the kube-proxy ConfigMap (harmlessly)."""
     lab.kube.kubectl("-n", "kube-system", "annotate", "--overwrite", "configmap", "kube-proxy",
                      f"svc-harness/touched-by={lab.ns}", what="touching kube-system on purpose")
 
@@ -225,10 +225,10 @@ def describe(breaks: tuple[Break, ...]) -> str:
 def _pytest_argv(b: Break, mode: str, artifacts: Path, extra: list[str]) -> list[str]:
     argv = [sys.executable, "-m", "pytest", str(config.REPO / "suites"), "-p", "no:cacheprovider", "-q",
             f"--proxy-mode={mode}", f"--break={b.name}", f"--experiments={','.join(b.must_fail)}",
-            f"--artifacts-dir={artifacts}", f"--cluster-name={_cluster_prefix(b)}"]
+            f"--artifacts-dir={artifacts}", f"--cluster-prefix={_cluster_prefix(b)}"]
     if not b.changes_cluster:
         # A healthy cluster serves every break that damages only namespaces or Services.
-        argv += ["--reuse-cluster", "--keep-cluster"]
+        argv += ["--reuse-clusters", "--keep-clusters"]
     return argv + extra
 
 
@@ -336,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--one-each", action="store_true",
                     help="each break against only the first experiment it must turn red (what CI runs; "
                          "the full proof is without it)")
-    pr.add_argument("--k8s-version", default=None, metavar="MINOR",
-                    help="Kubernetes release of the clusters (as pytest's --k8s-version)")
+    pr.add_argument("--kubernetes-version", default=None, metavar="MINOR",
+                    help="Kubernetes release of the clusters (as pytest's --kubernetes-version)")
     args, extra = parse_with_pytest_args(p, argv)
     if args.cmd == "list":
         for b in BREAKS.values():
@@ -345,11 +345,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{b.name:24} {', '.join(b.must_fail):18} {b.fault}{only}")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if args.k8s_version:
+    if args.kubernetes_version:
         try:
-            os.environ[config.K8S_VERSION_ENV] = config.k8s_minor(args.k8s_version)
+            os.environ[config.K8S_VERSION_ENV] = config.k8s_minor(args.kubernetes_version)
         except ValueError as e:
-            p.error(f"--k8s-version: {e}")
+            p.error(f"--kubernetes-version: {e}")
     release = config.versions()["KUBERNETES_VERSION"]
     minor = config.minor_of(release)
     names = [n for n in args.only.split(",") if n] or [n for n, b in BREAKS.items()
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     too_new = [n for n in names if n in BREAKS and BREAKS[n].from_minor > minor]
     for n in too_new:
         print(f"break {n}: not run on Kubernetes {release}; its claim holds from "
-              f"{'.'.join(map(str, BREAKS[n].from_minor))} on (--k8s-version)", file=sys.stderr)
+              f"{'.'.join(map(str, BREAKS[n].from_minor))} on (--kubernetes-version)", file=sys.stderr)
     names = [n for n in names if n not in too_new]
     if not names:
         p.error(f"no break left to prove on Kubernetes {release}")
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown break(s) {', '.join(unknown)}; expected some of {', '.join(BREAKS)}")
     byo = [n for n in names if BREAKS[n].byo]
     if byo:
-        p.error(f"{', '.join(byo)}: proven against a --kubeconfig cluster by `python -m harness.byo check`")
+        p.error(f"{', '.join(byo)}: proven against a --byo-kubeconfig cluster by `python -m harness.byo check`")
     return prove(args.proxy_mode, names, Path(args.artifacts_dir).resolve(), extra, args.jobs, args.one_each)
 
 

@@ -199,12 +199,12 @@ class KindCluster:
             if not self.owned():
                 raise ClusterError(
                     f"a kind cluster named {self.name!r} exists but was not created by this harness "
-                    f"(no {self.marker}); it is left alone. Pick another --cluster-name, or use "
-                    f"--kubeconfig to run against it")
+                    f"(no {self.marker}); it is left alone. Pick another --cluster-prefix, or use "
+                    f"--byo-kubeconfig to run against it")
             other = self.held_by_other()
             if other:
                 raise ClusterError(f"kind cluster {self.name!r} belongs to a run that is still going ({other}); "
-                                   f"it is left alone. Pick another --cluster-name")
+                                   f"it is left alone. Pick another --cluster-prefix")
             if self.reuse and self._same_config() and self._healthy():
                 log.info("reusing cluster %s", self.name)
                 self._write_marker(json.loads(self.marker.read_text()).get("config", ""))
@@ -302,7 +302,7 @@ class KindCluster:
         log.warning("kind logs of the failed attempt: %s", dest)
 
     def _kind_delete(self) -> bool:
-        # --kubeconfig keeps kind away from ~/.kube/config on delete too.
+        # --byo-kubeconfig keeps kind away from ~/.kube/config on delete too.
         res = self.runner.run([config.tool("kind"), "delete", "cluster", "--name", self.name,
                                "--kubeconfig", str(self.kubeconfig)], check=False, timeout=300)
         # Node containers a killed create or delete left half-made (kind no longer lists them, and
@@ -385,7 +385,7 @@ def seal_coredns(kubeconfig: Path, runner: Runner = DEFAULT, timeout: int = 120)
     to the outside (the egress guard drops them). The suites resolve only
     cluster names, so CoreDNS answers those and forwards nothing.
     (Only for clusters the harness makes, and the byo test bed's own: with
-    --kubeconfig the harness never edits CoreDNS.)
+    --byo-kubeconfig the harness never edits CoreDNS.)
     """
     kubectl = [config.tool("kubectl"), "--kubeconfig", str(kubeconfig)]
     cm = json.loads(runner.run([*kubectl, "-n", "kube-system", "get", "configmap", "coredns",
@@ -437,7 +437,7 @@ def claim_name(base: str, owner: Owner, engine: "engines.Engine") -> str:
     """A cluster name that no live run holds: `base`, else `base-2`, `base-3`, ...
 
     The claim is the ownership marker, written behind a machine-wide lock, so two runs started
-    at the same moment with the same --cluster-name get different clusters. A name whose cluster
+    at the same moment with the same --cluster-prefix get different clusters. A name whose cluster
     exists without a marker (someone else's) is returned as it is: KindCluster.start refuses it.
     """
     clusters = config.CACHE / "clusters"

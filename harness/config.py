@@ -63,7 +63,7 @@ def slowdown() -> float:
 
 
 # The Kubernetes release a run uses: a minor with a file images/kubernetes/v<minor>.env holding its
-# pins (the patch release and the images kubeadm asks for). Chosen by --k8s-version, which sets this
+# pins (the patch release and the images kubeadm asks for). Chosen by --kubernetes-version, which sets this
 # variable for the whole run (xdist workers and the build commands it starts read it too).
 K8S_VERSION_ENV = "SVC_HARNESS_K8S_VERSION"
 KUBERNETES_PINS = IMAGES_DIR / "kubernetes"

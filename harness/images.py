@@ -557,15 +557,15 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["build"])
     ap.add_argument("--force", action="store_true", help="rebuild everything, ignoring caches")
-    ap.add_argument("--k8s-version", metavar="MINOR", default=None,
+    ap.add_argument("--kubernetes-version", metavar="MINOR", default=None,
                     help="the Kubernetes release to build for, e.g. 1.37 (default: KUBERNETES_DEFAULT)")
     ap.add_argument("-v", "--verbose", action="store_true", help="log every command")
     a = ap.parse_args(argv)
-    if a.k8s_version:
+    if a.kubernetes_version:
         try:
-            os.environ[config.K8S_VERSION_ENV] = config.k8s_minor(a.k8s_version)
+            os.environ[config.K8S_VERSION_ENV] = config.k8s_minor(a.kubernetes_version)
         except ValueError as e:
-            ap.error(f"--k8s-version: {e}")
+            ap.error(f"--kubernetes-version: {e}")
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, format="%(message)s")
     try:
         Builder(force=a.force).build_all()

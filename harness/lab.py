@@ -48,12 +48,12 @@ class ClusterHandle:
     kube: Kube
     nodes: list[Node]
     images: Images
-    kind: KindCluster | None = None      # None when running against --kubeconfig
-    external_mode: str = "container"     # or "host"; "none" when --kubeconfig has no vantage for it
+    kind: KindCluster | None = None      # None when running against --byo-kubeconfig
+    external_mode: str = "container"     # or "host"; "none" when --byo-kubeconfig has no vantage for it
     worker: str = "main"                 # xdist worker id: keeps container names apart
-    lb_provider: str = "none"            # "metallb" once installed; with --kubeconfig as discovered
+    lb_provider: str = "none"            # "metallb" once installed; with --byo-kubeconfig as discovered
     breaks: tuple = ()                   # deliberate breaks of this run (harness.breaks)
-    # --kubeconfig (harness.byo): how nodes are reached ("docker": local kind containers, read
+    # --byo-kubeconfig (harness.byo): how nodes are reached ("docker": local kind containers, read
     # only, the probe from a sidecar in the node's network namespace; "pod": a hostNetwork pod in
     # the test namespace), the discovered traffic targets, and the user's consent to changes.
     node_access: str = "docker"
@@ -63,14 +63,14 @@ class ClusterHandle:
     runner: Runner = field(default=DEFAULT, repr=False)
     engine_note: str = ""                # where it runs, for the report (harness.session fills it)
     slowdown: float = 1.0                # its engine's factor on every wait (harness.waits.slower)
-    expected_nodes: int = 0              # nodes it was created with (0: unknown, e.g. --kubeconfig)
+    expected_nodes: int = 0              # nodes it was created with (0: unknown, e.g. --byo-kubeconfig)
     _external: dict[int, ExternalPeer] = field(default_factory=dict, repr=False)
     _allowed: list | None = field(default=None, repr=False)
     _node_peers: dict[str, NodePeer] = field(default_factory=dict, repr=False)
 
     @property
     def is_kind(self) -> bool:
-        """A kind cluster this harness made (and may change); False with --kubeconfig."""
+        """A kind cluster this harness made (and may change); False with --byo-kubeconfig."""
         return self.kind is not None
 
     @property
@@ -86,15 +86,15 @@ class ClusterHandle:
     def needs_change(self, what: str) -> None:
         """Skip unless this cluster may be changed outside test namespaces; record the change if so.
 
-        The harness's own clusters always may; a --kubeconfig cluster only with
+        The harness's own clusters always may; a --byo-kubeconfig cluster only with
         --allow-cluster-changes (the caller undoes the change; the run's summary lists it).
         """
         if self.is_kind:
             return
         if not self.allow_changes:
-            pytest.skip(f"needs a change outside the test namespaces ({what}); with --kubeconfig the "
+            pytest.skip(f"needs a change outside the test namespaces ({what}); with --byo-kubeconfig the "
                         "cluster is left as found. Pass --allow-cluster-changes to allow it (undone afterwards)")
-        log.warning("changing the --kubeconfig cluster with consent: %s", what)
+        log.warning("changing the --byo-kubeconfig cluster with consent: %s", what)
         if self.changes_log:
             with open(self.changes_log, "a") as f:
                 f.write(what + "\n")
@@ -105,11 +105,11 @@ class ClusterHandle:
 
     @property
     def workers(self) -> list[Node]:
-        """Nodes that take the test pods (a --kubeconfig cluster's cordoned/tainted ones are left out)."""
+        """Nodes that take the test pods (a --byo-kubeconfig cluster's cordoned/tainted ones are left out)."""
         return [n for n in self.nodes if n.role == "worker"]
 
     def node(self, name: str) -> NodePeer:
-        """The node as a vantage point (docker exec). On a --kubeconfig cluster nothing is copied
+        """The node as a vantage point (docker exec). On a --byo-kubeconfig cluster nothing is copied
         into the node: the probe runs in a sidecar container sharing the node's network namespace."""
         if name not in self._node_peers:
             n = next(n for n in self.nodes if n.name == name)
@@ -126,7 +126,7 @@ class ClusterHandle:
     def external(self, index: int = 0) -> ExternalPeer:
         """External client number `index` (0 = the article's rocky1); started on first use."""
         if self.external_mode == "none":
-            pytest.skip("no external vantage point: the --kubeconfig cluster's nodes are not local kind "
+            pytest.skip("no external vantage point: the --byo-kubeconfig cluster's nodes are not local kind "
                         "containers; pass --external-client=host to use this machine")
         if index not in self._external:
             if self.external_mode == "host" and index == 0:
@@ -177,7 +177,7 @@ class ClusterHandle:
 
     def set_ipvs_scheduler(self, scheduler: str):
         """Switch ipvs.scheduler via the ConfigMap and roll kube-proxy; returns a callable that restores it.
-        (Callers ask needs_change first: on a --kubeconfig cluster this needs consent.)"""
+        (Callers ask needs_change first: on a --byo-kubeconfig cluster this needs consent.)"""
         before = modes.set_config(self.kube, {"ipvs": {"scheduler": scheduler}})
         # --break=ipvs-scheduler-unapplied: the ConfigMap changes, no kube-proxy restarts.
         restart = not any(b.scheduler_unapplied for b in self.breaks)
@@ -191,7 +191,7 @@ class ClusterHandle:
         return restore
 
     def may_cut_off(self, node: Node) -> None:
-        """Skip unless `node` can be cut off here (a local container, and consent on --kubeconfig)."""
+        """Skip unless `node` can be cut off here (a local container, and consent on --byo-kubeconfig)."""
         if not self.node_containers:
             pytest.skip(f"cutting {node.name} off the network needs the nodes as local kind containers "
                         f"(node access here: {self.node_access})")
@@ -357,7 +357,7 @@ class Lab:
 
         Probing a ClusterIP before its rules exist would send the packets to the
         default route, i.e. towards the outside, so every new Service waits here.
-        Without access to the nodes' data plane (a --kubeconfig cluster elsewhere) callers
+        Without access to the nodes' data plane (a --byo-kubeconfig cluster elsewhere) callers
         wait on traffic instead (see service, wait_endpoints, wait_affinity).
         """
         if self.cluster.dataplane_access:
@@ -443,7 +443,7 @@ class Lab:
 
     def node(self, node: str | Node) -> Peer:
         """The node as a vantage point: the node itself, or a hostNetwork pod on it (in this
-        namespace) where the nodes of a --kubeconfig cluster are not local containers."""
+        namespace) where the nodes of a --byo-kubeconfig cluster are not local containers."""
         name = node.name if isinstance(node, Node) else node
         if self.cluster.node_containers:
             return self.cluster.node(name)

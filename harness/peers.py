@@ -5,7 +5,7 @@ from a client pod, a node, or an external client:
 
   PodPeer       a client pod pinned to a chosen node (kubectl exec)
   NodePeer      a node itself, like the article's curl from the control plane (docker exec; on a
-                --kubeconfig cluster the probe runs in a sidecar sharing the node's network
+                --byo-kubeconfig cluster the probe runs in a sidecar sharing the node's network
                 namespace, or from a hostNetwork pod where the nodes are not local containers)
   ExternalPeer  a client outside every node, like the article's host `rocky1`:
                 by default a container on the kind network, or this host (`--external-client=host`)
@@ -65,7 +65,7 @@ class NodePeer(Peer):
 
     @classmethod
     def with_sidecar(cls, node: Node, sidecar: str, image: str, runner: Runner = DEFAULT) -> "NodePeer":
-        """A node we may not change (--kubeconfig): reads by docker exec, the probe from a toolbox
+        """A node we may not change (--byo-kubeconfig): reads by docker exec, the probe from a toolbox
         container joined to the node's network namespace (same addresses, routes and rules)."""
         remove_container(runner, sidecar)
         runner.engine(f"start the probe sidecar of {node.name}", lambda c: c.containers.run(

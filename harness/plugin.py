@@ -5,7 +5,7 @@
 One kind cluster per proxy mode per run. Under pytest-xdist the first worker
 that needs a mode creates its cluster behind a file lock in the run's shared
 directory; the others attach. The controller deletes, once, every cluster this
-run created (unless --keep-cluster), also after Ctrl-C or SIGTERM.
+run created (unless --keep-clusters), also after Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
 
@@ -82,9 +82,9 @@ def _json_object(text: str) -> dict:
 CLUSTER_PREFIX_MAX = hcfg.CLUSTER_PREFIX_MAX
 
 
-def _cluster_name(text: str) -> str:
+def _cluster_prefix(text: str) -> str:
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,%d}[a-z0-9])?" % (CLUSTER_PREFIX_MAX - 2), text):
-        raise pytest.UsageError(f"--cluster-name={text!r}: use lower-case letters, digits and '-', at most "
+        raise pytest.UsageError(f"--cluster-prefix={text!r}: use lower-case letters, digits and '-', at most "
                                 f"{CLUSTER_PREFIX_MAX} characters (the mode and kind's node suffixes are appended, "
                                 "and a node's hostname must fit in 64)")
     return text
@@ -102,33 +102,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--all-modes-in-guest", action="store_true", default=False,
                 help="run every mode's clusters in the UML guest engine, not only ipvs: the three modes on one "
                      "kernel and one engine (slower: see docs/ipvs-guest.md)")
-    g.addoption("--guest-workers", type=int, default=1,
+    g.addoption("--guest-worker-nodes", type=int, default=1,
                 help="worker nodes of a cluster in the guest engine (default: 1, i.e. 2 nodes; see README)")
-    g.addoption("--workers", type=_positive_int, default=hcfg.DEFAULT_WORKERS,
+    g.addoption("--worker-nodes", type=_positive_int, default=hcfg.DEFAULT_WORKERS,
                 help="worker nodes per cluster (default: 2, i.e. 3 nodes like the article)")
-    g.addoption("--k8s-version", default=None, metavar="MINOR",
+    g.addoption("--kubernetes-version", default=None, metavar="MINOR",
                 help="Kubernetes release of the clusters: a minor such as 1.37 (its pinned patch is used; "
                      "the ones the harness has: images/kubernetes/). Default: KUBERNETES_DEFAULT in "
                      "images/versions.env, or $SVC_HARNESS_K8S_VERSION")
     g.addoption("--node-image", default=None,
                 help="kind node image (default: the offline build svc-harness/node:<k8s version> if present, "
                      "else upstream kindest/node)")
-    g.addoption("--cluster-name", type=_cluster_name, default=hcfg.DEFAULT_CLUSTER_PREFIX,
+    g.addoption("--cluster-prefix", type=_cluster_prefix, default=hcfg.DEFAULT_CLUSTER_PREFIX,
                 help="cluster name prefix; the mode is appended (default: svc-harness)")
-    g.addoption("--keep-cluster", action="store_true", help="keep the clusters after the run")
-    g.addoption("--reuse-cluster", action="store_true",
+    g.addoption("--keep-clusters", action="store_true", help="keep the clusters after the run")
+    g.addoption("--reuse-clusters", action="store_true",
                 help="reuse a healthy cluster this harness created earlier instead of recreating it")
-    g.addoption("--kubeconfig", default=None,
+    g.addoption("--byo-kubeconfig", default=None,
                 help="run against an existing cluster (left as found: nothing outside the test namespaces "
                      "is created or changed, and the run fails if kube-system or the nodes changed)")
-    g.addoption("--context", default=None,
-                help="with --kubeconfig: the context to use (default: the kubeconfig's current context)")
+    g.addoption("--byo-context", default=None,
+                help="with --byo-kubeconfig: the context to use (default: the kubeconfig's current context)")
     g.addoption("--allow-cluster-changes", action="store_true",
-                help="with --kubeconfig: allow experiments that change the cluster beyond test namespaces "
+                help="with --byo-kubeconfig: allow experiments that change the cluster beyond test namespaces "
                      "(node cut-off, ipvs scheduler; LoadBalancer Services when no MetalLB in layer-2 mode is found, "
                      "which a cloud provider would act on); each change is undone and listed in the summary")
     g.addoption("--node-access", choices=["auto", "docker", "pod"], default="auto",
-                help="with --kubeconfig: how to reach nodes: docker exec into local kind containers, or a "
+                help="with --byo-kubeconfig: how to reach nodes: docker exec into local kind containers, or a "
                      "hostNetwork pod per node (default: auto, docker when the nodes are local kind containers)")
     g.addoption("--lb-provider", choices=["metallb", "none"], default="metallb",
                 help="LoadBalancer provider installed in each cluster (default: metallb)")
@@ -166,7 +166,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "experiment(id, title): an experiment of the Services article")
-    config.addinivalue_line("markers", "kind_only: needs a kind cluster the harness makes (skipped with --kubeconfig)")
+    config.addinivalue_line("markers", "kind_only: needs a kind cluster the harness makes (skipped with --byo-kubeconfig)")
     config.addinivalue_line("markers", "modes(*modes): run only in these proxy modes")
     config.addinivalue_line("markers", "cluster_wide: changes the whole cluster for a while (a node cut off, "
                             "kube-proxy reconfigured); runs with no other test on its cluster")
@@ -180,34 +180,34 @@ def pytest_configure(config: pytest.Config) -> None:
     except ValueError as e:
         raise pytest.UsageError(str(e)) from None
     for b in opts.breaks:
-        if opts.kubeconfig and not b.byo:
-            raise pytest.UsageError(f"--break={b.name} damages clusters on purpose; it is refused with --kubeconfig")
-        if b.byo and not opts.kubeconfig:
-            raise pytest.UsageError(f"--break={b.name} tests the --kubeconfig path; it needs --kubeconfig")
+        if opts.byo_kubeconfig and not b.byo:
+            raise pytest.UsageError(f"--break={b.name} damages clusters on purpose; it is refused with --byo-kubeconfig")
+        if b.byo and not opts.byo_kubeconfig:
+            raise pytest.UsageError(f"--break={b.name} tests the --byo-kubeconfig path; it needs --byo-kubeconfig")
     if opts.breaks:
         log.warning("deliberately broken run: %s", breaks.describe(opts.breaks))
     opts.artifacts_dir = str(Path(opts.artifacts_dir).resolve())
-    if opts.kubeconfig and not Path(opts.kubeconfig).exists():
-        raise pytest.UsageError(f"--kubeconfig={opts.kubeconfig}: no such file")
-    if opts.kubeconfig and opts.keep_cluster:
-        raise pytest.UsageError("--keep-cluster has no meaning with --kubeconfig (that cluster is never deleted)")
-    for flag, value in (("--context", opts.context), ("--allow-cluster-changes", opts.allow_cluster_changes),
+    if opts.byo_kubeconfig and not Path(opts.byo_kubeconfig).exists():
+        raise pytest.UsageError(f"--byo-kubeconfig={opts.byo_kubeconfig}: no such file")
+    if opts.byo_kubeconfig and opts.keep_clusters:
+        raise pytest.UsageError("--keep-clusters has no meaning with --byo-kubeconfig (that cluster is never deleted)")
+    for flag, value in (("--byo-context", opts.byo_context), ("--allow-cluster-changes", opts.allow_cluster_changes),
                         ("--node-access", opts.node_access != "auto")):
-        if value and not opts.kubeconfig:
-            raise pytest.UsageError(f"{flag} applies to --kubeconfig only (the harness's own clusters are kind "
+        if value and not opts.byo_kubeconfig:
+            raise pytest.UsageError(f"{flag} applies to --byo-kubeconfig only (the harness's own clusters are kind "
                                     "clusters it may change)")
-    if opts.k8s_version:
-        if opts.kubeconfig:
-            raise pytest.UsageError("--k8s-version picks the release of the clusters the harness makes; with "
-                                    "--kubeconfig the cluster's own release is used")
+    if opts.kubernetes_version:
+        if opts.byo_kubeconfig:
+            raise pytest.UsageError("--kubernetes-version picks the release of the clusters the harness makes; with "
+                                    "--byo-kubeconfig the cluster's own release is used")
         try:
-            os.environ[hcfg.K8S_VERSION_ENV] = hcfg.k8s_minor(opts.k8s_version)
+            os.environ[hcfg.K8S_VERSION_ENV] = hcfg.k8s_minor(opts.kubernetes_version)
         except ValueError as e:
-            raise pytest.UsageError(f"--k8s-version: {e}") from None
+            raise pytest.UsageError(f"--kubernetes-version: {e}") from None
     runstate.of(config).byo = None
     if _is_worker(config):
         runstate.of(config).run_dir = Path(config.workerinput["svc_run_dir"])
-        if opts.kubeconfig:
+        if opts.byo_kubeconfig:
             from .byo.discover import Preflight
             st = runstate.of(config)
             st.byo = Preflight.from_json((st.run_dir / "byo-preflight.json").read_text())
@@ -215,14 +215,14 @@ def pytest_configure(config: pytest.Config) -> None:
         if opts.help:
             return  # `pytest --help` makes nothing and leaves nothing behind
         _preflight_modes(config)
-        if opts.kubeconfig:
+        if opts.byo_kubeconfig:
             _byo_preflight(config, asked_modes)  # before anything exists: a bad cluster ends the run here
         run_dir = hcfg.CACHE / "runs" / uuid.uuid4().hex[:12]
         run_dir.mkdir(parents=True, exist_ok=True)
         runstate.of(config).run_dir = run_dir
         from .owners import controller_owner, write_json, write_text
         write_json(run_dir / "owner.json", controller_owner().to_dict())  # the run's clusters and leases name it
-        if opts.kubeconfig:
+        if opts.byo_kubeconfig:
             write_text(run_dir / "byo-preflight.json", runstate.of(config).byo.to_json())
         _install_sigterm_handler(config)
         from . import progress
@@ -272,7 +272,7 @@ def _preflight_modes(config: pytest.Config) -> None:
     """Controller: stop before any cluster is made if a requested mode cannot run here."""
     from . import gate
     opts = config.option
-    requested = [] if opts.kubeconfig else opts.proxy_modes  # with --kubeconfig the cluster's mode is found later
+    requested = [] if opts.byo_kubeconfig else opts.proxy_modes  # with --byo-kubeconfig the cluster's mode is found later
     unavailable = gate.unavailable_modes(requested, opts.ipvs_engine, opts.all_modes_in_guest) if not opts.help else {}
     if unavailable and not opts.skip_unavailable_modes:
         pytest.exit(gate.not_run_message(unavailable), returncode=gate.EXIT_NOT_RUN)
@@ -322,17 +322,17 @@ def junit_properties(modes: list[str], engines: dict[str, str], experiments: dic
 
 
 def _byo_preflight(config: pytest.Config, asked_modes: list[str] | None) -> None:
-    """--kubeconfig: reach the cluster, check it can host the experiments, and snapshot what the run
+    """--byo-kubeconfig: reach the cluster, check it can host the experiments, and snapshot what the run
     must leave alone; a usage error (non-zero exit, nothing created) if it cannot be used."""
     from .byo import discover, snapshot
     from .kube import Kube
     opts = config.option
     try:
-        pre = discover.preflight(opts.kubeconfig, opts.context, asked_modes)
-        before = snapshot.take(Kube(opts.kubeconfig, context=opts.context))
+        pre = discover.preflight(opts.byo_kubeconfig, opts.byo_context, asked_modes)
+        before = snapshot.take(Kube(opts.byo_kubeconfig, context=opts.byo_context))
     except (discover.ByoError, snapshot.SnapshotForbidden) as e:
-        raise pytest.UsageError(f"--kubeconfig: {e}") from None
-    log.info("--kubeconfig %s: %s, kube-proxy %s (%s); snapshot of %s", opts.kubeconfig, pre.server, pre.mode,
+        raise pytest.UsageError(f"--byo-kubeconfig: {e}") from None
+    log.info("--byo-kubeconfig %s: %s, kube-proxy %s (%s); snapshot of %s", opts.byo_kubeconfig, pre.server, pre.mode,
              "; ".join(f"{k}: {v}" for k, v in pre.mode_sources.items()), snapshot.counts(before))
     runstate.of(config).byo = pre
     runstate.of(config).byo_before = before
@@ -449,7 +449,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             if marker and m not in marker.args:
                 why = f"experiment applies to {', '.join(marker.args)} only"
                 if byo:
-                    why += f"; the --kubeconfig cluster's kube-proxy runs in {m} mode"
+                    why += f"; the --byo-kubeconfig cluster's kube-proxy runs in {m} mode"
                 marks.append(pytest.mark.skip(reason=why))
             params.append(pytest.param(m, marks=marks, id=m))
         metafunc.parametrize("proxy_mode", params, scope="session")
@@ -460,7 +460,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 # ---------------------------------------------------------------- fixtures
 KIND_ONLY_REASON = ("runs on a kind cluster the harness creates for it (it changes kube-proxy for the whole "
-                    "cluster); this run uses --kubeconfig and creates none: run without --kubeconfig to include it")
+                    "cluster); this run uses --byo-kubeconfig and creates none: run without --byo-kubeconfig to include it")
 
 
 @pytest.fixture(scope="session")
@@ -627,7 +627,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from . import gate
     from . import session as clusters
     changed = False
-    if config.option.kubeconfig:
+    if config.option.byo_kubeconfig:
         from .byo import attach
         runstate.of(config).byo_summary, changed = attach.finish(config)
     usage = runstate.of(config).run_dir / "usage-error"

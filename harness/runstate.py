@@ -21,9 +21,9 @@ class RunState:
     upstream_specs: list = field(default_factory=list)  # --upstream-conformance: specs to run
     usage_error: str = ""                 # a worker found an unknown --experiments id
     summary: list[str] = field(default_factory=list)      # the run summary's lines
-    byo: Any = None                       # --kubeconfig: byo.discover.Preflight
-    byo_before: Any = None                # --kubeconfig: the snapshot before the run
-    byo_drops_before: int = 0             # --kubeconfig: the egress guard's drop counter before
+    byo: Any = None                       # --byo-kubeconfig: byo.discover.Preflight
+    byo_before: Any = None                # --byo-kubeconfig: the snapshot before the run
+    byo_drops_before: int = 0             # --byo-kubeconfig: the egress guard's drop counter before
     byo_summary: list[str] = field(default_factory=list)
 
 

@@ -29,17 +29,17 @@ log = logging.getLogger(__name__)
 
 
 def cluster_name(opts, mode: str) -> str:
-    return f"{opts.cluster_name}-{mode}"
+    return f"{opts.cluster_prefix}-{mode}"
 
 
 def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     opts = pyconfig.option
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    if opts.kubeconfig:
+    if opts.byo_kubeconfig:
         _, images, _ = assembly.resolve_images(opts.node_image, opts.demo_image)
         from .byo import attach
         return attach.attach(pyconfig, images, worker)
-    eng = engine.choose(mode, opts.ipvs_engine, opts.guest_workers, opts.all_modes_in_guest)
+    eng = engine.choose(mode, opts.ipvs_engine, opts.guest_worker_nodes, opts.all_modes_in_guest)
     reason = eng.unavailable_reason(mode)
     if reason:  # only reached with --skip-unavailable-modes; otherwise the run stopped at configure
         pytest.skip(reason)
@@ -52,9 +52,9 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
         name = claim_name(cluster_name(opts, mode), owner, eng)
         out = assembly.build(assembly.Recipe(
             name=name, mode=mode, engine=eng, owner=owner, run_key=run_dir.name,
-            workers=opts.workers,
+            workers=opts.worker_nodes,
             node_image=opts.node_image or "", demo_image=opts.demo_image or "",
-            kube_proxy_extra=opts.kube_proxy_config or {}, breaks=opts.breaks, reuse=opts.reuse_cluster,
+            kube_proxy_extra=opts.kube_proxy_config or {}, breaks=opts.breaks, reuse=opts.reuse_clusters,
             lb_provider=opts.lb_provider), on_created=lambda n: record_created(run_dir, n))
         return {"name": name, "kubeconfig": str(out.kind.kubeconfig), "create_seconds": out.kind.create_seconds,
                 "node_image": out.node_image, "lb": out.lb, "reused": not out.kind.created,
@@ -72,7 +72,7 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
                          images=images, kind=kc, external_mode=opts.external_client, worker=worker,
                          lb_provider=state.get("lb", "none"), breaks=opts.breaks, runner=kc.runner,
                          engine_note=_engine_note(state), slowdown=kc.engine.slowdown,
-                         expected_nodes=state.get("nodes", opts.workers + 1))
+                         expected_nodes=state.get("nodes", opts.worker_nodes + 1))
 
 
 def _record_engine(run_dir: Path, eng: engine.Engine) -> None:
@@ -135,7 +135,7 @@ def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
             summary.append(f"svc-harness: cluster {name} assembly: "
                            + ", ".join(f"{k} {v:.0f}s" for k, v in state["timings"].items()))
         _remove_external_clients(name, runner)
-        if opts.keep_cluster:
+        if opts.keep_clusters:
             if kc.exists():  # E16's own cluster is always gone
                 summary.append(f"svc-harness: kept cluster {name}; kubeconfig: {state.get('kubeconfig')}")
         else:
@@ -147,7 +147,7 @@ def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
             before[key] = [min(a, b) for a, b in zip(before.get(key, st["drops_before"]), st["drops_before"])]
     for key, eng in engines_used.items():
         summary.append(eng.guard_report(before.get(key, [])))
-        summary += eng.release(run_dir.name, keep=opts.keep_cluster)
+        summary += eng.release(run_dir.name, keep=opts.keep_clusters)
     from . import report
     used = bool(list(artifacts_dir.glob("evidence-*.jsonl")) or list(artifacts_dir.glob("upstream-*.jsonl"))
                 or (gate is not None and gate.verdicts()))
@@ -192,13 +192,13 @@ def abort_run(pyconfig: pytest.Config) -> None:
         try:  # one cluster's failure must not keep the others (or the guest) from going
             kc = KindCluster.ours(name, owner)
             _remove_external_clients(name, kc.runner)
-            if not pyconfig.option.keep_cluster:
+            if not pyconfig.option.keep_clusters:
                 kc.delete()
         except Exception as e:  # noqa: BLE001 - what is left, `svc-harness clean` removes
             log.warning("could not delete cluster %s while aborting: %s", name, e)
     for eng in _engines_used(run_dir).values():
         try:
-            eng.release(run_dir.name, keep=pyconfig.option.keep_cluster)
+            eng.release(run_dir.name, keep=pyconfig.option.keep_clusters)
         except Exception as e:  # noqa: BLE001
             log.warning("could not release the %s engine while aborting: %s", eng.kind, e)
 

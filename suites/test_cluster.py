@@ -1,6 +1,6 @@
 """The cluster itself: what every other experiment stands on.
 
-A 3-node kind cluster (1 control plane + --workers workers) in the requested
+A 3-node kind cluster (1 control plane + --worker-nodes workers) in the requested
 proxy mode: nodes Ready, cluster DNS answering, pods on different nodes
 reaching each other, and kube-proxy on every node reporting the mode.
 """
@@ -20,8 +20,8 @@ def test_cluster_is_ready_in_requested_mode(lab, request):
              for n in nodes}
     lab.note(*(f"{name}: Ready={ok}" for name, ok in sorted(ready.items())))
     if lab.cluster.is_kind:
-        # --workers + 1 on the host engine; the guest engine's size is its own (see the report)
-        want = lab.cluster.expected_nodes or request.config.option.workers + 1
+        # --worker-nodes + 1 on the host engine; the guest engine's size is its own (see the report)
+        want = lab.cluster.expected_nodes or request.config.option.worker_nodes + 1
         assert len(nodes) == want, f"expected {want} nodes, found {len(nodes)}"
     assert all(ready.values()), f"nodes not Ready: {ready}"
 

@@ -67,7 +67,7 @@ def test_metallb_address_policies_and_source_ranges(lab):
     """
     if lab.cluster.lb_provider != "metallb":
         pytest.skip(f"no MetalLB in this cluster (LoadBalancer provider: {lab.cluster.lb_provider}; "
-                    "--lb-provider=none, or a --kubeconfig cluster without it)")
+                    "--lb-provider=none, or a --byo-kubeconfig cluster without it)")
     pods = lab.deploy_demoapp(replicas=max(3, len(lab.cluster.workers)))
     names = {p.name for p in pods}
     svc = lab.service("loadbalancer", SVC)

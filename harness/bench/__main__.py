@@ -52,11 +52,11 @@ def parser() -> argparse.ArgumentParser:
                    help="timed new connections per first-packet target (microseconds, connect to SYN-ACK)")
     s.add_argument("--slow-rules", type=int, default=10000,
                    help="rules of the slowed path the probe must detect before measuring (0: skip that check)")
-    s.add_argument("--cluster-name", default="bench", help="prefix; the mode is appended")
-    s.add_argument("--workers", type=int, default=1, help="worker nodes (fewer kube-proxies compete for CPU)")
+    s.add_argument("--cluster-prefix", default="bench", help="prefix; the mode is appended")
+    s.add_argument("--worker-nodes", type=int, default=1, help="worker nodes (fewer kube-proxies compete for CPU)")
     s.add_argument("--artifacts-dir", "--out", dest="out", type=Path, default=Path("artifacts/bench"),
                    help="where results.json, results.md and the charts go (default: artifacts/bench)")
-    s.add_argument("--keep-cluster", action="store_true")
+    s.add_argument("--keep-clusters", action="store_true")
     s.add_argument("--ipvs-engine", choices=["auto", "host", "guest"], default="auto",
                    help="where ipvs clusters run: auto = the UML guest when the host kernel lacks IPVS")
     s.add_argument("--max-load", type=float, default=None,
@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = scale.Options(modes=args.proxy_mode, sizes=args.services, repeats=args.repeats, probes=args.probes,
                          fp_services=args.fp_services, fp_requests=args.fp_requests,
                          fp_connects=args.fp_connects, slow_rules=args.slow_rules,
-                         cluster_name=args.cluster_name, workers=args.workers, out=args.out,
-                         keep_cluster=args.keep_cluster, engine=args.ipvs_engine,
+                         cluster_prefix=args.cluster_prefix, worker_nodes=args.worker_nodes, out=args.out,
+                         keep_clusters=args.keep_clusters, engine=args.ipvs_engine,
                          all_in_guest=args.all_modes_in_guest, max_load=args.max_load)
     data = scale.run(opts)
     md, js = results.write(data, opts.out)

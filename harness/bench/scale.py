@@ -82,10 +82,10 @@ class Options:
     fp_requests: int = 30            # requests per first-packet target
     fp_connects: int = 1000          # timed new connections per first-packet target
     slow_rules: int = 10000          # non-matching rules of the resolution check's slowed path (0: none)
-    cluster_name: str = "bench"
-    workers: int = 1
+    cluster_prefix: str = "bench"
+    worker_nodes: int = 1
     out: Path = Path("artifacts/bench")
-    keep_cluster: bool = False
+    keep_clusters: bool = False
     create_workers: int = 8          # parallel API calls when creating/deleting Services
     engine: str = "auto"             # --ipvs-engine: where ipvs clusters run (harness.engine.choose)
     all_in_guest: bool = False       # --all-modes-in-guest: every mode in the UML guest
@@ -368,7 +368,7 @@ def measure_mode(mode: str, opts: Options) -> dict:
     if reason:
         raise engine.PreflightError(f"{mode}: {reason}")
     owner = Owner.of()
-    name = claim_name(f"{opts.cluster_name}-{mode}", owner, eng)
+    name = claim_name(f"{opts.cluster_prefix}-{mode}", owner, eng)
     run_key = f"bench-{os.getpid()}"
     handle = None
     result = {"mode": mode, "cluster": name, "engine": eng.describe(), "repeats": []}
@@ -377,7 +377,7 @@ def measure_mode(mode: str, opts: Options) -> dict:
     try:
         out = assembly.build(assembly.Recipe(
             name=name, mode=mode, engine=eng, owner=owner, run_key=run_key,
-            workers=opts.workers, kube_proxy_extra=dict(metrics.KUBE_PROXY_METRICS_CONFIG)))
+            workers=opts.worker_nodes, kube_proxy_extra=dict(metrics.KUBE_PROXY_METRICS_CONFIG)))
         kc = out.kind
         result["node_image"] = out.node_image
         result["cluster_create_s"] = kc.create_seconds
@@ -401,9 +401,9 @@ def measure_mode(mode: str, opts: Options) -> dict:
     finally:
         if handle:
             handle.close()
-        if not opts.keep_cluster:
+        if not opts.keep_clusters:
             KindCluster.ours(name, owner).delete()
-        eng.release(run_key, keep=opts.keep_cluster)
+        eng.release(run_key, keep=opts.keep_clusters)
     # The guard's counter is machine-wide (other runs share it): a difference, expected 0.
     result["egress_guard_drops"] = eng.guard_drops() - drops_before
     return result

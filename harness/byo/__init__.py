@@ -1,4 +1,4 @@
-"""Bring your own cluster (`pytest suites/ --kubeconfig FILE`): a cluster the harness did not make.
+"""Bring your own cluster (`pytest suites/ --byo-kubeconfig FILE`): a cluster the harness did not make.
 
   discover   reach it (clear errors for a bad kubeconfig/context, too few workers), then find
              what the kind path knows by construction: mode, node addresses and access, pod and
@@ -9,7 +9,7 @@
   testbed    `python -m harness.byo check`: foreign kind clusters made with plain `kind create
              cluster`, the whole suite against each, and the failure cases
 
-Hands off: with --kubeconfig nothing outside the harness's own (labelled) test namespaces is
+Hands off: with --byo-kubeconfig nothing outside the harness's own (labelled) test namespaces is
 created, changed or restarted; experiments that would need that skip and name
 --allow-cluster-changes, the user's consent (each change is then undone and reported).
 """

@@ -1,4 +1,4 @@
-"""--kubeconfig: attach the run to a cluster we did not make, and account for it at the end.
+"""--byo-kubeconfig: attach the run to a cluster we did not make, and account for it at the end.
 
   attach   the ClusterHandle of the user's cluster (discovery once per run, harness.byo.discover)
   finish   remove our containers, compare the cluster with the snapshot taken before the run
@@ -22,14 +22,14 @@ log = logging.getLogger(__name__)
 
 
 def attach(pyconfig: pytest.Config, images: Images, worker: str) -> ClusterHandle:
-    """--kubeconfig: a cluster we did not make; never changed beyond test namespaces.
+    """--byo-kubeconfig: a cluster we did not make; never changed beyond test namespaces.
 
     The controller's preflight found the mode and nodes; the first worker here discovers the rest
     (harness.byo.discover) once for the run, behind the run's lock."""
     opts = pyconfig.option
     run_dir: Path = runstate.of(pyconfig).run_dir
     pre = runstate.of(pyconfig).byo
-    kube = Kube(opts.kubeconfig, context=opts.context)
+    kube = Kube(opts.byo_kubeconfig, context=opts.byo_context)
     def discover_once() -> dict:
         disc = discover.discover(kube, pre, namespace=f"svc-discovery-{run_dir.name}",
                                  node_access=opts.node_access, external=opts.external_client,
@@ -37,7 +37,7 @@ def attach(pyconfig: pytest.Config, images: Images, worker: str) -> ClusterHandl
         if disc.node_access == "docker":  # local kind nodes: the same guard as our own clusters
             engine.ensure_egress_guard()
         for line in disc.notes:
-            log.info("--kubeconfig cluster: %s", line)
+            log.info("--byo-kubeconfig cluster: %s", line)
         return json.loads(disc.to_json())
 
     try:
@@ -55,12 +55,12 @@ def attach(pyconfig: pytest.Config, images: Images, worker: str) -> ClusterHandl
 
 
 def byo_prefix(run_dir: Path) -> str:
-    """Names of the containers a --kubeconfig run starts on this machine (external clients, sidecars)."""
+    """Names of the containers a --byo-kubeconfig run starts on this machine (external clients, sidecars)."""
     return f"svc-byo-{run_dir.name}"
 
 
 def finish(pyconfig: pytest.Config) -> tuple[list[str], bool]:
-    """Controller, --kubeconfig: remove our containers, compare the cluster with the snapshot taken
+    """Controller, --byo-kubeconfig: remove our containers, compare the cluster with the snapshot taken
     before the run, and summarise. (lines, True if the cluster changed outside test namespaces
     without consent). Runs before finish_run, which removes the run directory."""
     opts = pyconfig.option
@@ -70,7 +70,7 @@ def finish(pyconfig: pytest.Config) -> tuple[list[str], bool]:
     pre = runstate.of(pyconfig).byo
     state_file = run_dir / "byo-discovery.json"
     disc = json.loads(state_file.read_text()) if state_file.exists() else {}
-    summary.append(f"svc-harness: --kubeconfig cluster at {pre.server}: kube-proxy {pre.mode} "
+    summary.append(f"svc-harness: --byo-kubeconfig cluster at {pre.server}: kube-proxy {pre.mode} "
                       f"({'; '.join(f'{k}: {v}' for k, v in pre.mode_sources.items())})")
     if disc and "error" not in disc:
         summary.append(f"svc-harness: discovered: node access {disc['node_access']}, external client "
@@ -82,9 +82,9 @@ def finish(pyconfig: pytest.Config) -> tuple[list[str], bool]:
         summary.append(f"svc-harness: changed with --allow-cluster-changes (undone afterwards): {change}")
     before = runstate.of(pyconfig).byo_before
     try:
-        after = snapshot.take(Kube(opts.kubeconfig, context=opts.context))
+        after = snapshot.take(Kube(opts.byo_kubeconfig, context=opts.byo_context))
     except Exception as e:  # noqa: BLE001 - an unreadable cluster at the end is itself a failure
-        summary.append(f"svc-harness: FAILED to take the after-run snapshot of the --kubeconfig cluster: {e}")
+        summary.append(f"svc-harness: FAILED to take the after-run snapshot of the --byo-kubeconfig cluster: {e}")
         return summary, True
     changed = snapshot.diff(before, after)
     out = Path(opts.artifacts_dir) / "byo-snapshot.json"
@@ -97,11 +97,11 @@ def finish(pyconfig: pytest.Config) -> tuple[list[str], bool]:
             summary.append("svc-harness: egress guard rules removed from the kind network (no container of "
                            "the harness is left on it)")
     if not changed:
-        summary.append(f"svc-harness: --kubeconfig cluster left as found: kube-system and nodes unchanged "
+        summary.append(f"svc-harness: --byo-kubeconfig cluster left as found: kube-system and nodes unchanged "
                        f"({snapshot.counts(after)} compared; {out})")
         return summary, False
     verdict = "expected: changes were allowed" if consented else "the run FAILS: it must leave the cluster as found"
-    summary.append(f"svc-harness: --kubeconfig cluster CHANGED outside test namespaces ({len(changed)} differences; "
+    summary.append(f"svc-harness: --byo-kubeconfig cluster CHANGED outside test namespaces ({len(changed)} differences; "
                    f"{verdict}); {out}:")
     summary += [f"    {line}" for line in changed]
     return summary, not consented

@@ -40,7 +40,7 @@ CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kube
 
 
 class ByoError(RuntimeError):
-    """The cluster behind --kubeconfig cannot be used; the message says why and what to do."""
+    """The cluster behind --byo-kubeconfig cannot be used; the message says why and what to do."""
 
 
 @dataclass
@@ -96,16 +96,16 @@ def connect(kubeconfig: str, context: str | None) -> tuple[Kube, str]:
     try:
         contexts, active = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
     except (ConfigException, OSError, ValueError) as e:
-        raise ByoError(f"--kubeconfig={kubeconfig}: not a usable kubeconfig ({e})") from None
+        raise ByoError(f"--byo-kubeconfig={kubeconfig}: not a usable kubeconfig ({e})") from None
     names = [c["name"] for c in contexts or []]
     if context and context not in names:
-        raise ByoError(f"--context={context}: {kubeconfig} has no such context "
+        raise ByoError(f"--byo-context={context}: {kubeconfig} has no such context "
                        f"(it has: {', '.join(names) or 'none'})")
     ctx = context or (active or {}).get("name")
     try:
         kube = Kube(kubeconfig, context=context)
     except (ConfigException, OSError, ValueError) as e:
-        raise ByoError(f"--kubeconfig={kubeconfig}, context {ctx}: cannot build a client ({e})") from None
+        raise ByoError(f"--byo-kubeconfig={kubeconfig}, context {ctx}: cannot build a client ({e})") from None
     server = kube.core.api_client.configuration.host
     where = f"the API server at {server} (context {ctx} of {kubeconfig})"
     try:
@@ -183,7 +183,7 @@ def preflight(kubeconfig: str, context: str | None, asked_modes: list[str] | Non
                        f"the experiments need at least {MIN_WORKERS} (backends and clients on different nodes)")
     mode, sources = proxy_mode(kube)
     if asked_modes and mode not in asked_modes:
-        raise ByoError(f"--proxy-mode={','.join(asked_modes)}, but the cluster at --kubeconfig runs kube-proxy "
+        raise ByoError(f"--proxy-mode={','.join(asked_modes)}, but the cluster at --byo-kubeconfig runs kube-proxy "
                        f"in {mode} mode ({'; '.join(f'{k}: {v}' for k, v in sources.items())}); "
                        f"drop --proxy-mode (the cluster's mode is used) or run against a {asked_modes[0]} cluster")
     return Preflight(kubeconfig, context, server, mode, sources, nodes)

@@ -1,11 +1,11 @@
-"""The --kubeconfig path, tested against foreign kind clusters (not made by the harness).
+"""The --byo-kubeconfig path, tested against foreign kind clusters (not made by the harness).
 
     python -m harness.byo check --proxy-mode=iptables,nftables --xdist=0,2
 
 For each mode: `kind create cluster` with the offline node image and a kind
 config of its own (1 control plane + 2 workers, kubeProxyMode <mode>), a
 kubeconfig in a file of its own, CoreDNS sealed by this test bed (never by the
-harness), then the whole suite with `pytest suites/ --kubeconfig <file>`,
+harness), then the whole suite with `pytest suites/ --byo-kubeconfig <file>`,
 serially and under `-n 2`. Each run must end with exit 0, no failure, a reason
 for every skip and the plugin's "left as found" verdict; the test bed's own
 snapshot of kube-system and the nodes, taken before the first run and after
@@ -118,10 +118,10 @@ class ForeignCluster:
 
 
 def run_pytest(kubeconfig: Path, out: Path, extra: list[str], label: str, timeout: float = 3600) -> tuple[int, float, str]:
-    """pytest suites/ --kubeconfig ...; returns (exit code, seconds, output); output also in out/pytest.log."""
+    """pytest suites/ --byo-kubeconfig ...; returns (exit code, seconds, output); output also in out/pytest.log."""
     out.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "pytest", str(config.REPO / "suites"), "-p", "no:cacheprovider", "-q",
-            "--kubeconfig", str(kubeconfig), "--artifacts-dir", str(out), "--junitxml", str(out / "junit.xml"),
+            "--byo-kubeconfig", str(kubeconfig), "--artifacts-dir", str(out), "--junitxml", str(out / "junit.xml"),
             *extra]
     log.info("%s: %s", label, " ".join(argv))
     started = time.monotonic()
@@ -215,7 +215,7 @@ def failure_cases(bed: ForeignCluster, workdir: Path, out: Path) -> list[CaseRes
          [], "cannot reach"),
         ("expired client certificate", _kubeconfig_variant(bed.kubeconfig, workdir / "expired.kubeconfig", expired),
          [], "rejected the credentials"),
-        ("context that does not exist", bed.kubeconfig, ["--context", "svc-harness-no-such-context"],
+        ("context that does not exist", bed.kubeconfig, ["--byo-context", "svc-harness-no-such-context"],
          "no such context"),
         ("one schedulable worker (one cordoned)", bed.kubeconfig, [], "schedulable worker"),
         # Last, as they leave the cluster changed: the snapshot check must turn each run red.
@@ -267,7 +267,7 @@ def check(modes: list[str], xdist: list[int], name: str, keep: bool, cases: bool
     workdir = config.CACHE / "byo"
     workdir.mkdir(parents=True, exist_ok=True)
     image = config.node_image_tag()
-    report: list[str] = [f"# --kubeconfig against foreign kind clusters ({image})", ""]
+    report: list[str] = [f"# --byo-kubeconfig against foreign kind clusters ({image})", ""]
     ok = True
     started = time.monotonic()
     for i, mode in enumerate(modes):
@@ -318,12 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=tool_prog("python -m harness.byo"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("check", help="run the suites with --kubeconfig against foreign kind clusters")
+    c = sub.add_parser("check", help="run the suites with --byo-kubeconfig against foreign kind clusters")
     c.add_argument("--proxy-mode", default="iptables,nftables", help="comma-separated modes (default: iptables,nftables)")
     c.add_argument("--xdist", default="0,2", help="pytest-xdist worker counts to run, 0 = serial (default: 0,2)")
     c.add_argument("--cluster-name", "--name", dest="name", default="svc-byo",
                    help="kind cluster name prefix; the mode is appended")
-    c.add_argument("--keep-cluster", "--keep", dest="keep", action="store_true",
+    c.add_argument("--keep-clusters", "--keep", dest="keep", action="store_true",
                    help="keep the foreign clusters afterwards")
     c.add_argument("--no-failure-cases", dest="cases", action="store_false",
                    help="skip the bad-kubeconfig/context/too-few-workers cases")

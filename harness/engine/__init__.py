@@ -25,7 +25,7 @@ def choose(mode: str, preference: str = "auto", guest_workers: int = 1, every_mo
 
     Only ipvs needs more than the host has: with preference "auto" it runs in the UML guest
     (harness.guest) when the host kernel lacks IPVS; "host" forbids the guest, "guest" asks for it.
-    `guest_workers`: the size of a cluster in the guest (--guest-workers).
+    `guest_workers`: the size of a cluster in the guest (--guest-worker-nodes).
     `every_mode_in_guest` (--all-modes-in-guest): iptables and nftables in the guest too, so the
     three modes can be compared on one kernel and one engine.
     """

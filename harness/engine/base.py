@@ -207,7 +207,7 @@ class HostEngine(Engine):
 
     def clean_up(self, force: bool) -> tuple[list[str], int]:
         lines = []
-        gone = remove_containers(self.runner, config.OWNER_LABEL, "svc-byo-")  # --kubeconfig runs' sidecars
+        gone = remove_containers(self.runner, config.OWNER_LABEL, "svc-byo-")  # --byo-kubeconfig runs' sidecars
         gone += remove_containers(self.runner, f"{config.OWNER_LABEL}=image-build", "svc-harness-node-build-",
                                   only=lambda x: force or not _builder_alive(x.labels))
         if gone:

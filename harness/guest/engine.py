@@ -34,7 +34,7 @@ class GuestEngine(Engine):
         self.guest = guest or vm.Guest()
         super().__init__(runner or self.guest.runner())
         self.leases = Leases(LEASES)
-        self.workers = workers  # --guest-workers: the guest's own cluster size, whatever --workers says
+        self.workers = workers  # --guest-worker-nodes: the guest's own cluster size, whatever --worker-nodes says
 
     def describe(self) -> str:
         return self.guest.describe()
@@ -60,7 +60,7 @@ class GuestEngine(Engine):
         note = ""
         if workers + 1 < 3:
             note = (f"{workers + 1} node(s), not 3: a kind cluster inside the UML guest is CPU-bound "
-                    f"(every syscall is trapped); --guest-workers sets the size. Its control plane is untainted, "
+                    f"(every syscall is trapped); --guest-worker-nodes sets the size. Its control plane is untainted, "
                     f"so pods spread over both nodes")
         return Shape(workers, vm.kind_tuning(cluster_name, workers), note)
 
@@ -87,7 +87,7 @@ class GuestEngine(Engine):
             if others:
                 return [f"svc-harness: guest engine left running for {len(others)} other run(s)"]
             if keep:
-                return ["svc-harness: guest engine kept running (--keep-cluster); "
+                return ["svc-harness: guest engine kept running (--keep-clusters); "
                         "`python -m harness.guest down` halts it"]
             self._halt()
             return []

@@ -70,8 +70,8 @@ def test_prove_runs_pytest_on_exactly_the_experiments_the_break_names(tmp_path):
     b = breaks.BREAKS["policy-patches-lost"]
     argv = breaks._pytest_argv(b, "nftables", tmp_path, ["-x"])
     assert "--experiments=E05,E08,E09,E11" in argv and "--break=policy-patches-lost" in argv
-    assert "--reuse-cluster" in argv  # Service-level damage: a healthy cluster can be shared
-    assert "--reuse-cluster" not in breaks._pytest_argv(breaks.BREAKS["dns-down"], "iptables", tmp_path, [])
+    assert "--reuse-clusters" in argv  # Service-level damage: a healthy cluster can be shared
+    assert "--reuse-clusters" not in breaks._pytest_argv(breaks.BREAKS["dns-down"], "iptables", tmp_path, [])
     assert argv[-1] == "-x"
 
 
@@ -96,6 +96,6 @@ def test_every_break_cluster_prefix_is_a_valid_cluster_name_and_its_own():
     from harness import plugin
     prefixes = [breaks._cluster_prefix(b) for b in breaks.BREAKS.values()]
     for p in prefixes:
-        assert plugin._cluster_name(p) == p
+        assert plugin._cluster_prefix(p) == p
     assert len(set(p for p, b in zip(prefixes, breaks.BREAKS.values()) if b.changes_cluster)) == \
         sum(b.changes_cluster for b in breaks.BREAKS.values())

@@ -1,4 +1,4 @@
-"""Pure parts of the --kubeconfig path: snapshot diffs, schedulability, pools, junit parsing, consent."""
+"""Pure parts of the --byo-kubeconfig path: snapshot diffs, schedulability, pools, junit parsing, consent."""
 from types import SimpleNamespace as NS
 
 import pytest

@@ -1,4 +1,4 @@
-"""--kubeconfig discovery finds the LoadBalancer provider without side effects outside the cluster."""
+"""--byo-kubeconfig discovery finds the LoadBalancer provider without side effects outside the cluster."""
 import json
 from types import SimpleNamespace
 

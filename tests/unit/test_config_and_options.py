@@ -30,6 +30,48 @@ def test_unknown_mode_is_a_usage_error():
         plugin.parse_modes(["iptable"])
 
 
+# Options other pytest plugins for Kubernetes (and pytest-parallel) register, read from their wheels. pytest refuses
+# to start when two plugins in one run add the same option.
+OTHER_PLUGINS_OPTIONS = {
+    "pytest-kind 22.11.1": {"--cluster-name", "--keep-cluster", "--kind-bin", "--kind-image",
+                            "--kind-kubectl-bin", "--kubeconfig"},
+    "pytest-kubernetes 0.9.0": {"--k8s-cluster-name", "--k8s-kubeconfig", "--k8s-kubeconfig-override",
+                                "--k8s-provider", "--k8s-provider-config", "--k8s-version"},
+    "kubetest 0.9.5": {"--in-cluster", "--kube-config", "--kube-context", "--kube-disable",
+                       "--kube-error-log-lines", "--kube-log-level", "--suppress-insecure-request"},
+    "pytest-parallel 0.1.1": {"--workers", "--tests-per-worker"},
+}
+
+
+def _our_options() -> set[str]:
+    names: set[str] = set()
+
+    class Group:
+        def addoption(self, *opts, **_):
+            names.update(opts)
+
+    class Parser:
+        def getgroup(self, *_a, **_k):
+            return Group()
+
+        addoption = Group.addoption
+
+    plugin.pytest_addoption(Parser())
+    return names
+
+
+@pytest.mark.parametrize("other", sorted(OTHER_PLUGINS_OPTIONS))
+def test_options_do_not_collide_with_other_kubernetes_pytest_plugins(other):
+    ours = _our_options()
+    assert "--proxy-mode" in ours and len(ours) > 20
+    assert not ours & OTHER_PLUGINS_OPTIONS[other], f"{other} registers these too"
+
+
+def test_the_plugin_is_loaded_by_the_checkouts_conftest_not_for_every_pytest_run():
+    assert "pytest11" not in (config.REPO / "pyproject.toml").read_text()
+    assert 'pytest_plugins = ["harness.plugin"]' in (config.REPO / "conftest.py").read_text()
+
+
 @pytest.mark.parametrize("text", ["0", "-1", "two"])
 def test_workers_must_be_a_positive_whole_number(text):
     with pytest.raises(pytest.UsageError):
@@ -39,11 +81,11 @@ def test_workers_must_be_a_positive_whole_number(text):
 @pytest.mark.parametrize("name", ["Svc", "a_b", "-x", "x" * (plugin.CLUSTER_PREFIX_MAX + 1)])
 def test_cluster_names_must_be_dns_labels(name):
     with pytest.raises(pytest.UsageError):
-        plugin._cluster_name(name)
+        plugin._cluster_prefix(name)
 
 
 def test_the_longest_cluster_name_still_gives_node_hostnames_under_64():
-    prefix = plugin._cluster_name("x" * plugin.CLUSTER_PREFIX_MAX)
+    prefix = plugin._cluster_prefix("x" * plugin.CLUSTER_PREFIX_MAX)
     longest = f"{prefix}-nftables-switch-gw12-49-control-plane"
     assert len(longest) <= 64
 
@@ -303,7 +345,7 @@ def test_a_missing_ipv6_guard_stops_the_run_only_where_the_host_forwards_ipv6(tm
         base.check_v6_guard(fake, "br-x")
 
 
-# ---- Kubernetes releases (--k8s-version) --------------------------------------------
+# ---- Kubernetes releases (--kubernetes-version) --------------------------------------------
 def test_a_kubernetes_minor_is_resolved_to_its_pins(monkeypatch):
     monkeypatch.delenv(config.K8S_VERSION_ENV, raising=False)
     assert {"1.34", "1.37"} <= set(config.k8s_minors())

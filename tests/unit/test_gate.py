@@ -13,7 +13,11 @@ from harness.gate import EXIT_NOT_RUN, Gate
 
 pytest_plugins = ["pytester"]
 
-PREFLIGHT = """
+# The plugin is loaded by the checkout's conftest, not as an installed pytest11 plugin, so each
+# pytester project asks for it the same way.
+PLUGIN = 'pytest_plugins = ["harness.plugin"]\n'
+
+PREFLIGHT = PLUGIN + """
 from harness import engine
 engine.mode_unavailable_reason = lambda mode, ipvs_engine="auto", every_mode_in_guest=False: "no IPVS in this kernel (test)" if mode == "ipvs" else None
 """
@@ -92,6 +96,7 @@ def test_unknown_experiment_is_a_usage_error_listing_the_known_ones(suite, xdist
 
 
 def test_tests_without_a_mode_have_no_gate(pytester):
+    pytester.makeconftest(PLUGIN)
     pytester.makepyfile("def test_pure():\n    pass\n")
     res = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     assert res.ret == 0

@@ -1,12 +1,12 @@
 """How the one-engine rule is checked: outside harness/engine and harness/guest no module imports
-the guest, compares engine kinds or places, or names an engine class, except the --kubeconfig path,
+the guest, compares engine kinds or places, or names an engine class, except the --byo-kubeconfig path,
 whose kind nodes (if any) run on this machine's own Docker engine by definition."""
 import ast
 from pathlib import Path
 
 HARNESS = Path(__file__).resolve().parents[2] / "harness"
 ENGINE_PACKAGES = ("engine", "guest")
-HOST_ENGINE_ALLOWED = {"byo/attach.py", "byo/testbed.py", "plugin.py"}  # --kubeconfig only
+HOST_ENGINE_ALLOWED = {"byo/attach.py", "byo/testbed.py", "plugin.py"}  # --byo-kubeconfig only
 
 
 def _modules():
