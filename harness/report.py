@@ -292,7 +292,8 @@ def merge(into: Path, others: list[Path]) -> tuple[Path, Path]:
     """Fold the experiments of runs made separately into `into`'s report, so one matrix shows
     every mode (CI runs ipvs in its own step, in the guest). Each other run's evidence is copied
     in beside `into`'s own (the next run in `into` clears it again); the gate's per-mode lines
-    are rebuilt from each run's report.json. Upstream spec rows stay those of `into`."""
+    are rebuilt from each run's report.json. Upstream spec rows and their runs' headers
+    (upstream/<mode>/run.json) come along the same way."""
     from .gate import Gate
     into = Path(into)
     gate, merged = Gate(), []
@@ -314,8 +315,12 @@ def merge(into: Path, others: list[Path]) -> tuple[Path, Path]:
             if d != into:
                 merged.append(mode)
         if d != into:
-            for f in d.glob("evidence-*.jsonl"):
-                shutil.copyfile(f, into / f.name.replace("evidence-", f"evidence-{d.name}-", 1))
+            for prefix in ("evidence-", "upstream-"):
+                for f in d.glob(f"{prefix}*.jsonl"):
+                    shutil.copyfile(f, into / f.name.replace(prefix, f"{prefix}{d.name}-", 1))
+            for run in d.glob("upstream/*/run.json"):
+                (into / "upstream" / run.parent.name).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(run, into / "upstream" / run.parent.name / "run.json")
     return write_report(into, gate, extra={"merged_modes": merged})
 
 

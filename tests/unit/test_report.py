@@ -130,6 +130,26 @@ def test_merge_puts_separate_runs_in_one_matrix(tmp_path):
     assert len(load(main)) == 2
 
 
+def test_merge_brings_the_other_runs_upstream_specs(tmp_path):
+    from harness.report import merge
+    from harness.upstream import report as upstream
+    main, ipvs = tmp_path / "artifacts", tmp_path / "artifacts" / "ipvs"
+    _run(main, "iptables", "pass")
+    upstream.Recorder(main, "gw0").record(upstream.Row("iptables", "[sig-network] Services spec a", "pass", 3.0))
+    _run(ipvs, "ipvs", "pass")
+    upstream.Recorder(ipvs, "main").record(upstream.Row("ipvs", "[sig-network] Services spec a", "fail", 9.0, "boom"))
+    (ipvs / "upstream" / "ipvs").mkdir(parents=True)
+    (ipvs / "upstream" / "ipvs" / "run.json").write_text(json.dumps(
+        {"mode": "ipvs", "out_dir": "x", "returncode": 1, "seconds": 513.0, "specs": 1, "pulled": [], "error": ""}))
+    md_path, json_path = merge(main, [ipvs])
+    md = md_path.read_text()
+    assert "## iptables: 1 passed, 0 failed, 0 skipped" in md
+    assert "## ipvs: 0 passed, 1 failed, 0 skipped" in md and "1 specs in 513s" in md
+    assert json.loads(json_path.read_text())["upstream"]["counts"]["ipvs"]["fail"] == 1
+    merge(main, [ipvs])  # again: replaced, not doubled
+    assert len(upstream.load(main)) == 2
+
+
 def test_merge_refuses_a_mode_twice_and_unfinished_runs(tmp_path):
     from harness.report import merge
     _run(tmp_path / "a", "iptables", "pass")
