@@ -169,10 +169,11 @@ def render_markdown(data: dict, charts: list[str]) -> str:
     rows = summarise(data)
     mc = data["machine"]
     o = data["options"]
+    workers = o.get("worker_nodes", o.get("workers"))  # results written before 2026-12-03 say "workers"
     out = ["# Scale benchmark: Services per kube-proxy mode", "",
            f"Measured on this machine: {mc['cpus']} CPUs ({mc['cpu_model'] or 'unknown model'}), "
            f"{mc['memory_mib'] // 1024} GiB, kernel {mc['kernel']}, Kubernetes {mc['kubernetes']}, kind "
-           f"(1 control plane + {o['workers']} worker), other work running beside it. Absolute figures are "
+           f"(1 control plane + {workers} worker), other work running beside it. Absolute figures are "
            "this machine's; compare modes through the ratios, which come from the same run.", "",
            f"Sizes {o['sizes']}, {o['repeats']} repeat(s) each (the Services grown from zero again per "
            f"repeat); {o['probes']} programming samples per size and repeat; first packet: "

@@ -92,6 +92,10 @@ class Options:
     max_load: float | None = None    # --max-load: first-packet timings wait for a 1-minute load at most this
     quiet_wait_s: float = 600        # ... for this long; then they are taken anyway and flagged
 
+    def record(self) -> dict:
+        """The options as results.json keeps them."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
     def engine_for(self, mode: str) -> engine.Engine:
         return engine.choose(mode, self.engine, every_mode_in_guest=self.all_in_guest)
 
@@ -418,7 +422,7 @@ def write_partial(opts: Options, result: dict) -> None:
 def run(opts: Options) -> dict:
     started, t0 = time.time(), time.monotonic()
     data = {"benchmark": "scale", "started": started, "machine": machine(),
-            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
+            "options": opts.record(),
             "modes": []}
     from . import results
     for mode in opts.modes:

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from harness import modes
-from harness.bench import metrics, results
+from harness.bench import metrics, results, scale
 
 METRICS = """\
 # TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram
@@ -119,8 +119,8 @@ def _data():
                   "slowed": {"p50": {"value": 240.0, "low": 230.0, "high": 250.0}},
                   "slowed_p50_shift_us": 199.5, "detected": True}
     return {"machine": {"cpus": 2, "cpu_model": "x", "memory_mib": 24000, "kernel": "6.1", "kubernetes": "v1.34.4"},
-            "options": {"workers": 1, "sizes": [100, 1000], "repeats": 2, "probes": 2, "fp_requests": 1,
-                        "fp_services": 1}, "seconds": 600, "modes": [mode("iptables", 2.0), mode("nftables", 1.0)]}
+            "options": scale.Options(modes=["iptables", "nftables"], sizes=[100, 1000], repeats=2, probes=2,
+                                     fp_requests=1, fp_services=1).record(), "seconds": 600, "modes": [mode("iptables", 2.0), mode("nftables", 1.0)]}
 
 
 def test_summary_pools_repeats_and_counts_failures():
