@@ -24,6 +24,7 @@ Module map (one concern each):
   modes         proxy-mode inspection and data-plane dumps
   artifacts     what is saved when a test fails
   report        the Markdown/JSON reproduction report
+  migration     report section "Moving from ipvs to nftables": what the two modes observed differently
   breaks        deliberate breaks that must turn experiments red
   gate          the run as a CI gate: mode preflight, PASS/FAIL/NOT RUN per mode, exit codes
   upstream/     upstream Kubernetes' own Services e2e specs as results beside the experiments

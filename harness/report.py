@@ -122,8 +122,13 @@ def render_json(evs: list[Evidence]) -> dict:
         })
     totals = {v: sum(ev.verdict == v for ev in evs) for v in VERDICTS}
     engines = {m: next((ev.engine for ev in evs if ev.mode == m and ev.engine), "") for m in modes}
-    return {"schema": SCHEMA_VERSION, "title": TITLE, "run": run_metadata(), "modes": modes, "engines": engines,
+    data = {"schema": SCHEMA_VERSION, "title": TITLE, "run": run_metadata(), "modes": modes, "engines": engines,
             "totals": totals, "experiments": experiments}
+    from . import migration  # here, not on top: migration imports this module
+    moving = migration.compare(evs)
+    if moving is not None:  # only a run with both ipvs and nftables has the key
+        data[migration.KEY] = moving
+    return data
 
 
 def run_metadata() -> dict:
@@ -225,6 +230,8 @@ def render_markdown(evs: list[Evidence], gate=None, charts: dict[str, str] | Non
     engines = {m: next((ev.engine for ev in evs if ev.mode == m and ev.engine), "") for m in modes}
     if any(engines.values()):
         out += ["", "Where each mode ran:", ""] + [f"- **{m}**: {e}" for m, e in engines.items() if e]
+    from . import migration  # here, not on top: migration imports this module
+    out += migration.render_markdown(migration.compare(evs))
 
     # Then the evidence, experiment by experiment, mode by mode.
     for exp, group in groups.items():
