@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from . import config, modes
-from .cli import parse_with_pytest_args, tool_prog
+from .cli import add_kubernetes_version, parse_with_pytest_args, tool_prog, use_kubernetes_version
 from .owners import owner_env
 
 if TYPE_CHECKING:
@@ -336,8 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--one-each", action="store_true",
                     help="each break against only the first experiment it must turn red (what CI runs; "
                          "the full proof is without it)")
-    pr.add_argument("--kubernetes-version", default=None, metavar="MINOR",
-                    help="Kubernetes release of the clusters (as pytest's --kubernetes-version)")
+    add_kubernetes_version(pr)
     args, extra = parse_with_pytest_args(p, argv)
     if args.cmd == "list":
         for b in BREAKS.values():
@@ -345,11 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{b.name:24} {', '.join(b.must_fail):18} {b.fault}{only}")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if args.kubernetes_version:
-        try:
-            os.environ[config.K8S_VERSION_ENV] = config.k8s_minor(args.kubernetes_version)
-        except ValueError as e:
-            p.error(f"--kubernetes-version: {e}")
+    use_kubernetes_version(p, args.kubernetes_version)
     release = config.versions()["KUBERNETES_VERSION"]
     minor = config.minor_of(release)
     names = [n for n in args.only.split(",") if n] or [n for n, b in BREAKS.items()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import shutil
 import sys
 import time
@@ -31,6 +32,22 @@ TOOLS = {"guest": "harness.guest.__main__", "bench": "harness.bench.__main__", "
 def tool_prog(module_prog: str) -> str:
     """A tool's name in its usage lines: `svc-harness bench` when started so (main sets argv[0])."""
     return sys.argv[0] if sys.argv and sys.argv[0].startswith("svc-harness ") else module_prog
+
+
+def add_kubernetes_version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubernetes-version", metavar="MINOR", default=None,
+                        help="Kubernetes release, e.g. 1.37 (as pytest's --kubernetes-version; default: "
+                             "KUBERNETES_DEFAULT in images/versions.env)")
+
+
+def use_kubernetes_version(parser: argparse.ArgumentParser, value: str | None) -> None:
+    """--kubernetes-version as the release of everything this process and its children do (the
+    variable pytest's option sets too); an unknown release is a usage error."""
+    if value:
+        try:
+            os.environ[config.K8S_VERSION_ENV] = config.k8s_minor(value)
+        except ValueError as e:
+            parser.error(f"--kubernetes-version: {e}")
 
 
 def parse_with_pytest_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import tool_prog
+from .cli import add_kubernetes_version, tool_prog, use_kubernetes_version
 from . import config
 from .owners import Owner, move_into, write_text
 from .runner import DEFAULT, CommandError, Runner, Step
@@ -557,15 +557,10 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["build"])
     ap.add_argument("--force", action="store_true", help="rebuild everything, ignoring caches")
-    ap.add_argument("--kubernetes-version", metavar="MINOR", default=None,
-                    help="the Kubernetes release to build for, e.g. 1.37 (default: KUBERNETES_DEFAULT)")
+    add_kubernetes_version(ap)
     ap.add_argument("-v", "--verbose", action="store_true", help="log every command")
     a = ap.parse_args(argv)
-    if a.kubernetes_version:
-        try:
-            os.environ[config.K8S_VERSION_ENV] = config.k8s_minor(a.kubernetes_version)
-        except ValueError as e:
-            ap.error(f"--kubernetes-version: {e}")
+    use_kubernetes_version(ap, a.kubernetes_version)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, format="%(message)s")
     try:
         Builder(force=a.force).build_all()

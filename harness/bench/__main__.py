@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ..cli import tool_prog
+from ..cli import add_kubernetes_version, tool_prog, use_kubernetes_version
 from .. import config
 from . import results, scale
 
@@ -64,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
                         "average is at most this; samples taken above it are flagged (default: no wait)")
     s.add_argument("--all-modes-in-guest", action="store_true",
                    help="every mode's cluster in the UML guest engine: the three modes on one kernel")
+    add_kubernetes_version(s)
     r = sub.add_parser("report", help="redraw results.md and the charts from a results.json")
     r.add_argument("results", type=Path)
     return p
@@ -75,14 +76,16 @@ def _interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    use_kubernetes_version(p, getattr(args, "kubernetes_version", None))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     if args.command == "report":
         try:
             data = json.loads(args.results.read_text())
         except (OSError, ValueError) as e:
-            parser().error(f"report: cannot read {args.results} as a results.json ({e}); "
+            p.error(f"report: cannot read {args.results} as a results.json ({e}); "
                            f"a bench run writes it to <--artifacts-dir>/results.json")
         md, _ = results.write(data, args.results.parent)
         print(md.read_text())

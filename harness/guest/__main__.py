@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 
-from ..cli import tool_prog
+from ..cli import add_kubernetes_version, tool_prog, use_kubernetes_version
 from ..images import BuildError
 from ..runner import CommandError
 from .build import GuestBuilder
@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=["kernel", "rootfs"], help="build: just one of the two")
     ap.add_argument("--load", nargs="*", default=None, metavar="TAG",
                     help="up: host images to load into the guest (none named: the ones a run loads)")
+    add_kubernetes_version(ap)  # up --load: whose node image
     ap.add_argument("-v", "--verbose", action="store_true", help="log every command")
     a = ap.parse_args(argv)
+    use_kubernetes_version(ap, a.kubernetes_version)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from .vm import Guest, GuestError

@@ -6,7 +6,7 @@ import logging
 import sys
 import time
 
-from ..cli import tool_prog
+from ..cli import add_kubernetes_version, tool_prog, use_kubernetes_version
 from ..images import BuildError
 from ..runner import CommandError
 from . import build, specs
@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--upstream-skip", "--skip", dest="skip", default=specs.DEFAULT_SKIP,
                     help="ginkgo skip regex (as pytest's --upstream-skip)")
     ap.add_argument("--force", action="store_true", help="rebuild, ignoring caches")
+    add_kubernetes_version(ap)
     a = ap.parse_args(argv)
+    use_kubernetes_version(ap, a.kubernetes_version)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.monotonic()
     try:
