@@ -457,7 +457,7 @@ def claim_name(base: str, owner: Owner, engine: "engines.Engine") -> str:
                               "owner": owner.to_dict(), **engine.marker()})
             if i > 1:
                 log.warning("cluster name %s is held by a run that is still going (%s); this run uses %s",
-                            base, Owner.from_dict(read_json(clusters / f"{base}.json").get("owner")), name)
+                            base, Owner.from_dict((read_json(clusters / f"{base}.json") or {}).get("owner")), name)
             return name
     raise ClusterError(f"no free cluster name {base}, {base}-2, ... {base}-49: live runs hold them all")
 

@@ -93,10 +93,13 @@ def run_owner(run_dir: Path | None) -> Owner:
 
 
 def read_json(path: Path) -> dict | None:
+    """The JSON object in `path`; None when it is missing, unreadable or holds anything but an object
+    (a marker cut short or overwritten by hand must not crash `status`, `clean` or a later run)."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def write_json(path: Path, data) -> None:

@@ -191,7 +191,8 @@ class HostEngine(Engine):
         keep them there."""
         with _guard_lock():
             bridge = kind_bridge(self.runner, network)
-            if bridge is None or harness_containers(self.runner, network):
+            # None: the engine did not say; the rules stay rather than go under a running cluster.
+            if bridge is None or harness_containers(self.runner, network) != [] or _live_host_clusters():
                 return False
             out_if = outside_interface(self.runner)
             removed = [delete_rule(self.runner, rule) for rule in (
@@ -236,18 +237,33 @@ def saved_rules(runner: Runner, comments: tuple[str, ...],
             if any(c in line for c in comments)]
 
 
-def harness_containers(runner: Runner, network: str) -> list[str]:
+def harness_containers(runner: Runner, network: str) -> list[str] | None:
     """Containers on `network` that the harness made: nodes of a cluster with a harness marker,
-    and containers carrying the harness's owner label."""
+    and containers carrying the harness's owner label; None if the engine did not answer."""
     ours = {p.stem for p in (config.CACHE / "clusters").glob("*.json")}
     found = runner.engine(f"list containers on network {network}",
-                          lambda c: [(x.name, x.labels) for x in c.containers.list(all=True,
-                                                                                  filters={"network": network})],
-                          check=False, default=[])
+                          lambda c: [(x.name, x.labels) for x in c.containers.list(
+                              all=True, filters={"network": network}, ignore_removed=True)],
+                          check=False, default=None)
+    if found is None:
+        return None
     # (Images the harness builds carry the owner label too, as "image-build": a plain kind cluster
     # made from the harness's node image is not the harness's.)
     return [name for name, labels in found
             if labels.get(config.KIND_CLUSTER_LABEL) in ours or labels.get(config.OWNER_LABEL) in CONTAINER_ROLES]
+
+
+def _live_host_clusters() -> list[str]:
+    """Clusters of the host engine whose run is still going. One being made has its marker (and
+    the guard) before kind has made any container, and needs the rules as much as a running one."""
+    from ..owners import Owner, read_json
+    live = []
+    for p in (config.CACHE / "clusters").glob("*.json"):
+        m = read_json(p) or {}
+        owner = Owner.from_dict(m.get("owner"))
+        if m.get("engine", "host") == "host" and not m.get("engine_env") and owner and owner.alive():
+            live.append(p.stem)
+    return live
 
 
 def image_id(runner: Runner, tag: str) -> str:
@@ -263,7 +279,7 @@ def remove_containers(runner: Runner, label: str, name_prefix: str = "", only=No
     when `volumes`); returns their names."""
     def remove(c) -> list[str]:
         gone = []
-        for x in c.containers.list(all=True, filters={"label": label}):
+        for x in c.containers.list(all=True, filters={"label": label}, ignore_removed=True):
             if x.name.startswith(name_prefix) and (only is None or only(x)):
                 x.remove(force=True, v=volumes)
                 gone.append(x.name)
@@ -275,7 +291,8 @@ def remove_containers(runner: Runner, label: str, name_prefix: str = "", only=No
 def list_containers(runner: Runner, label: str) -> list[str] | None:
     """Names of the containers carrying `label`; None when the engine does not answer."""
     return runner.engine(f"list containers {label}", lambda c: [
-        x.name for x in c.containers.list(all=True, filters={"label": label})], check=False, default=None)
+        x.name for x in c.containers.list(all=True, filters={"label": label}, ignore_removed=True)],
+        check=False, default=None)
 
 
 def remove_container(runner: Runner, name: str) -> None:

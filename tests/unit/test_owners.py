@@ -1,4 +1,5 @@
 """Ownership and leases: a live owner is told apart from a dead one and from a reused pid."""
+import json
 import os
 import subprocess
 
@@ -71,9 +72,9 @@ def test_the_host_guard_goes_only_when_no_container_of_the_harness_is_left(tmp_p
     ours = [("svc-harness-iptables-worker", {"io.x-k8s.kind.cluster": "svc-harness-iptables"})]
     client = [("x-ext-0", {config.OWNER_LABEL: "external-client"})]
 
-    def fake(containers):
+    def fake(containers, error=None):
         return (FakeRunner().on_api("inspect network", {"Id": "0123456789abcdef"})
-                .on_api("list containers on network", containers)
+                .on_api("list containers on network", containers, error=error)
                 .on(["ip", "-o", "route", "show", "default"], stdout="default via 10.0.0.1 dev eth0\n")
                 .on(["iptables", "-D"], returncode=1).on(["ip6tables", "-D"], returncode=1))
     for ps_out in (ours + plain_kind, client):
@@ -86,6 +87,11 @@ def test_the_host_guard_goes_only_when_no_container_of_the_harness_is_left(tmp_p
     assert {c[c.index("--comment") + 1] for c in deleted} == {engine.GUARD_COMMENT, engine.DNS_COMMENT}
     assert all("br-0123456789ab" in c for c in deleted)
     assert ["ip6tables", "-D", *engine.base.v6_rule("br-0123456789ab")] in r.calls
+    # An engine that does not answer the listing (e.g. another run's container went between list and
+    # inspect) says nothing about what is left: the rules stay.
+    r = fake(None, error=ConnectionRefusedError("no engine"))
+    assert engine.HostEngine(r).remove_guard_if_unused() is False
+    assert not any(c[:2] == ["iptables", "-D"] for c in r.calls)
 
 
 @pytest.mark.parametrize("nodes_left, deleted", [(None, False), (["c-worker"], False), ([], True)],
@@ -116,3 +122,29 @@ def test_a_node_build_container_is_left_only_while_its_build_runs():
     assert _builder_alive({config.BUILDER_LABEL: json.dumps(me)})
     assert not _builder_alive({config.BUILDER_LABEL: json.dumps({**me, "start": "1"})})  # pid reused
     assert not _builder_alive({})
+
+
+def test_a_cluster_still_being_made_keeps_the_host_guard(tmp_path, monkeypatch):
+    """A live run's marker is written (and the guard installed) before kind makes any container:
+    another run ending at that moment must not take the rules from under it."""
+    from harness import engine
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    (tmp_path / "clusters").mkdir()
+    marker = tmp_path / "clusters" / "bench-nftables.json"
+
+    def fake():
+        return (FakeRunner().on_api("inspect network", {"Id": "0123456789abcdef"})
+                .on_api("list containers on network", [])  # kind has not made the nodes yet
+                .on(["ip", "-o", "route", "show", "default"], stdout="default via 10.0.0.1 dev eth0\n")
+                .on(["iptables", "-D"], returncode=0).on(["ip6tables", "-D"], returncode=0))
+    marker.write_text(json.dumps({"owner": Owner.of().to_dict(), "engine": "host"}))
+    r = fake()
+    assert engine.HostEngine(r).remove_guard_if_unused() is False
+    assert not any(c[:2] == ["iptables", "-D"] for c in r.calls)
+    # A dead owner's marker (a crashed run), a guest cluster's, or one cut short does not keep them.
+    dead = {"pid": 1, "start": "0", "boot": "gone"}
+    for content in (json.dumps({"owner": dead, "engine": "host"}),
+                    json.dumps({"owner": Owner.of().to_dict(), "engine": "guest"}), '["not", "an object"]'):
+        marker.write_text(content)
+        r = fake()
+        assert engine.HostEngine(r).remove_guard_if_unused() is True, content
