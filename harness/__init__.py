@@ -30,6 +30,7 @@ Module map (one concern each):
   upstream/     upstream Kubernetes' own Services e2e specs as results beside the experiments
                 (build, specs, run, coverage, report; see harness/upstream/__init__.py)
   bench/        benchmarks apart from the suites (python -m harness.bench): scale
+  faults/       fault injection (python -m harness.faults): what a signal leaves, how clean recovers
   session       a run's clusters: acquire once per run (runstate.run_once), the end of a run, SIGTERM
   modeswitch    E16's cluster of its own and the mode change on it
   plugin        pytest options, hooks and fixtures

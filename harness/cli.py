@@ -7,7 +7,7 @@
                                   a harness marker, its containers, its guard rules, the guest and
                                   its link, stale run directories. Never anything without a marker
                                   or label of the harness (a plain `kind create cluster` stays).
-    svc-harness guest|bench|breaks|byo|upstream|images|report ...
+    svc-harness guest|bench|breaks|byo|upstream|images|report|faults ...
                                   the `python -m harness.<tool>` commands
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .owners import Owner, read_json
 # subcommand -> the module whose main(argv) it runs
 TOOLS = {"guest": "harness.guest.__main__", "bench": "harness.bench.__main__", "breaks": "harness.breaks",
          "byo": "harness.byo.testbed", "upstream": "harness.upstream.__main__", "images": "harness.images",
-         "report": "harness.report"}
+         "report": "harness.report", "faults": "harness.faults.__main__"}
 
 
 def tool_prog(module_prog: str) -> str:
@@ -62,8 +62,9 @@ def parse_with_pytest_args(parser: argparse.ArgumentParser, argv: list[str] | No
     return args, extra
 
 
-def _markers() -> list[tuple[str, dict]]:
-    return [(p.stem, read_json(p) or {}) for p in sorted((config.CACHE / "clusters").glob("*.json"))]
+def _markers() -> list[tuple[str, dict | None]]:
+    """(cluster name, its marker; None when the marker is not a JSON object: cut short, overwritten)."""
+    return [(p.stem, read_json(p)) for p in sorted((config.CACHE / "clusters").glob("*.json"))]
 
 
 def _age(t: float | None) -> str:
@@ -88,12 +89,18 @@ def _size(path) -> str:
 def status() -> int:
     from . import engine
     print("clusters with a harness marker (~/.cache/svc-harness/clusters):")
-    for name, m in _markers() or [("(none)", {})]:
-        if not m:
-            print(f"  {name}")
+    markers = _markers()
+    if not markers:
+        print("  (none)")
+    for name, m in markers:
+        if m is None:
+            print(f"  {name}: its marker cannot be read (not a JSON object): `clean` removes it, and the "
+                  f"cluster if kind has one by that name")
             continue
         owner = Owner.from_dict(m.get("owner"))
-        state = "owner running" if owner and owner.alive() else "owner gone: `clean` removes it"
+        state = ("owner running" if owner and owner.alive()
+                 else "its owner cannot be read: `clean` removes it" if m.get("owner") and not owner
+                 else "owner gone: `clean` removes it")
         print(f"  {name}: {m.get('mode', '?')} on {m.get('where') or m.get('engine', 'host')}, "
               f"age {_age(m.get('time'))}, {state} ({owner or 'no owner recorded'})")
     for eng in engine.every():
@@ -114,6 +121,7 @@ def clean(force: bool) -> int:
     from .cluster import KindCluster
     left = 0
     for name, m in _markers():
+        unreadable, m = m is None, m or {}
         owner = Owner.from_dict(m.get("owner"))
         if owner and owner.alive() and not force:
             print(f"kept {name}: its run is still going ({owner})")
@@ -129,7 +137,8 @@ def clean(force: bool) -> int:
             continue
         engine.remove_containers(kc.runner, f"{config.OWNER_LABEL}=external-client", f"{name}-ext")
         if kc.delete():
-            print(f"deleted cluster {name} ({m.get('where') or 'host engine'})")
+            print(f"removed the unreadable marker of {name} (and its cluster, if kind had one)" if unreadable
+                  else f"deleted cluster {name} ({m.get('where') or 'host engine'})")
         elif kc.owned():
             print(f"could not delete cluster {name}; its marker stays (see the log above)")
             left += 1
