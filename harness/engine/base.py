@@ -307,10 +307,12 @@ def remove_container(runner: Runner, name: str) -> None:
 
 
 def _guard_lock():
-    """Machine-wide: two runs install, check and remove the host's guard rules one at a time."""
+    """Machine-wide: two runs install, check and remove the host's guard rules one at a time.
+    One lock object per process (is_singleton), so it is reentrant: a SIGTERM handler's clean-up
+    that arrives while this process holds it would otherwise wait on its own flock."""
     from filelock import FileLock
     (config.CACHE / "locks").mkdir(parents=True, exist_ok=True)
-    return FileLock(str(config.CACHE / "locks" / "host-guard.lock"), timeout=600)
+    return FileLock(str(config.CACHE / "locks" / "host-guard.lock"), timeout=600, is_singleton=True)
 
 
 def outside_interface(runner: Runner = DEFAULT) -> str:

@@ -148,3 +148,14 @@ def test_a_cluster_still_being_made_keeps_the_host_guard(tmp_path, monkeypatch):
         marker.write_text(content)
         r = fake()
         assert engine.HostEngine(r).remove_guard_if_unused() is True, content
+
+
+def test_the_host_guard_lock_is_reentrant_within_a_process(tmp_path, monkeypatch):
+    """A signal handler's clean-up runs on the thread that may hold the lock already."""
+    from harness.engine import base
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    with base._guard_lock():
+        inner = base._guard_lock()
+        inner.timeout = 0.5
+        with inner:  # a second flock on another open file of the same path would time out here
+            pass
