@@ -16,7 +16,7 @@ import yaml
 
 from .kube import Kube
 from .peers import Peer
-from .waits import scaled
+from .waits import Wait, scaled
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,27 @@ IPVS_DEPRECATION_REASON = "IPVSDeprecation"
 _DEPRECATED = re.compile(r"ipvs proxier (is now|has been) deprecated", re.IGNORECASE)
 
 
+# kube-proxy logs this first thing in ProxyServer.Run, after the proxier (and its deprecation
+# notice) is made (cmd/kube-proxy/app/server.go, 1.34 to 1.37): a log without it is a pod still starting.
+_STARTED = re.compile(r'"Version info"')
+
+
 def deprecation_notices(kube: Kube) -> dict:
     """kube-proxy's announcements that ipvs is deprecated: each pod's log line (or None) and the
-    Warning Events with reason IPVSDeprecation ("<node>: <message>")."""
-    logs = {}
-    for p in kube.pods(KUBE_PROXY_SELECTOR, "kube-system"):
-        text = kube.logs(p.name, "kube-system", tail=100000)
-        logs[p.name] = next((line.strip() for line in text.splitlines() if _DEPRECATED.search(line)), None)
+    Warning Events with reason IPVSDeprecation ("<node>: <message>"). Read once every kube-proxy
+    pod is past the point where it would have said it: a pod restarted by the test before (E17)
+    was read a second after its start, before its notice, in CI."""
+    texts: dict[str, str] = {}
+
+    def started() -> dict[str, bool]:  # pod -> past its start (the texts are kept aside: long)
+        texts.clear()
+        texts.update({p.name: kube.logs(p.name, "kube-system", tail=100000)
+                      for p in kube.pods(KUBE_PROXY_SELECTOR, "kube-system")})
+        return {name: bool(_STARTED.search(text)) for name, text in texts.items()}
+    Wait("every kube-proxy pod past its proxier's start (its \"Version info\" log line)",
+         timeout=120).until(started, lambda seen: bool(seen) and all(seen.values()))
+    logs = {name: next((line.strip() for line in text.splitlines() if _DEPRECATED.search(line)), None)
+            for name, text in texts.items()}
     events = kube.core.list_event_for_all_namespaces(field_selector=f"reason={IPVS_DEPRECATION_REASON}").items
     return {"logs": logs, "events": sorted(f"{e.involved_object.name}: {e.message}" for e in events)}
 

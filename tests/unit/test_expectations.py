@@ -130,3 +130,29 @@ def test_the_ipvs_deprecation_is_expected_in_ipvs_from_1_35_only():
     assert not release_claim_holds("ipvs-deprecation", "ipvs", "v1.34.4")
     assert not release_claim_holds("ipvs-deprecation", "nftables", "v1.37.2")
     assert not release_claim_holds("ipvs-deprecation", "iptables", "v1.37.2")
+
+
+def test_deprecation_notices_are_read_only_once_every_kube_proxy_is_past_its_start(monkeypatch):
+    """CI read a kube-proxy restarted by E17 a second after its start, before its notice."""
+    from types import SimpleNamespace
+
+    from harness import config, modes
+    monkeypatch.setattr(config, "POLL_INTERVAL", 0)
+    notice = 'E1203 server_linux.go:193] "The ipvs proxier has been deprecated and will be disabled ..."'
+    started = 'I1203 server.go:530] "Version info" version="v1.37.2"'
+    logs = iter([{"a": f"{notice}\n{started}", "b": "I1203 server_linux.go:191] \"Using ipvs Proxier\""},
+                 {"a": f"{notice}\n{started}", "b": f"{notice}\n{started}"}])
+    seen = {}
+
+    class FakeKube:
+        core = SimpleNamespace(list_event_for_all_namespaces=lambda **_: SimpleNamespace(items=[]))
+
+        def pods(self, selector, namespace):
+            seen.update(next(logs))
+            return [SimpleNamespace(name=n) for n in sorted(seen)]
+
+        def logs(self, name, namespace, tail):
+            return seen[name]
+    got = modes.deprecation_notices(FakeKube())
+    assert all(got["logs"].values()), got  # b read after its start, not as silent
+    assert got["events"] == []
