@@ -141,8 +141,10 @@ def test_ipvs_deprecation_is_announced(lab):
     """Not a claim of the article (written before it): upstream deprecated the ipvs proxier in v1.35
     and plans to turn it off by default in 1.40. kube-proxy in ipvs mode on >= 1.35 says so at
     start in an error-level log line, on every node; on older releases, and in iptables or nftables
-    mode, it does not. Its Warning Event (reason IPVSDeprecation) is recorded too early to reach the
-    API server (harness.expectations.IPVS_DEPRECATION_EVENT_DELIVERED): none is expected.
+    mode, it does not. Its Warning Event (reason IPVSDeprecation) is recorded before kube-proxy's
+    event sink starts, and reaches the API server on some starts only
+    (harness.expectations.IPVS_DEPRECATION_EVENT_DELIVERED): noted where it may come, and must not
+    come anywhere else.
     """
     version = lab.kube.server_version()
     want = expectations.release_claim_holds("ipvs-deprecation", lab.mode, version)
@@ -160,6 +162,8 @@ def test_ipvs_deprecation_is_announced(lab):
         said = {pod: line for pod, line in notices["logs"].items() if line}
         assert not said, f"an ipvs deprecation log line on {version} in {lab.mode} mode, where none is expected: {said}"
     event_expected = want and expectations.IPVS_DEPRECATION_EVENT_DELIVERED
+    if event_expected is None:
+        return  # delivery not guaranteed: the Events are in the evidence above, not judged
     assert bool(notices["events"]) == event_expected, (
         f"IPVSDeprecation Events on {version} in {lab.mode} mode: expected {'some' if event_expected else 'none'}, "
         f"seen {notices['events'] or 'none'} (harness.expectations.IPVS_DEPRECATION_EVENT_DELIVERED)")
