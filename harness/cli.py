@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+from pathlib import Path
 
 from . import config
 from .owners import Owner, read_json
@@ -109,17 +110,32 @@ def status() -> int:
     print(f"caches under {config.CACHE}:")
     for d in sorted(p for p in config.CACHE.iterdir() if p.is_dir()) if config.CACHE.exists() else []:
         print(f"  {d.name}: {_size(d)}")
-    runs = sorted((config.CACHE / "runs").glob("*"))
+    runs = sorted(r for r in (config.CACHE / "runs").glob("*") if r.is_dir())
     live = [r for r in runs if (o := Owner.from_dict(read_json(r / "owner.json"))) and o.alive()]
     print(f"run directories: {len(runs)} ({len(live)} of live runs)")
+    for log_file in sorted((config.CACHE / "runs").glob("abort-*.log")):
+        print(f"  abort log of a signalled run: {log_file} (`clean` removes it once that run is gone)")
     return 0
 
 
+def stale_runs(runs: Path, force: bool) -> list[Path]:
+    """Under `runs`: the directories of runs that are gone (all of them with `force`), and the abort
+    log a signalled run leaves beside its directory (runs/abort-<id>.log), once that run is gone."""
+    stale = []
+    for run in sorted(runs.glob("*")):
+        run_dir = run.with_name(run.name.removeprefix("abort-").removesuffix(".log")) if run.is_file() else run
+        owner = Owner.from_dict(read_json(run_dir / "owner.json"))
+        if force or not (owner and owner.alive()):
+            stale.append(run)
+    return stale
+
+
 def clean(force: bool) -> int:
-    """Remove what the harness made and no live run uses (`force`: live runs' too)."""
+    """Remove what the harness made and no live run uses (`force`: live runs' too). Exit 1 when
+    something it should have removed is still there; what a live run holds is kept and exits 0."""
     from . import engine
     from .cluster import KindCluster
-    left = 0
+    left = failed = 0
     for name, m in _markers():
         unreadable, m = m is None, m or {}
         owner = Owner.from_dict(m.get("owner"))
@@ -139,20 +155,25 @@ def clean(force: bool) -> int:
         if kc.delete():
             print(f"removed the unreadable marker of {name} (and its cluster, if kind had one)" if unreadable
                   else f"deleted cluster {name} ({m.get('where') or 'host engine'})")
+        elif kc.owned() and kc.held_by_other():
+            print(f"kept {name}: a run that is still going uses it")
+            left += 1
         elif kc.owned():
             print(f"could not delete cluster {name}; its marker stays (see the log above)")
-            left += 1
+            failed += 1
     for eng in engine.every():
         lines, kept = eng.clean_up(force)
         for line in lines:
             print(line)
         left += kept
-    for run in sorted((config.CACHE / "runs").glob("*")):
-        owner = Owner.from_dict(read_json(run / "owner.json"))
-        if force or not (owner and owner.alive()):
+    for run in stale_runs(config.CACHE / "runs", force):
+        if run.is_file():
+            run.unlink(missing_ok=True)
+        else:
             shutil.rmtree(run, ignore_errors=True)
-    print("clean: nothing of the harness is left" if not left else f"clean: {left} thing(s) kept (see above)")
-    return 0
+    print("clean: nothing of the harness is left" if not left + failed else
+          f"clean: {left} thing(s) kept for live runs, {failed} could not be removed (see above)")
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """The command-line tools' shared conventions: pytest options after `--`, usage errors, names."""
 import argparse
+import os
 
 import pytest
 
@@ -44,3 +45,16 @@ def test_tools_name_themselves_as_started(monkeypatch):
     monkeypatch.setattr("sys.argv", ["/x/harness/bench/__main__.py"])
     assert cli.tool_prog("python -m harness.bench") == "python -m harness.bench"
 
+
+def test_clean_takes_dead_runs_and_their_abort_logs_but_not_a_live_runs(tmp_path):
+    import json
+    from harness.cli import stale_runs
+    from harness.owners import Owner
+    live, dead = Owner.of(), Owner(os.getpid(), "not-its-start-time", Owner.of().boot)
+    for run_id, owner in (("live", live), ("dead", dead)):
+        (tmp_path / run_id).mkdir()
+        (tmp_path / run_id / "owner.json").write_text(json.dumps(owner.to_dict()))
+        (tmp_path / f"abort-{run_id}.log").write_text("signal 15\n")
+    (tmp_path / "abort-unknown.log").write_text("its run directory is gone\n")
+    assert [p.name for p in stale_runs(tmp_path, force=False)] == ["abort-dead.log", "abort-unknown.log", "dead"]
+    assert len(stale_runs(tmp_path, force=True)) == 5
