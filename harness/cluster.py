@@ -255,7 +255,7 @@ class KindCluster:
                 argv += ["--image", self.node_image]
             try:
                 with Step(f"creating kind cluster {self.name} ({self.mode}, 1 control-plane + "
-                          f"{self.workers} workers, attempt {attempt})") as st:
+                          f"{self.workers} worker{'s' if self.workers != 1 else ''}, attempt {attempt})") as st:
                     self.runner.run(argv, timeout=self.create_timeout, what=f"kind create cluster {self.name}",
                                     stream=True)
                     self._apply_engine_tuning()

@@ -1,8 +1,9 @@
 """What a run must leave as it found it: kube-system, nodes, namespaces, cluster-scoped objects.
 
 A snapshot is plain JSON (so the controller can keep it in the run directory):
-  kube-system   resourceVersions of every ConfigMap, Secret, ServiceAccount, Role, RoleBinding,
-                DaemonSet, Deployment and Service; pod UIDs and restart counts
+  kube-system   resourceVersions of every ConfigMap, Secret, ServiceAccount, Role, RoleBinding and
+                Service; generations of DaemonSets and Deployments (their status moves on its own);
+                pod UIDs and restart counts
   nodes         labels, taints and cordons (resourceVersions are left out on purpose: kubelet
                 heartbeats bump them)
   namespaces    every namespace but the harness's own test namespaces, and those of ours that
@@ -59,8 +60,10 @@ def _take(kube: Kube) -> dict[str, dict[str, str]]:
     snap["serviceaccounts"] = rv(kube.core.list_namespaced_service_account(ns).items)
     snap["roles"] = rv(rbac.list_namespaced_role(ns).items)
     snap["rolebindings"] = rv(rbac.list_namespaced_role_binding(ns).items)
-    snap["daemonsets"] = rv(kube.apps.list_namespaced_daemon_set(ns).items)
-    snap["deployments"] = rv(kube.apps.list_namespaced_deployment(ns).items)
+    # generation, not resourceVersion: their status moves on its own (a CoreDNS pod whose readiness
+    # probe is late on a busy machine rewrites the Deployment's status); a spec change bumps it.
+    snap["daemonsets"] = _generations(kube.apps.list_namespaced_daemon_set(ns).items)
+    snap["deployments"] = _generations(kube.apps.list_namespaced_deployment(ns).items)
     snap["services"] = rv(kube.core.list_namespaced_service(ns).items)
     pods = {}
     for p in kube.core.list_namespaced_pod(ns).items:
@@ -88,7 +91,6 @@ def _take(kube: Kube) -> dict[str, dict[str, str]]:
 
 def _cluster_scoped(api, rbac, rv) -> dict[str, dict[str, str]]:
     adm = k8s.AdmissionregistrationV1Api(api)
-    gen = lambda items: {o.metadata.name: f"generation={o.metadata.generation}" for o in items}  # noqa: E731
     out = {
         "clusterroles": rv(rbac.list_cluster_role().items),
         "clusterrolebindings": rv(rbac.list_cluster_role_binding().items),
@@ -96,12 +98,12 @@ def _cluster_scoped(api, rbac, rv) -> dict[str, dict[str, str]]:
         "mutatingwebhookconfigurations": rv(adm.list_mutating_webhook_configuration().items),
         "storageclasses": rv(k8s.StorageV1Api(api).list_storage_class().items),
         "priorityclasses": rv(k8s.SchedulingV1Api(api).list_priority_class().items),
-        "customresourcedefinitions": gen(k8s.ApiextensionsV1Api(api).list_custom_resource_definition().items),
+        "customresourcedefinitions": _generations(k8s.ApiextensionsV1Api(api).list_custom_resource_definition().items),
         "apiservices": {a.metadata.name: _spec_hash(api, a.spec)
                         for a in k8s.ApiregistrationV1Api(api).list_api_service().items},
     }
     try:  # networking.k8s.io/v1 ServiceCIDR: GA in 1.33
-        out["servicecidrs"] = gen(k8s.NetworkingV1Api(api).list_service_cidr().items)
+        out["servicecidrs"] = _generations(k8s.NetworkingV1Api(api).list_service_cidr().items)
     except (ApiException, AttributeError):
         pass
     crds = out["customresourcedefinitions"]
@@ -110,6 +112,10 @@ def _cluster_scoped(api, rbac, rv) -> dict[str, dict[str, str]]:
         out["metallb-ipaddresspools"] = {f"{o['metadata']['namespace']}/{o['metadata']['name']}":
                                          o["metadata"]["resourceVersion"] for o in pools.get("items", [])}
     return out
+
+
+def _generations(items) -> dict[str, str]:
+    return {o.metadata.name: f"generation={o.metadata.generation}" for o in items}
 
 
 def _spec_hash(api, spec) -> str:
