@@ -60,8 +60,8 @@ def _take(kube: Kube) -> dict[str, dict[str, str]]:
     snap["serviceaccounts"] = rv(kube.core.list_namespaced_service_account(ns).items)
     snap["roles"] = rv(rbac.list_namespaced_role(ns).items)
     snap["rolebindings"] = rv(rbac.list_namespaced_role_binding(ns).items)
-    # generation, not resourceVersion: their status moves on its own (a CoreDNS pod whose readiness
-    # probe is late on a busy machine rewrites the Deployment's status); a spec change bumps it.
+    # generation, not resourceVersion: their controllers rewrite the status without any change to
+    # the spec; a spec change bumps the generation.
     snap["daemonsets"] = _generations(kube.apps.list_namespaced_daemon_set(ns).items)
     snap["deployments"] = _generations(kube.apps.list_namespaced_deployment(ns).items)
     snap["services"] = rv(kube.core.list_namespaced_service(ns).items)

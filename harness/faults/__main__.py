@@ -60,10 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
-    # Runs must meet SIGINT as a terminal's Ctrl-C. A shell starts background commands with SIGINT
-    # ignored, an ignored signal stays ignored across exec, and Python then never raises
-    # KeyboardInterrupt: sigint-during-test saw its run finish and exit 0. Handled, it is reset to the
-    # default in every child.
+    # Runs must meet SIGINT as a terminal's Ctrl-C: a shell starts background commands with SIGINT
+    # ignored, and an ignored signal stays ignored across exec; a handled one is reset in each child.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     from . import bed  # docker, kind and the cluster code only when something runs
     return bed.run_all(chosen, Path(args.artifacts_dir).resolve(), extra, args.with_plain_kind_cluster)
