@@ -32,7 +32,6 @@ Module map (one concern each):
   bench/        benchmarks apart from the suites (python -m harness.bench): scale
   faults/       fault injection (python -m harness.faults): what a signal leaves, how clean recovers
   session       a run's clusters: acquire once per run (runstate.run_once), the end of a run, SIGTERM
-  modeswitch    E16's cluster of its own and the mode change on it
   plugin        pytest options, hooks and fixtures
   runstate      what one pytest run keeps between its hooks (config.stash) and across its workers (run_once)
   byo/          bring your own cluster (--byo-kubeconfig): preflight and discovery, attaching a run

@@ -1,4 +1,4 @@
-"""One way to assemble a cluster, used by the suites' fixture, E16's switch cluster and the benchmark.
+"""One way to assemble a cluster, used by the suites' fixture, the benchmark and the test beds.
 
 Ordered steps, each timed: engine -> kind create (tuning and DNS seal inside) ->
 images -> load balancer -> breaks. The engine (harness.engine.choose) decides

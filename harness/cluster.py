@@ -283,8 +283,11 @@ class KindCluster:
         """What an engine elsewhere asks for once the cluster exists (see harness.guest.vm.kind_tuning)."""
         cpu = self.engine_tuning.get("kube_proxy_cpu_request")
         if cpu:
-            patch = {"spec": {"template": {"spec": {"containers": [
-                {"name": "kube-proxy", "resources": {"requests": {"cpu": cpu}}}]}}}}
+            # All pods at once: one at a time, each new pod's start and first full sync cost
+            # about a minute in the guest, so three nodes took three.
+            patch = {"spec": {"updateStrategy": {"rollingUpdate": {"maxUnavailable": "100%"}},
+                              "template": {"spec": {"containers": [
+                                  {"name": "kube-proxy", "resources": {"requests": {"cpu": cpu}}}]}}}}
             self.runner.run([config.tool("kubectl"), "--kubeconfig", str(self.kubeconfig), "-n", "kube-system",
                              "patch", "daemonset", "kube-proxy", "-p", json.dumps(patch)],
                             what=f"giving kube-proxy a CPU request of {cpu}")

@@ -33,8 +33,8 @@ BIN = CACHE / "bin"
 
 PROXY_MODES = ("iptables", "ipvs", "nftables")
 DEFAULT_CLUSTER_PREFIX = "svc-harness"
-# Node hostnames must fit in 64 characters: the prefix, then "-nftables", E16's "-switch-gw12", a
-# concurrent run's "-49" and kind's "-control-plane" (38 in all).
+# Node hostnames must fit in 64 characters: the prefix, then "-nftables", a concurrent run's "-49",
+# kind's "-control-plane" (26 in all), and room for a test bed's suffix.
 CLUSTER_PREFIX_MAX = 26
 DEFAULT_WORKERS = 2
 KIND_NETWORK = "kind"

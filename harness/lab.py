@@ -190,6 +190,35 @@ class ClusterHandle:
                 modes.restart_all(self.kube)
         return restore
 
+    @contextlib.contextmanager
+    def proxy_mode_changed(self, mode: str):
+        """Switch kube-proxy to `mode` via the ConfigMap; yields an iterator over the rolling restart's
+        steps, each yielded once that node's kube-proxy runs `mode` and reports healthy. Afterwards the
+        ConfigMap is put back and kube-proxy restarted everywhere, and every node is waited for until
+        it runs this cluster's mode again. (Callers ask needs_change first.)"""
+        # --break=mode-restart-skipped: the ConfigMap changes, no kube-proxy restarts.
+        restart = not any(b.skip_restart for b in self.breaks)
+        before = modes.set_config(self.kube, {"mode": mode})
+        try:
+            yield self._restarted_into(mode) if restart else modes.unrestarted_steps(self.kube)
+        finally:
+            modes.put_config(self.kube, before)
+            if restart:
+                modes.restart_all(self.kube)
+                for peer in self.node_peers():
+                    self._await_proxy(peer, self.mode)
+
+    def _restarted_into(self, mode: str):
+        for node_name, step in modes.rolling_restart(self.kube):
+            self._await_proxy(self.node(node_name), mode)
+            yield step
+
+    @staticmethod
+    def _await_proxy(node: NodePeer, mode: str) -> None:
+        from .waits import Wait
+        Wait(f"kube-proxy on {node.name} to run {mode} and report healthy").until(
+            lambda: (modes.endpoint_mode(node), modes.healthz(node)), lambda s: s == (mode, "200"))
+
     def may_cut_off(self, node: Node) -> None:
         """Skip unless `node` can be cut off here (a local container, and consent on --byo-kubeconfig)."""
         if not self.node_containers:

@@ -256,18 +256,13 @@ def healthz(node: Peer) -> str:
 
 
 def other_mode(mode: str) -> str:
-    """The mode to switch to from `mode` on a kernel without IPVS (iptables <-> nftables)."""
-    return "nftables" if mode == "iptables" else "iptables"
+    """The mode E16 switches to: iptables <-> nftables, and ipvs -> nftables, the move upstream asks
+    ipvs users to make now that ipvs is deprecated (v1.35)."""
+    return "iptables" if mode == "nftables" else "nftables"
 
 
-def change_mode(kube: Kube, mode: str, restart: bool = True, **extra):
-    """Edit the ConfigMap's mode and roll kube-proxy; yields (node, command) per restart.
-
-    restart=False leaves the pods alone (the article's second step skipped, see
-    harness.breaks): then yields one step per node without touching anything."""
-    set_config(kube, {"mode": mode, **extra})
-    if restart:
-        yield from rolling_restart(kube)
-        return
+def unrestarted_steps(kube: Kube):
+    """The article's second step (restarting kube-proxy) deliberately skipped: one step per node
+    that touches nothing (--break=mode-restart-skipped)."""
     for pod in kube.pods(KUBE_PROXY_SELECTOR, "kube-system"):
-        yield pod.node, f"(no restart of {pod.name} on {pod.node}: deliberately skipped)"
+        yield f"(no restart of {pod.name} on {pod.node}: deliberately skipped)"

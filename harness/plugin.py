@@ -517,17 +517,6 @@ def _lab(request, cluster):
 
 
 @pytest.fixture
-def mode_switch_cluster(request, cluster):
-    """A one-worker cluster of this mode, for experiments that change kube-proxy itself."""
-    from . import modeswitch
-    if not cluster.is_kind:
-        pytest.skip(KIND_ONLY_REASON)
-    from .waits import slower
-    with slower(cluster.slowdown), modeswitch.switch_cluster(request.config, cluster) as bench:
-        yield bench
-
-
-@pytest.fixture
 def upstream_run(request, cluster, proxy_mode):
     """This mode's upstream e2e run: made by the first item that needs it, shared by all."""
     from .upstream import run

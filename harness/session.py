@@ -136,7 +136,7 @@ def finish_run(pyconfig: pytest.Config, failed: bool, gate=None) -> None:
                            + ", ".join(f"{k} {v:.0f}s" for k, v in state["timings"].items()))
         _remove_external_clients(name, runner)
         if opts.keep_clusters:
-            if kc.exists():  # E16's own cluster is always gone
+            if kc.exists():
                 summary.append(f"svc-harness: kept cluster {name}; kubeconfig: {state.get('kubeconfig')}")
         else:
             kc.delete()

@@ -69,41 +69,45 @@ def test_ping_cluster_ip(lab):
 
 
 @pytest.mark.kind_only
+@pytest.mark.cluster_wide  # switches kube-proxy on every node to another mode, then back
 @pytest.mark.experiment("E16", "Changing the mode via the ConfigMap and a rolling kube-proxy restart")
-def test_change_proxy_mode(lab, mode_switch_cluster):
+def test_change_proxy_mode(lab):
     """Editing the kube-proxy ConfigMap's mode and restarting the kube-proxy pods one by one makes the
     new mode take effect on every node, and an existing Service answers again after every restart
-    within the convergence bound (iptables <-> nftables here; ipvs where the kernel has it). Runs on
-    a cluster of its own.
+    within the convergence bound (iptables <-> nftables, ipvs -> nftables: the move upstream asks ipvs
+    users to make). The run's own cluster is switched, and switched back afterwards.
     """
-    switch = mode_switch_cluster
-    target = switch.target_mode
-    svc = switch.lab.service("clusterip", SVC)
-    pods = switch.lab.deploy_demoapp(replicas=2)
-    switch.lab.wait_endpoints(SVC, replicas=len(pods))
-    node = switch.lab.node(switch.cluster.control_plane)
+    target = modes.other_mode(lab.mode)
+    lab.cluster.needs_change(f"kube-proxy ConfigMap mode={target} and a rolling restart of kube-proxy, "
+                             "both restored afterwards")
+    pods = lab.deploy_demoapp(replicas=2)
+    svc = lab.service("clusterip", SVC)
+    lab.wait_endpoints(SVC, replicas=len(pods))
+    node = lab.node(lab.cluster.control_plane)
     names = {p.name for p in pods}
-    switch.lab.converge(node, svc.cluster_ip, svc.port, names)
+    lab.converge(node, svc.cluster_ip, svc.port, names)
 
-    lab.step(f"kubectl -n kube-system edit configmaps kube-proxy  # mode: {switch.lab.mode} -> {target}")
-    for step in switch.change_mode(target):
-        lab.step(step)
-        # Right after a restart a request can still be lost while the old mode's rules are cleaned
-        # up (seen once: 1 timeout in 10 on nftables -> iptables); the claim is that the Service
-        # answers again within the convergence bound, then without a single failure.
-        started = time.monotonic()
-        switch.lab.converge(node, svc.cluster_ip, svc.port, names)
-        lab.note(f"after `{step.split('  #')[0]}`: answering again in {time.monotonic() - started:.1f}s")
-        sample = switch.lab.probe(node, svc.cluster_ip, svc.port, n=20)
+    lab.step(f"kubectl -n kube-system edit configmaps kube-proxy  # mode: {lab.mode} -> {target}")
+    with lab.cluster.proxy_mode_changed(target) as restarts:
+        for step in restarts:
+            lab.step(step)
+            # Right after a restart a request can still be lost while the old mode's rules are cleaned
+            # up (seen once: 1 timeout in 10 on nftables -> iptables); the claim is that the Service
+            # answers again within the convergence bound, then without a single failure.
+            started = time.monotonic()
+            lab.converge(node, svc.cluster_ip, svc.port, names)
+            lab.note(f"after `{step.split('  #')[0]}`: answering again in {time.monotonic() - started:.1f}s")
+            sample = lab.probe(node, svc.cluster_ip, svc.port, n=20)
+            lab.check("mode-change-keeps-service", node, sample)
+        for peer in lab.cluster.node_peers():
+            seen = modes.endpoint_mode(peer)
+            lab.note(f"{peer.name}: /proxyMode -> {seen}")
+            assert seen == target, f"kube-proxy on {peer.name} runs {seen!r} after the switch to {target!r}"
+        assert set(modes.log_modes(lab.kube).values()) == {target}
+        lab.note(f"kube-proxy logs: Using {target} Proxier")
+        sample = lab.probe(node, svc.cluster_ip, svc.port, n=30)
         lab.check("mode-change-keeps-service", node, sample)
-    for peer in switch.cluster.node_peers():
-        seen = modes.endpoint_mode(peer)
-        lab.note(f"{peer.name}: /proxyMode -> {seen}")
-        assert seen == target, f"kube-proxy on {peer.name} runs {seen!r} after the switch to {target!r}"
-    assert set(modes.log_modes(switch.cluster.kube).values()) == {target}
-    lab.note(f"kube-proxy logs: Using {target} Proxier")
-    sample = switch.lab.probe(node, svc.cluster_ip, svc.port, n=30)
-    lab.check("mode-change-keeps-service", node, sample)
+    lab.note(f"switched back: every node runs {lab.mode} again")
 
 
 @pytest.mark.cluster_wide  # switches and restarts kube-proxy on every node

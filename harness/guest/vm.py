@@ -441,9 +441,9 @@ def kind_tuning(cluster_name: str, workers: int, kubernetes: str = "") -> dict:
     a port derived from the name so two clusters in one guest do not collide.
     The control plane of a slow machine needs: no leader election (its 5 s
     lease renewals fail under load and the controller-manager restarts), and
-    kubeadm's wait for the control plane longer than its 4 minutes. With fewer
-    nodes than the article's 3, the control plane takes pods too (no taint), so
-    pods still spread over more than one node. (A 1-node cluster is kind's own
+    kubeadm's wait for the control plane longer than its 4 minutes. With one
+    worker, the control plane takes pods too (no taint), so pods still spread over
+    more than one node; with two, the shape is the host clusters'. (A 1-node cluster is kind's own
     business: kind removes that taint itself and fails if it is already gone.)
 
     Two settings cut the guest's steady load without changing what a test sees.
@@ -481,5 +481,5 @@ def kind_tuning(cluster_name: str, workers: int, kubernetes: str = "") -> dict:
     proxy = (f"kind: KubeProxyConfiguration\nipvs:\n  syncPeriod: {GUEST_IPVS_SYNC_PERIOD}\n")
     kubelet = f"kind: KubeletConfiguration\nruntimeRequestTimeout: {GUEST_RUNTIME_REQUEST_TIMEOUT}\n"
     return {"networking": {"apiServerAddress": LINK_GUEST, "apiServerPort": port},
-            "kubeadm_patches": [patch] + ([wait] if wait else []) + ([untaint] if workers else []) + [proxy, kubelet],
+            "kubeadm_patches": [patch] + ([wait] if wait else []) + ([untaint] if workers == 1 else []) + [proxy, kubelet],
             "kube_proxy_cpu_request": GUEST_KUBE_PROXY_CPU}

@@ -86,7 +86,7 @@ def test_cluster_names_must_be_dns_labels(name):
 
 def test_the_longest_cluster_name_still_gives_node_hostnames_under_64():
     prefix = plugin._cluster_prefix("x" * plugin.CLUSTER_PREFIX_MAX)
-    longest = f"{prefix}-nftables-switch-gw12-49-control-plane"
+    longest = f"{prefix}-nftables-49-control-plane"
     assert len(longest) <= 64
 
 

@@ -61,12 +61,13 @@ def test_kind_tuning_publishes_the_api_server_on_the_guest_link():
     assert 'leader-elect: "false"' in t["kubeadm_patches"][0]
 
 
-def test_kind_tuning_untaints_the_control_plane_only_beside_workers():
-    # kind untaints a 1-node cluster itself and fails if the taint is already gone (seen: E16's
-    # switch cluster in the guest, "taint node-role.kubernetes.io/control-plane not found").
+def test_kind_tuning_untaints_the_control_plane_only_beside_one_worker():
+    # kind untaints a 1-node cluster itself and fails if the taint is already gone ("taint
+    # node-role.kubernetes.io/control-plane not found"); with 2 workers the shape is the host's.
     untainted = [p for p in vm.kind_tuning("x", 1)["kubeadm_patches"] if "taints: []" in p]
     assert len(untainted) == 1
     assert not [p for p in vm.kind_tuning("x", 0)["kubeadm_patches"] if "taints: []" in p]
+    assert not [p for p in vm.kind_tuning("x", 2)["kubeadm_patches"] if "taints: []" in p]
 
 
 def test_a_cluster_is_rebuilt_on_the_engine_its_marker_names(tmp_path, monkeypatch):
