@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import sys
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -248,9 +249,9 @@ class Builder:
 
     # ---- helpers -------------------------------------------------------
     def image_inputs(self, tag: str) -> str | None:
-        res = self.r.run(["docker", "image", "inspect", "-f", f'{{{{index .Config.Labels "{INPUTS_LABEL}"}}}}', tag],
-                         check=False)
-        return res.stdout.strip() if res.ok else None
+        """The inputs label of image `tag`; None when the engine has no such image."""
+        return self.r.engine(f"inspect image {tag}", lambda c: (c.images.get(tag).labels or {}).get(INPUTS_LABEL, ""),
+                             check=False, default=None, timeout=30)
 
     def fresh(self, tag: str, inputs: str) -> bool:
         return not self.force and self.image_inputs(tag) == inputs
@@ -268,15 +269,14 @@ class Builder:
                     shutil.copytree(src, dst, symlinks=True)
                 else:
                     os.link(src, dst) if src.stat().st_dev == ctxp.stat().st_dev else shutil.copy2(src, dst)
-            argv = ["docker", "build", "--network", "bridge", "-t", img.tag, "--label", f"{INPUTS_LABEL}={inputs}"]
-            for k, val in img.build_args.items():
-                argv += ["--build-arg", f"{k}={val}"]
-            # The classic builder: works with every engine and needs no buildx plugin.
-            self.r.run(argv + [ctx], env={"DOCKER_BUILDKIT": "0"}, timeout=1800, what=f"building {img.tag}")
+            # The engine's classic builder (the SDK's build API): every engine has it, no buildx plugin.
+            self.r.engine(f"build {img.tag} ({INPUTS_LABEL}={inputs})", lambda c: c.images.build(
+                path=ctx, tag=img.tag, labels={INPUTS_LABEL: inputs}, buildargs=dict(img.build_args),
+                network_mode="bridge", rm=True, forcerm=True), timeout=1800)
 
     # ---- steps ---------------------------------------------------------
     def preflight(self) -> None:
-        if not self.r.run(["docker", "info"], check=False, timeout=30).ok:
+        if not self.r.engine("ping", lambda c: c.ping(), check=False, default=False, timeout=30):
             raise BuildError("no Docker engine answers: run `scripts/engine-up` (as root) first")
         if not shutil.which("go"):
             raise BuildError("Go toolchain not found on PATH: install Go >= 1.24 to build images offline")
@@ -301,11 +301,19 @@ class Builder:
                 tar = Path(root).with_suffix(".tar")
                 self.r.run(["tar", "-C", root, "-cf", str(tar), "."], timeout=600)
                 try:
-                    self.r.run(["docker", "import", "--change", f"LABEL {INPUTS_LABEL}={inputs}",
-                                "--change", 'CMD ["bash"]', str(tar), tag], timeout=600)
+                    self._import(tar, tag, inputs, 'CMD ["bash"]')
                 finally:
                     tar.unlink(missing_ok=True)
         return tag
+
+    def _import(self, tar: Path, tag: str, inputs: str, *changes: str) -> None:
+        """A filesystem tarball as image `tag` (`docker import`), labelled with its inputs."""
+        repo, _, version = tag.rpartition(":")
+        out = self.r.engine(f"import {tar} as {tag}", lambda c: c.api.import_image(
+            src=str(tar), repository=repo, tag=version, changes=[f"LABEL {INPUTS_LABEL}={inputs}", *changes]),
+            timeout=600)
+        if self.image_inputs(tag) != inputs:  # the import API reports an error in its answer, not as one
+            raise BuildError(f"importing {tar} as {tag}: the engine answered {str(out)[-300:]}")
 
     def work_module(self, b: GoBuild) -> Path:
         """The module folder to build `b` in: images/<module> as it is when nothing is pinned; else a
@@ -445,43 +453,55 @@ class Builder:
         return tag
 
     def _assemble_node(self, rootfs: str, tag: str, images: list[Image], inputs: str) -> None:
+        """Import `images` into the containerd of a container of `rootfs`, then commit it as `tag`."""
         name = f"svc-harness-node-build-{os.getpid()}"
-        self.r.run(["docker", "run", "-d", "--name", name, "--privileged", "--network", "none",
-                    "--label", f"{config.OWNER_LABEL}=image-build",
-                    "--label", f"{config.BUILDER_LABEL}={json.dumps(Owner.of().to_dict())}",
-                    "--entrypoint", "sleep", rootfs, "infinity"])
+        box = self.r.engine(f"run {name} from {rootfs}", lambda c: c.containers.run(
+            rootfs, ["infinity"], entrypoint="sleep", name=name, detach=True, privileged=True, network_mode="none",
+            labels={config.OWNER_LABEL: "image-build", config.BUILDER_LABEL: json.dumps(Owner.of().to_dict())}))
         try:
-            self.r.run(["docker", "exec", "-d", name, "containerd"])
-            _poll(lambda: self.r.run(["docker", "exec", name, "ctr", "version"], check=False).ok,
+            self._in(box, ["containerd"], detach=True)
+            _poll(lambda: self._in(box, ["ctr", "version"], check=False) is not None,
                   30, "containerd in the node build container to answer")
             for img in images:
-                with tempfile.NamedTemporaryFile(suffix=".tar") as tar:
-                    self.r.run(["docker", "save", "-o", tar.name, img.tag], timeout=600)
-                    self.r.run(["docker", "cp", tar.name, f"{name}:/image.tar"], timeout=600)
-                self.r.run(["docker", "exec", name, "ctr", "-n", "k8s.io", "images", "import",
-                            "--no-unpack", "--all-platforms", "/image.tar"], timeout=600,
-                           what=f"importing {img.tag} into the node's containerd")
+                with tempfile.TemporaryDirectory(prefix="svc-harness-save-") as tmp:
+                    # put_archive unpacks a tar, so the saved image goes in as the one file of a tar.
+                    saved, outer = Path(tmp, "image.tar"), Path(tmp, "outer.tar")
+                    self.r.engine(f"save {img.tag}", lambda c: _save(c, img.tag, saved), timeout=600)
+                    with tarfile.open(outer, "w") as t:
+                        t.add(saved, arcname="image.tar")
+                    with outer.open("rb") as f:
+                        self.r.engine(f"copy {img.tag} into {name}", lambda c: box.put_archive("/", f), timeout=600)
+                self._in(box, ["ctr", "-n", "k8s.io", "images", "import", "--no-unpack", "--all-platforms", "/image.tar"],
+                         what=f"importing {img.tag} into the node's containerd")
                 if img.node_ref:
                     src = img.tag if "/" in img.tag.split(":")[0].split("/")[0] else f"docker.io/{img.tag}"
-                    self.r.run(["docker", "exec", name, "ctr", "-n", "k8s.io", "images", "tag", "--force",
-                                src, img.node_ref])
-            self.r.run(["docker", "exec", name, "rm", "-f", "/image.tar"])
-            self.r.run(["docker", "exec", name, "pkill", "-x", "containerd"], check=False)
-            _poll(lambda: not self.r.run(["docker", "exec", name, "pgrep", "-x", "containerd"], check=False).ok,
-                  30, "containerd to stop")
-            self.r.run(["docker", "commit",
-                        "--change", 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]',
-                        "--change", "CMD []",
-                        "--change", f"LABEL {INPUTS_LABEL}={inputs}",
-                        "--change", f"LABEL {config.BUILDER_LABEL}=",  # the build's process is not the image's
-                        name, tag], timeout=900)
+                    self._in(box, ["ctr", "-n", "k8s.io", "images", "tag", "--force", src, img.node_ref])
+            self._in(box, ["rm", "-f", "/image.tar"])
+            self._in(box, ["pkill", "-x", "containerd"], check=False)
+            _poll(lambda: self._in(box, ["pgrep", "-x", "containerd"], check=False) is None, 30, "containerd to stop")
+            repo, _, version = tag.rpartition(":")
+            self.r.engine(f"commit {name} as {tag}", lambda c: box.commit(repository=repo, tag=version, changes=[
+                'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]', "CMD []", f"LABEL {INPUTS_LABEL}={inputs}",
+                f"LABEL {config.BUILDER_LABEL}="]), timeout=900)  # the build's process is not the image's
         finally:
-            self.r.run(["docker", "rm", "-f", name], check=False)
+            self.r.engine(f"remove {name}", lambda c: box.remove(force=True), check=False)
+
+    def _in(self, box, argv: list[str], detach: bool = False, check: bool = True, what: str = "") -> str | None:
+        """Run `argv` in container `box` (the SDK's exec); its output, or None when it failed and
+        not `check` (BuildError when `check`)."""
+        res = self.r.engine(what or f"exec in {box.name}: {' '.join(argv)}",
+                            lambda c: box.exec_run(argv, detach=detach), timeout=600)
+        if detach or res.exit_code == 0:
+            return "" if detach else res.output.decode(errors="replace")
+        if check:
+            raise BuildError(f"{what or ' '.join(argv)} in {box.name}: exit {res.exit_code}: "
+                             f"{res.output.decode(errors='replace')[-500:]}")
+        return None
 
     def build_all(self) -> str:
         started = time.monotonic()
         self.preflight()
-        if not self.r.run(["docker", "image", "inspect", config.node_image_tag()], check=False, timeout=30).ok:
+        if self.image_inputs(config.node_image_tag()) is None:
             try:
                 config.require_free_space(config.CACHE, config.FREE_GIB_IMAGES, "building the images")
             except config.NoSpace as e:
@@ -541,6 +561,13 @@ def _explain_go_failure(e: CommandError) -> str:
     if "unknown revision" in out or "invalid version" in out or "not found" in out or "not available" in out:
         return f"a pinned version is not published; check images/versions.env.\n{e}"
     return str(e)
+
+
+def _save(client, tag: str, dest: Path) -> None:
+    """The engine's `save` of image `tag` into the file `dest`."""
+    with dest.open("wb") as f:
+        for chunk in client.images.get(tag).save(named=True):
+            f.write(chunk)
 
 
 def _poll(cond, timeout: float, what: str, interval: float = 0.5) -> None:

@@ -431,12 +431,9 @@ def test_an_image_on_a_rebuilt_base_is_rebuilt(tmp_path):
     img = images.on_base("x/kube-proxy:1", "x/netbase:v1", "kube-proxy", src=tmp_path)
 
     def built(base_inputs):
-        runner = FakeRunner().on(lambda a: a[:3] == ["docker", "image", "inspect"] and a[-1] == "x/netbase:v1",
-                                 stdout=base_inputs).on(lambda a: a[:3] == ["docker", "image", "inspect"],
-                                                        stdout="stale")
+        runner = FakeRunner().on_api("inspect image x/netbase:v1", base_inputs).on_api("inspect image", "stale")
         images.Builder(runner).image(img)
-        argv = next(c for c in runner.calls if c[:2] == ["docker", "build"])
-        return next(a for a in argv if a.startswith(f"{images.INPUTS_LABEL}="))
+        return next(c[1] for c in runner.calls if c[0] == "engine" and c[1].startswith("build x/kube-proxy:1"))
 
     assert built("netbase-old") != built("netbase-new")
 
