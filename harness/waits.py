@@ -48,6 +48,15 @@ def scaled(seconds: float) -> int:
 PROGRESS_EVERY = 30  # seconds between a long wait's progress lines
 
 
+def max_interval(interval: float) -> float:
+    """How far a long wait's pause between polls may grow from `interval`. On the host it does not
+    grow. On a slow engine a poll (a `docker exec`, a `kubectl exec`) costs the cluster that much
+    more of the CPU its own work needs: in the UML guest one `docker exec` into a node took 0.7-1.1 s
+    while kube-proxy's sync waited for the same CPU, so long waits back off to 2 x slowdown x interval."""
+    factor = slowdown()
+    return interval if factor <= 1 else interval * 2 * factor
+
+
 def _short(value: Any, limit: int = 160) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
@@ -70,6 +79,7 @@ class Wait:
                  transient: tuple[type[Exception], ...] = (Exception,)):
         self.what, self.interval, self.transient = what, interval, transient
         self.timeout = timeout * slowdown()  # a slow engine (the UML guest) waits longer
+        self.max_interval = max_interval(interval)
 
     def until(self, observe: Callable[[], Any], ok: Callable[[Any], bool] = bool) -> Any:
         """Call observe() until ok(result); return the result that satisfied it."""
@@ -77,6 +87,7 @@ class Wait:
         last, error = None, None
         started = time.monotonic()
         next_note = started + PROGRESS_EVERY
+        pause = self.interval
         while True:
             try:
                 last = observe()
@@ -94,4 +105,5 @@ class Wait:
                 progress.emit(f"still waiting for {self.what}: {now - started:.0f}s of {self.timeout:.0f}s; "
                               f"last seen: {_short(last if error is None else error)}")
                 next_note = now + PROGRESS_EVERY
-            time.sleep(self.interval)
+            time.sleep(min(pause, max(0.0, deadline - now)))
+            pause = min(pause * 1.5, self.max_interval)

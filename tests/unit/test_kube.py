@@ -100,3 +100,25 @@ def test_an_api_server_that_does_not_come_back_fails_with_what_was_awaited(tmp_p
     k, runner = _kube(tmp_path, monkeypatch, [(1, HANDSHAKE)], ready=False)
     with pytest.raises(waits.WaitTimeout, match="API server 127.0.0.1:6443 to answer /readyz"):
         k.kubectl("get", "pods")
+
+
+def test_a_long_wait_backs_off_only_on_a_slow_engine(monkeypatch):
+    """Polls on the host keep their interval; on a slow engine (the guest) the pause grows, capped."""
+    from harness import waits
+    from harness.waits import Wait, slower
+    clock = {"t": 0.0}
+    pauses = []
+    monkeypatch.setattr(waits.time, "monotonic", lambda: clock["t"])
+
+    def sleep(s):
+        pauses.append(round(s, 3))
+        clock["t"] += s
+    monkeypatch.setattr(waits.time, "sleep", sleep)
+    seen = iter(range(100))
+    Wait("eight polls", timeout=1000, interval=0.5).until(lambda: next(seen), lambda n: n == 8)
+    assert pauses == [0.5] * 8
+    pauses.clear()
+    seen = iter(range(100))
+    with slower(3):
+        Wait("eight polls", timeout=1000, interval=0.5).until(lambda: next(seen), lambda n: n == 8)
+    assert pauses[:3] == [0.5, 0.75, 1.125] and max(pauses) == 3.0 and pauses[-1] == 3.0
