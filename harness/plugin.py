@@ -104,6 +104,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "kernel and one engine (slower: see docs/ipvs-guest.md)")
     g.addoption("--guest-worker-nodes", type=int, default=1,
                 help="worker nodes of a cluster in the guest engine (default: 1, i.e. 2 nodes; see README)")
+    g.addoption("--guests", default="auto",
+                help="UML guests a run spreads its guest clusters over, one cluster per guest and mode; each "
+                     "xdist worker uses one (default: auto = one per worker, at most one per host CPU: a guest "
+                     "runs one CPU)")
     g.addoption("--worker-nodes", type=_positive_int, default=hcfg.DEFAULT_WORKERS,
                 help="worker nodes per cluster (default: 2, i.e. 3 nodes like the article)")
     g.addoption("--kubernetes-version", default=None, metavar="MINOR",
@@ -196,6 +200,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if value and not opts.byo_kubeconfig:
             raise pytest.UsageError(f"{flag} applies to --byo-kubeconfig only (the harness's own clusters are kind "
                                     "clusters it may change)")
+    from .session import guest_slot
+    guest_slot(opts, "main")  # a bad --guests is a usage error before any worker starts
     if opts.kubernetes_version:
         if opts.byo_kubeconfig:
             raise pytest.UsageError("--kubernetes-version picks the release of the clusters the harness makes; with "
@@ -295,7 +301,8 @@ class _GateHooks:
         if getattr(report, "svc_experiment", None):
             self.experiments[report.nodeid.split("::")[-1].split("[")[0]] = report.svc_experiment
         if getattr(report, "svc_engine", None):
-            self.engines[mode] = report.svc_engine
+            if report.svc_engine not in self.engines.get(mode, ""):  # one per guest with several guests
+                self.engines[mode] = "; ".join(filter(None, [self.engines.get(mode), report.svc_engine]))
         reason = ""
         if report.skipped and isinstance(report.longrepr, tuple):
             reason = str(report.longrepr[2]).removeprefix("Skipped: ")

@@ -104,6 +104,11 @@ def _cell(evs: list[Evidence]) -> str | None:
     return None
 
 
+def mode_engines(evs, modes: list[str]) -> dict[str, str]:
+    """Where each mode's clusters ran (several with one guest per xdist worker), from the evidence."""
+    return {m: "; ".join(dict.fromkeys(ev.engine for ev in evs if ev.mode == m and ev.engine)) for m in modes}
+
+
 def _first(evs: list[Evidence], attr: str) -> str:
     return next((getattr(ev, attr) for ev in evs if getattr(ev, attr)), "")
 
@@ -121,7 +126,7 @@ def render_json(evs: list[Evidence]) -> dict:
             "evidence": [asdict(ev) for ev in group],
         })
     totals = {v: sum(ev.verdict == v for ev in evs) for v in VERDICTS}
-    engines = {m: next((ev.engine for ev in evs if ev.mode == m and ev.engine), "") for m in modes}
+    engines = mode_engines(evs, modes)
     data = {"schema": SCHEMA_VERSION, "title": TITLE, "run": run_metadata(), "modes": modes, "engines": engines,
             "totals": totals, "experiments": experiments}
     from . import migration  # here, not on top: migration imports this module
@@ -227,7 +232,7 @@ def render_markdown(evs: list[Evidence], gate=None, charts: dict[str, str] | Non
         out.append(f"| {_cell_text(f'{exp}: {title}' if title else exp)} | "
                    + " | ".join(cells) + " |")
 
-    engines = {m: next((ev.engine for ev in evs if ev.mode == m and ev.engine), "") for m in modes}
+    engines = mode_engines(evs, modes)
     if any(engines.values()):
         out += ["", "Where each mode ran:", ""] + [f"- **{m}**: {e}" for m, e in engines.items() if e]
     from . import migration  # here, not on top: migration imports this module

@@ -39,7 +39,8 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
         _, images, _ = assembly.resolve_images(opts.node_image, opts.demo_image)
         from .byo import attach
         return attach.attach(pyconfig, images, worker)
-    eng = engine.choose(mode, opts.ipvs_engine, opts.guest_worker_nodes, opts.all_modes_in_guest)
+    slot, guests = guest_slot(opts, worker)
+    eng = engine.choose(mode, opts.ipvs_engine, opts.guest_worker_nodes, opts.all_modes_in_guest, slot, guests)
     reason = eng.unavailable_reason(mode)
     if reason:  # only reached with --skip-unavailable-modes; otherwise the run stopped at configure
         pytest.skip(reason)
@@ -49,7 +50,7 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
     def make() -> dict:
         _record_engine(run_dir, eng)  # before its lease is taken: the run's end releases it, even after a failure
         drops_before = eng.guard_counters()
-        name = claim_name(cluster_name(opts, mode), owner, eng)
+        name = claim_name(cluster_name(opts, mode) + eng.cluster_suffix, owner, eng)
         out = assembly.build(assembly.Recipe(
             name=name, mode=mode, engine=eng, owner=owner, run_key=run_dir.name,
             workers=opts.worker_nodes,
@@ -63,7 +64,7 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
                 "kubernetes": config.versions()["KUBERNETES_VERSION"], "kubelet": out.kind.kubelet}
 
     try:
-        state = runstate.run_once(run_dir, f"cluster-{mode}", make)
+        state = runstate.run_once(run_dir, f"cluster-{mode}{eng.cluster_suffix}", make)
     except runstate.OnceError as e:
         pytest.fail(str(e), pytrace=False)
     kc = KindCluster.ours(state["name"], owner)
@@ -73,6 +74,14 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
                          lb_provider=state.get("lb", "none"), breaks=opts.breaks, runner=kc.runner,
                          engine_note=_engine_note(state), slowdown=kc.engine.slowdown,
                          expected_nodes=state.get("nodes", opts.worker_nodes + 1))
+
+
+def guest_slot(opts, worker: str) -> tuple[int, int]:
+    """(this worker's guest, the run's number of guests) for --guests (engine.guest_slots)."""
+    try:
+        return engine.guest_slots(opts.guests, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")), worker)
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
 
 
 def _record_engine(run_dir: Path, eng: engine.Engine) -> None:

@@ -72,6 +72,7 @@ class Engine:
     slowdown = 1.0
     create_timeout: float = config.CLUSTER_CREATE_TIMEOUT
     smallest_workers = 1    # the smallest cluster that still has a node without the control plane
+    cluster_suffix = ""     # appended to a run's cluster name on this engine (one cluster per engine and mode)
 
     def __init__(self, runner: Runner = DEFAULT):
         self.runner = runner

@@ -2,11 +2,13 @@
 
   build [--force] [--when-needed] [--only kernel|rootfs]   the cached offline build
   (--when-needed: build and up do nothing where the host kernel has IPVS)
-  up [--load [TAG ...]]    boot the guest engine and load host images into it (--load alone:
-                           the ones a run loads: node image, demo app, toolbox); prints DOCKER_HOST
-  down [--force]           clean halt, then kill; removes the link and its guard
-                           (refused while a live run holds the guest, unless --force)
-  status                   is it running, where, which kernel, which runs hold it
+  up [--load [TAG ...]] [--guests N]
+                           boot the guest engine (guests 0..N-1: a run with N xdist workers uses
+                           N) and load host images into it (--load alone: the ones a run loads:
+                           node image, demo app, toolbox); prints DOCKER_HOST
+  down [--force]           clean halt of every guest, then kill; removes the links and guards
+                           (refused while a live run holds a guest, unless --force)
+  status                   is each guest running, where, which kernel, which runs hold it
 """
 from __future__ import annotations
 
@@ -31,13 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=["kernel", "rootfs"], help="build: just one of the two")
     ap.add_argument("--load", nargs="*", default=None, metavar="TAG",
                     help="up: host images to load into the guest (none named: the ones a run loads)")
+    ap.add_argument("--guests", type=int, default=1, help="up: how many guests (default 1)")
     add_kubernetes_version(ap)  # up --load: whose node image
     ap.add_argument("-v", "--verbose", action="store_true", help="log every command")
     a = ap.parse_args(argv)
     use_kubernetes_version(ap, a.kubernetes_version)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    from .vm import Guest, GuestError
+    from .vm import Guest, GuestConfig, GuestError
     try:
         if a.when_needed and a.command in ("build", "up"):
             from ..engine import ipvs_missing_reason
@@ -48,36 +51,42 @@ def main(argv: list[str] | None = None) -> int:
             art = GuestBuilder(force=a.force).build_all(only=a.only)
             print(f"guest kernel: {art.kernel}\nguest rootfs: {art.rootfs}")
         elif a.command == "up":
-            g = Guest().up()
-            if a.load is not None:
-                if not a.load:
-                    from ..assembly import resolve_images
-                    node, images, _ = resolve_images()
-                    a.load = [node, images.demoapp, images.toolbox]
-                print(g.load_images(a.load))
-            print(g.describe())
-            print("\n".join(f"export {k}={v}" for k, v in g.docker_env().items()))
-        elif a.command == "down":
-            from .engine import LEASES
-            from ..owners import Leases
-            with Leases(LEASES).locked() as leases:
-                holders = leases.live()
-                if holders and not a.force:
-                    print(f"guest down: refused, live runs hold the guest: "
-                          f"{', '.join(f'{k} ({o})' for k, o in holders.items())}; --force halts it anyway",
-                          file=sys.stderr)
-                    return 1
-                g = Guest()
-                g.down()
-                g.remove_link()
+            for index in range(a.guests):
+                g = Guest(GuestConfig(index=index)).up()
+                if a.load is not None:
+                    if not a.load:
+                        from ..assembly import resolve_images
+                        node, images, _ = resolve_images()
+                        a.load = [node, images.demoapp, images.toolbox]
+                    print(g.load_images(a.load))
+                print(g.describe())
+                print("\n".join(f"export {k}={v}" for k, v in g.docker_env().items()))
         else:
-            from .engine import LEASES
-            from ..owners import Leases
-            g = Guest()
-            holders = Leases(LEASES).live()
-            print(f"{g.describe()}: {'running' if g.running() else 'not running'}"
-                  + (f", dockerd answers on {g.docker_host} (TLS)" if g.running() and g.docker_answers() else "")
-                  + (f"; held by {', '.join(f'{k} ({o})' for k, o in holders.items())}" if holders else ""))
+            from ..engine import every
+            from .engine import GuestEngine
+            refused = False
+            for eng in every():
+                if not isinstance(eng, GuestEngine):
+                    continue
+                g = eng.guest
+                if a.command == "status":
+                    holders = eng.leases.live()
+                    print(f"{g.describe()}: {'running' if g.running() else 'not running'}"
+                          + (f", dockerd answers on {g.docker_host} (TLS)" if g.running() and g.docker_answers() else "")
+                          + (f"; held by {', '.join(f'{k} ({o})' for k, o in holders.items())}" if holders else ""))
+                    continue
+                with eng.leases.locked() as leases:
+                    holders = leases.live()
+                    if holders and not a.force:
+                        print(f"guest down: refused for {g.cfg.name}, live runs hold it: "
+                              f"{', '.join(f'{k} ({o})' for k, o in holders.items())}; --force halts it anyway",
+                              file=sys.stderr)
+                        refused = True
+                        continue
+                    g.down()
+                    g.remove_link()
+            if refused:
+                return 1
     except (BuildError, CommandError, GuestError) as e:
         print(f"guest {a.command} failed: {e}", file=sys.stderr)
         return 1

@@ -19,7 +19,11 @@ from .build import CACHE, GuestBuilder
 
 log = logging.getLogger(__name__)
 
-LEASES = CACHE / "leases"
+
+
+def leases_of(name: str) -> Leases:
+    """The runs holding guest `name` (one file each)."""
+    return Leases(CACHE / "leases" / name)
 
 
 class GuestEngine(Engine):
@@ -30,10 +34,11 @@ class GuestEngine(Engine):
     create_timeout = vm.GUEST_CREATE_TIMEOUT
     smallest_workers = 0    # kind's own 1-node cluster (untainted by kind)
 
-    def __init__(self, runner: Runner | None = None, guest: vm.Guest | None = None, workers: int = 1):
-        self.guest = guest or vm.Guest()
+    def __init__(self, runner: Runner | None = None, guest: vm.Guest | None = None, workers: int = 1,
+                 index: int = 0, mem: str = ""):
+        self.guest = guest or vm.Guest(vm.GuestConfig(index=index, **({"mem": mem} if mem else {})))
         super().__init__(runner or self.guest.runner())
-        self.leases = Leases(LEASES)
+        self.leases = leases_of(self.guest.cfg.name)
         self.workers = workers  # --guest-worker-nodes: the guest's own cluster size, whatever --worker-nodes says
 
     def describe(self) -> str:
@@ -43,7 +48,12 @@ class GuestEngine(Engine):
         return not self.guest.running()  # its next boot removes dead runs' nodes (Guest.sweep_stale_nodes)
 
     def marker(self) -> dict:
-        return {"engine": self.kind, "guest": self.guest.cfg.name}
+        return {"engine": self.kind, "guest": self.guest.cfg.name, "index": self.guest.cfg.index}
+
+    @property
+    def cluster_suffix(self) -> str:
+        """Clusters in guest i > 0 get `-g<i+1>`: each guest's cluster of a mode is its own."""
+        return f"-g{self.guest.cfg.index + 1}" if self.guest.cfg.index else ""
 
     def unavailable_reason(self, mode: str) -> str | None:
         from ..engine.base import ipvs_missing_reason
@@ -62,7 +72,7 @@ class GuestEngine(Engine):
             note = (f"{workers + 1} node(s), not 3: a kind cluster inside the UML guest is CPU-bound "
                     f"(every syscall is trapped); --guest-worker-nodes sets the size. Its control plane is untainted, "
                     f"so pods spread over both nodes")
-        return Shape(workers, vm.kind_tuning(cluster_name, workers), note)
+        return Shape(workers, vm.kind_tuning(cluster_name, workers, link=self.guest.link), note)
 
     def up(self, run_key: str, images: list[str], owner: Owner | None = None) -> dict[str, float]:
         """Lease the guest for `run_key`: boot it unless it runs and answers, then load `images`."""
@@ -99,11 +109,12 @@ class GuestEngine(Engine):
 
     def status_lines(self) -> list[str]:
         holders = self.leases.live()
-        link = DEFAULT.run(["ip", "-o", "addr", "show", "dev", vm.HOST_IF], check=False)
-        rules = saved_rules(DEFAULT, (vm.GUARD_COMMENT,), ("iptables-save",))
+        host_if = self.guest.link.host_if
+        link = DEFAULT.run(["ip", "-o", "addr", "show", "dev", host_if], check=False)
+        rules = [r for r in saved_rules(DEFAULT, (vm.GUARD_COMMENT,), ("iptables-save",)) if f"-i {host_if} " in r]
         return [f"{self.describe()}: {'running' if self.guest.running() else 'not running'}"
                 + (f"; held by {', '.join(f'{k} ({o})' for k, o in holders.items())}" if holders else ""),
-                f"{self.describe()}: link {vm.HOST_IF}: "
+                f"{self.describe()}: link {host_if}: "
                 + (" ".join(link.stdout.split()[1:4]) if link.ok else "absent"),
                 f"{self.describe()}: guard rules on the host: {len(rules)}", *(f"  {r}" for r in rules)]
 
@@ -117,10 +128,10 @@ class GuestEngine(Engine):
             return lines, 0
 
     def api_addresses(self) -> list[str]:
-        return [vm.LINK_GUEST, *super().api_addresses()]
+        return [self.guest.link.guest, *super().api_addresses()]
 
     def api_url(self) -> str | None:
-        return f"https://{vm.LINK_GUEST}:{vm.DOCKER_PORT}/version"
+        return f"https://{self.guest.link.guest}:{vm.DOCKER_PORT}/version"
 
     def api_credentials(self) -> list[str]:
         t = self.guest.tls_dir
@@ -128,13 +139,13 @@ class GuestEngine(Engine):
 
     def ensure_guard(self, network: str = config.KIND_NETWORK) -> str:
         ensure_kind_network(self.runner, network)  # the guest engine's own, with an explicit subnet
-        return vm.ensure_guard(self.runner)        # the host's rule on the guest's link
+        return vm.ensure_guard(self.guest.link, self.runner)  # the host's rule on the guest's link
 
     def check_guard(self, network: str = config.KIND_NETWORK) -> None:
-        vm.check_guard(self.runner)
+        vm.check_guard(self.guest.link, self.runner)
 
     def guard_drops(self, comment: str = GUARD_COMMENT) -> int:
-        return vm.guard_drops(self.runner) if comment == GUARD_COMMENT else 0
+        return vm.guard_drops(self.guest.link, self.runner) if comment == GUARD_COMMENT else 0
 
     def guard_report(self, before: list[int]) -> str:
         drops = self.guard_drops() - (before or [0])[0]

@@ -6,12 +6,19 @@
     runner = g.runner()         # docker/kind through this reach the guest's engine
     g.down()                    # clean halt (mconsole cad -> init stops dockerd), then kill
 
-Network: a host veth pair on a private /30. The host end has LINK_HOST; UML's
-vector `raw` transport drives the other end (the `tap` transport panics this
-kernel), and the guest's vec0 gets LINK_GUEST. The guest has no default route,
-and the host drops everything forwarded from the link (GUARD_COMMENT in
-FORWARD), so nothing from the guest or its clusters leaves the machine.
-Offloads are off on both veth ends: with them on, TCP into the guest stalls.
+Network: a host veth pair on a private /30 per guest (Link). The host end has
+link.host; UML's vector `raw` transport drives the other end (the `tap`
+transport panics this kernel), and the guest's vec0 gets link.guest. The guest
+has no default route, and the host drops everything forwarded from the link
+(GUARD_COMMENT in FORWARD), so nothing from the guest or its clusters leaves
+the machine. Offloads are off on both veth ends: with them on, TCP into the
+guest stalls.
+
+Guests are numbered: guest 0 is `svc-harness-guest`, guest i > 0 is
+`svc-harness-guest-<i+1>`, each with its own link, disk, credentials and
+leases. A UML guest runs one CPU, so a run with several xdist workers gives
+each worker a guest of its own (harness.engine.choose) to use the host's
+other cores.
 """
 from __future__ import annotations
 
@@ -37,10 +44,8 @@ from .build import CACHE, GUEST_DIR, GuestBuilder
 
 log = logging.getLogger(__name__)
 
-HOST_IF = "svcg0"           # host end of the link (has LINK_HOST)
-UML_IF = "svcg0u"           # the end UML's raw transport drives
-LINK_HOST = "10.253.0.1"
-LINK_GUEST = "10.253.0.2"
+GUEST_NAME = "svc-harness-guest"
+MAX_GUESTS = 8      # links 10.253.0.0/30 .. 10.253.0.28/30
 LINK_PREFIX = 30
 # dockerd listens there with TLS and asks for a client certificate that only the host's harness
 # holds (made with each guest disk, see ensure_tls); the guest's own INPUT filter drops the port
@@ -55,13 +60,55 @@ class GuestError(RuntimeError):
     pass
 
 
+def guest_name(index: int) -> str:
+    return GUEST_NAME if index == 0 else f"{GUEST_NAME}-{index + 1}"
+
+
+@dataclass(frozen=True)
+class Link:
+    """The veth pair between the host and guest `index`, on 10.253.0.<4 index>/30."""
+    index: int = 0
+
+    @property
+    def host_if(self) -> str:       # host end (has `host`)
+        return f"svcg{self.index}"
+
+    @property
+    def uml_if(self) -> str:        # the end UML's raw transport drives
+        return f"svcg{self.index}u"
+
+    @property
+    def host(self) -> str:
+        return f"10.253.0.{4 * self.index + 1}"
+
+    @property
+    def guest(self) -> str:
+        return f"10.253.0.{4 * self.index + 2}"
+
+    @property
+    def guard_rule(self) -> list[str]:
+        """Drop everything the host would forward from this link (outside or anywhere else)."""
+        return ["FORWARD", "-i", self.host_if, "-m", "comment", "--comment", GUARD_COMMENT, "-j", "DROP"]
+
+    @classmethod
+    def of_docker_host(cls, url: str) -> "Link":
+        """The link whose guest serves `url` (tcp://10.253.0.<4 i + 2>:port)."""
+        try:
+            last = int(url.split("://", 1)[-1].rsplit(":", 1)[0].rsplit(".", 1)[1])
+        except (IndexError, ValueError):
+            raise GuestError(f"not a guest engine's address: {url!r}") from None
+        return cls((last - 2) // 4)
+
+
 @dataclass
 class GuestConfig:
-    name: str = "svc-harness-guest"
+    index: int = 0          # which guest (its name, link, disk, credentials)
     # One CPU: with ncpus=2 this 7.2 kernel lost ubd completions under `docker load` (all
     # block tags in flight, jbd2 and containerd stuck in D state, guest idle; seen twice,
     # on tmpfs and on ext4). ncpus>1 also needs seccomp mode (ptrace mode refuses SMP).
     cpus: int = int(os.environ.get("SVC_GUEST_CPUS", "1"))
+    # Backed by a file in /dev/shm, touched as the guest uses it (page cache included). Several
+    # guests at once each get less (harness.engine.choose); ~4 GB are used with a 2-node cluster.
     mem: str = "10G"
     # The guest's disk lives on the host's disk. On tmpfs (/dev/shm) fsyncs would be free, but
     # tmpfs lacks fallocate's ZERO_RANGE, ubd's WRITE_ZEROES fails, and the guest's block I/O
@@ -71,6 +118,14 @@ class GuestConfig:
     seccomp: bool = os.environ.get("SVC_GUEST_SECCOMP", "on") != "off"
     boot_timeout: float = 60
     ready_timeout: float = 120
+
+    @property
+    def name(self) -> str:
+        return guest_name(self.index)
+
+    @property
+    def link(self) -> Link:
+        return Link(self.index)
 
 
 class Guest:
@@ -83,8 +138,12 @@ class Guest:
 
     # ---- where things are --------------------------------------------
     @property
+    def link(self) -> Link:
+        return self.cfg.link
+
+    @property
     def docker_host(self) -> str:
-        return f"tcp://{LINK_GUEST}:{DOCKER_PORT}"
+        return f"tcp://{self.link.guest}:{DOCKER_PORT}"
 
     @property
     def tls_dir(self) -> Path:
@@ -138,6 +197,10 @@ class Guest:
     def running(self) -> bool:
         return self.pid() is not None
 
+    def known(self) -> bool:
+        """Has this guest ever been made here (it runs, or its disk or marker exists)?"""
+        return self.running() or self.marker.exists() or any(self.cfg.disk_dir.glob(f"{self.cfg.name}-*.ext4"))
+
     def docker_answers(self) -> bool:
         return bool(self.runner().engine("ping", lambda c: c.ping(), check=False, timeout=15))
 
@@ -145,7 +208,7 @@ class Guest:
     def up(self) -> "Guest":
         """Build (cached), link + guard, boot, wait for dockerd; reuse a running guest of ours."""
         art = GuestBuilder(self.r).build_all()
-        self.link()
+        self.ensure_link()
         self.ensure_guard()
         if self.running():
             # Booted earlier (by this run or another: harness.guest.engine decides about restarts).
@@ -190,24 +253,25 @@ class Guest:
         state = read_json(self.marker) or {"created_by": "svc-harness", "name": self.cfg.name}
         write_json(self.marker, {**state, "kernel": kernel})
 
-    def link(self) -> None:
+    def ensure_link(self) -> None:
         """The veth pair on a private /30, offloads off on both ends (idempotent)."""
-        if self.r.run(["ip", "link", "show", HOST_IF], check=False).ok:
-            if f" {LINK_HOST}/" in self.r.run(["ip", "-o", "addr", "show", "dev", HOST_IF], check=False).stdout:
+        k = self.link
+        if self.r.run(["ip", "link", "show", k.host_if], check=False).ok:
+            if f" {k.host}/" in self.r.run(["ip", "-o", "addr", "show", "dev", k.host_if], check=False).stdout:
                 return
             # Left half-made (interrupted between creating and addressing it): start over.
-            self.r.run(["ip", "link", "del", HOST_IF], check=False)
-        with Step(f"guest link {HOST_IF} {LINK_HOST}/{LINK_PREFIX} <-> {LINK_GUEST}"):
-            self.r.run(["ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", UML_IF],
+            self.r.run(["ip", "link", "del", k.host_if], check=False)
+        with Step(f"guest link {k.host_if} {k.host}/{LINK_PREFIX} <-> {k.guest}"):
+            self.r.run(["ip", "link", "add", k.host_if, "type", "veth", "peer", "name", k.uml_if],
                        what="creating the guest's veth pair")
-            self.r.run(["ip", "addr", "add", f"{LINK_HOST}/{LINK_PREFIX}", "dev", HOST_IF])
-            for dev in (HOST_IF, UML_IF):
+            self.r.run(["ip", "addr", "add", f"{k.host}/{LINK_PREFIX}", "dev", k.host_if])
+            for dev in (k.host_if, k.uml_if):
                 for off in OFFLOADS:
                     self.r.run(["ethtool", "-K", dev, off, "off"], check=False)
                 self.r.run(["ip", "link", "set", dev, "up"])
 
     def ensure_guard(self) -> None:
-        ensure_guard(self.r)
+        ensure_guard(self.link, self.r)
 
     def prepare_disk(self, rootfs: Path, key: str) -> Path:
         """The guest's own disk: a sparse copy of the built rootfs, kept across boots (images stay)."""
@@ -244,7 +308,7 @@ class Guest:
         return disk
 
     def ensure_tls(self) -> Path:
-        """A CA, a server certificate for LINK_GUEST and a client certificate, made once per guest disk.
+        """A CA, a server certificate for the guest's link address and a client certificate, made once per guest disk.
 
         The client side (ca.pem, cert.pem, key.pem: DOCKER_CERT_PATH's names) stays in tls_dir,
         readable by its owner only; the server side goes into the guest's disk. Returns the
@@ -260,7 +324,7 @@ class Guest:
             key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
             self.r.run([*ossl, "req", "-x509", *key, "-days", "3650", "-subj", f"/CN={self.cfg.name} CA",
                         "-keyout", t / "ca-key.pem", "-out", t / "ca.pem"], what="making the guest engine's CA")
-            for who, cn, ext in (("server", LINK_GUEST, f"subjectAltName=IP:{LINK_GUEST}\n"
+            for who, cn, ext in (("server", self.link.guest, f"subjectAltName=IP:{self.link.guest}\n"
                                                         "extendedKeyUsage=serverAuth\n"),
                                  ("client", "svc-harness", "extendedKeyUsage=clientAuth\n")):
                 (t / f"{who}.ext").write_text(ext)
@@ -288,9 +352,9 @@ class Guest:
                 # noinit_itable: ext4's lazy inode-table zeroing asks for WRITE_ZEROES, which the
                 # ubd driver refuses on a tmpfs-backed image (console floods with errors).
                 f"ubd0={disk}", "root=/dev/ubda", "rw", "rootflags=noinit_itable",
-                f"vec0:transport=raw,ifname={UML_IF},depth=128,gro=0",
+                f"vec0:transport=raw,ifname={self.link.uml_if},depth=128,gro=0",
                 "con=null", "con0=null,fd:1", "init=/usr/sbin/guest-init",
-                f"guest.addr={LINK_GUEST}/{LINK_PREFIX}", f"guest.host={LINK_HOST}", f"guest.name={self.cfg.name}",
+                f"guest.addr={self.link.guest}/{LINK_PREFIX}", f"guest.host={self.link.host}", f"guest.name={self.cfg.name}",
                 f"guest.port={DOCKER_PORT}"]
         # setsid -f: the guest outlives this process (xdist workers come and go) and is one
         # process group, so a last-resort kill reaches every host process of the guest.
@@ -396,33 +460,31 @@ class Guest:
         """Delete the veth pair and the guard rule (only once no guest runs)."""
         if self.running():
             raise GuestError(f"guest {self.cfg.name} still runs; shut it down first")
-        self.r.run(["ip", "link", "del", HOST_IF], check=False)
-        delete_rule(self.r, GUARD_RULE)
-        remove_v6_guard(self.r, HOST_IF)
+        self.r.run(["ip", "link", "del", self.link.host_if], check=False)
+        delete_rule(self.r, self.link.guard_rule)
+        remove_v6_guard(self.r, self.link.host_if)
 
 
-# ---- the egress guard of the guest's link (harness.engine calls these for a guest engine)
-GUARD_RULE = ["FORWARD", "-i", HOST_IF, "-m", "comment", "--comment", GUARD_COMMENT, "-j", "DROP"]
-
-
-def ensure_guard(runner: Runner = DEFAULT) -> str:
+# ---- the egress guard of a guest's link (harness.engine calls these for a guest engine)
+def ensure_guard(link: Link, runner: Runner = DEFAULT) -> str:
     """Drop everything the host would forward from the guest's link (outside or anywhere else)."""
-    if not runner.run(["iptables", "-C", *GUARD_RULE], check=False).ok:
-        runner.run(["iptables", "-I", *GUARD_RULE], what="installing the guest egress guard")
-    ensure_v6_guard(runner, HOST_IF)
-    return " ".join(GUARD_RULE)
+    if not runner.run(["iptables", "-C", *link.guard_rule], check=False).ok:
+        runner.run(["iptables", "-I", *link.guard_rule], what="installing the guest egress guard")
+    ensure_v6_guard(runner, link.host_if)
+    return " ".join(link.guard_rule)
 
 
-def check_guard(runner: Runner = DEFAULT) -> None:
-    if not runner.run(["iptables", "-C", *GUARD_RULE], check=False).ok:
-        raise GuestError(f"guest egress guard missing: expected `iptables -I {' '.join(GUARD_RULE)}`; "
+def check_guard(link: Link, runner: Runner = DEFAULT) -> None:
+    if not runner.run(["iptables", "-C", *link.guard_rule], check=False).ok:
+        raise GuestError(f"guest egress guard missing: expected `iptables -I {' '.join(link.guard_rule)}`; "
                          "refusing to send traffic without it")
-    check_v6_guard(runner, HOST_IF)
+    check_v6_guard(runner, link.host_if)
 
 
-def guard_drops(runner: Runner = DEFAULT) -> int:
+def guard_drops(link: Link, runner: Runner = DEFAULT) -> int:
     res = runner.run(["iptables", "-L", "FORWARD", "-v", "-x", "-n"], check=False)
-    return sum(int(line.split()[0]) for line in res.stdout.splitlines() if f"/* {GUARD_COMMENT} */" in line)
+    return sum(int(line.split()[0]) for line in res.stdout.splitlines()
+               if f"/* {GUARD_COMMENT} */" in line and len(line.split()) > 5 and line.split()[5] == link.host_if)
 
 
 # ---- kind clusters on the guest's engine
@@ -433,7 +495,7 @@ GUEST_RUNTIME_REQUEST_TIMEOUT = "15m0s"  # see kind_tuning
 GUEST_KUBE_PROXY_CPU = "100m"
 
 
-def kind_tuning(cluster_name: str, workers: int, kubernetes: str = "") -> dict:
+def kind_tuning(cluster_name: str, workers: int, kubernetes: str = "", link: Link = Link()) -> dict:
     """render_kind_config's engine_tuning for a cluster in the guest.
 
     The API server is published on the guest's link address (the host's
@@ -480,6 +542,6 @@ def kind_tuning(cluster_name: str, workers: int, kubernetes: str = "") -> dict:
     untaint = "kind: InitConfiguration\nnodeRegistration:\n  taints: []\n"
     proxy = (f"kind: KubeProxyConfiguration\nipvs:\n  syncPeriod: {GUEST_IPVS_SYNC_PERIOD}\n")
     kubelet = f"kind: KubeletConfiguration\nruntimeRequestTimeout: {GUEST_RUNTIME_REQUEST_TIMEOUT}\n"
-    return {"networking": {"apiServerAddress": LINK_GUEST, "apiServerPort": port},
+    return {"networking": {"apiServerAddress": link.guest, "apiServerPort": port},
             "kubeadm_patches": [patch] + ([wait] if wait else []) + ([untaint] if workers == 1 else []) + [proxy, kubelet],
             "kube_proxy_cpu_request": GUEST_KUBE_PROXY_CPU}

@@ -32,7 +32,7 @@ def test_every_mode_goes_to_the_guest_when_asked_never_with_ipvs_engine_host():
 def test_a_guest_engine_is_reached_with_tls_client_credentials_only():
     g = vm.Guest()
     env = g.docker_env()
-    assert env["DOCKER_HOST"] == f"tcp://{vm.LINK_GUEST}:{vm.DOCKER_PORT}" and vm.DOCKER_PORT != 2375
+    assert env["DOCKER_HOST"] == f"tcp://10.253.0.2:{vm.DOCKER_PORT}" and vm.DOCKER_PORT != 2375
     assert env["DOCKER_TLS_VERIFY"] == "1" and env["DOCKER_CERT_PATH"] == str(g.tls_dir)
     assert "--tlsverify" in g.docker_argv() and g.runner().env == env
 
@@ -47,15 +47,47 @@ def test_a_guest_runner_carries_docker_host_and_leaves_the_default_alone():
 
 
 def test_the_egress_guard_of_a_guest_engine_is_the_link_rule():
-    r = FakeRunner().on(["iptables", "-C"], returncode=1).on_engine({"DOCKER_HOST": "tcp://x:2375"}, "guest")
+    r = FakeRunner().on(["iptables", "-C"], returncode=1).on_engine({"DOCKER_HOST": "tcp://10.253.0.6:2376"}, "guest")
     engine.ensure_egress_guard(r)
-    assert ["iptables", "-I", *vm.GUARD_RULE] in r.calls
+    assert ["iptables", "-I", *vm.Link(1).guard_rule] in r.calls and "svcg1" in vm.Link(1).guard_rule
     assert not any("DOCKER-USER" in c for c in r.calls)
+
+
+def test_each_guest_has_its_own_name_link_and_leases():
+    from harness.guest.engine import GuestEngine
+    a, b = GuestEngine(index=0), GuestEngine(index=1)
+    assert (a.guest.cfg.name, b.guest.cfg.name) == ("svc-harness-guest", "svc-harness-guest-2")
+    assert (a.guest.link.host, a.guest.link.guest, b.guest.link.host, b.guest.link.guest) == (
+        "10.253.0.1", "10.253.0.2", "10.253.0.5", "10.253.0.6")
+    assert a.guest.docker_host != b.guest.docker_host and a.guest.tls_dir != b.guest.tls_dir
+    assert a.leases.dir != b.leases.dir and a.guest.disk("k") != b.guest.disk("k")
+    assert (a.cluster_suffix, b.cluster_suffix) == ("", "-g2")
+    assert engine.from_marker(b.marker()).guest.cfg.name == "svc-harness-guest-2"
+    assert engine.from_marker({"engine": "guest", "guest": "svc-harness-guest"}).guest.cfg.index == 0
+    assert vm.Link.of_docker_host(b.guest.docker_host) == vm.Link(1)
+    assert vm.kind_tuning("x", 1, link=b.guest.link)["networking"]["apiServerAddress"] == "10.253.0.6"
+
+
+def test_a_worker_gets_a_guest_of_its_own_up_to_one_per_cpu(monkeypatch):
+    import os
+    import pytest
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert engine.guest_slots("auto", 0, "main") == (0, 1)      # no xdist: one guest
+    assert engine.guest_slots("auto", 2, "gw0") == (0, 2)
+    assert engine.guest_slots("auto", 2, "gw1") == (1, 2)
+    assert engine.guest_slots("auto", 4, "gw3") == (1, 2)       # at most one per CPU
+    assert engine.guest_slots("1", 2, "gw1") == (0, 1)          # every worker shares one
+    for bad in ("0", "99"):
+        with pytest.raises(ValueError, match="--guests"):
+            engine.guest_slots(bad, 2, "gw0")
+    shared = engine.choose("ipvs", "guest", slot=1, guests=2)
+    assert shared.guest.cfg.index == 1 and shared.guest.cfg.mem == engine.GUEST_MEM_SHARED
+    assert engine.choose("ipvs", "guest").guest.cfg.mem != engine.GUEST_MEM_SHARED
 
 
 def test_kind_tuning_publishes_the_api_server_on_the_guest_link():
     t = vm.kind_tuning("ipvsg-ipvs", 1)
-    assert t["networking"]["apiServerAddress"] == vm.LINK_GUEST
+    assert t["networking"]["apiServerAddress"] == "10.253.0.2"
     assert 16443 <= t["networking"]["apiServerPort"] < 17443
     assert t == vm.kind_tuning("ipvsg-ipvs", 1)  # stable per name
     assert 'leader-elect: "false"' in t["kubeadm_patches"][0]
