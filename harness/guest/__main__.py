@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             art = GuestBuilder(force=a.force).build_all(only=a.only)
             print(f"guest kernel: {art.kernel}\nguest rootfs: {art.rootfs}")
         elif a.command == "up":
+            from ..engine import GUEST_MEM_SHARED
             for index in range(a.guests):
-                g = Guest(GuestConfig(index=index)).up()
+                g = Guest(GuestConfig(index=index, **({"mem": GUEST_MEM_SHARED} if a.guests > 1 else {}))).up()
                 if a.load is not None:
                     if not a.load:
                         from ..assembly import resolve_images

@@ -149,8 +149,8 @@ class GuestEngine(Engine):
 
     def guard_report(self, before: list[int]) -> str:
         drops = self.guard_drops() - (before or [0])[0]
-        return (f"svc-harness: guest egress guard dropped {drops} packets forwarded from the guest's link "
-                "during this run (expected 0)")
+        return (f"svc-harness: guest egress guard dropped {drops} packets forwarded from {self.guest.cfg.name}'s "
+                f"link {self.guest.link.host_if} during this run (expected 0)")
 
 
 def _on_host(tag: str) -> bool:
