@@ -1,4 +1,4 @@
-"""One e2e.test run per mode cluster, read back per spec by that mode's pytest items.
+"""One e2e.test run per mode, read back per spec by that mode's pytest items.
 
 The first item of a mode that needs its verdict runs upstream's specs (the ones
 selected in this pytest session for that mode) through the ginkgo CLI against
@@ -88,7 +88,9 @@ def for_mode(pyconfig: pytest.Config, cluster, wanted: list[str], runner: Runner
             run = ModeRun(cluster.mode, str(Path(pyconfig.option.artifacts_dir) / "upstream" / cluster.mode),
                           -1, 0.0, len(wanted), error=f"the upstream run could not start: {e}")
         return {"run": asdict(run)}
-    return ModeRun(**runstate.run_once(runstate.of(pyconfig).run_dir, f"upstream-{cluster.name}", once)["run"])
+    # Once per mode, not per cluster: with a guest per xdist worker a mode has a cluster per worker,
+    # and one e2e run on any of them is the mode's (its specs' verdicts, its artifacts directory).
+    return ModeRun(**runstate.run_once(runstate.of(pyconfig).run_dir, f"upstream-{cluster.mode}", once)["run"])
 
 
 def ginkgo_argv(bins: dict[str, Path], opts, out_dir: Path, kubeconfig: str, wanted: list[str],

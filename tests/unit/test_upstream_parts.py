@@ -132,8 +132,9 @@ def test_a_run_that_cannot_start_fails_every_item_of_the_mode_once(tmp_path, mon
     monkeypatch.setattr(run, "execute", boom)
     pyconfig = SimpleNamespace(stash=pytest.Stash(), option=SimpleNamespace(artifacts_dir=str(tmp_path)))
     runstate.of(pyconfig).run_dir = tmp_path
-    cluster = SimpleNamespace(name="upstream-iptables", mode="iptables")
-    for _ in range(2):
+    # Two clusters of one mode (a guest per xdist worker): still one run for the mode.
+    for cluster in (SimpleNamespace(name="upstream-iptables", mode="iptables"),
+                    SimpleNamespace(name="upstream-iptables-g2", mode="iptables")):
         mr = run.for_mode(pyconfig, cluster, NAMES[:1])
         with pytest.raises(pytest.fail.Exception, match="could not start: kind load failed"):
             mr.check(specs.to_specs(NAMES[:1])[0], report.Recorder(tmp_path, "gw0"))
