@@ -255,13 +255,15 @@ def _verdicts(evs, mode: str) -> dict[str, str]:
     return out
 
 
-def _run_break(b: Break, mode: str, artifacts: Path, extra: list[str], quiet: bool) -> tuple[int, float]:
+def _run_break(b: Break, mode: str, artifacts: Path, extra: list[str], quiet: bool,
+               slot: tuple[int, int] = (0, 1)) -> tuple[int, float]:
     """One pytest run with break `b` on its experiments: (exit code, seconds). With `quiet` its
-    output goes to <artifacts>/<break>/pytest.log (runs side by side would interleave)."""
+    output goes to <artifacts>/<break>/pytest.log (runs side by side would interleave). `slot`:
+    (guest, guests) for a guest cluster, so lanes side by side use a guest each."""
     out = artifacts / b.name
     log.info("break %s (%s): expecting %s to fail", b.name, b.fault, ", ".join(b.must_fail))
     started = time.monotonic()
-    argv = _pytest_argv(b, mode, out, extra)
+    argv = _pytest_argv(b, mode, out, extra) + [f"--guests={slot[1]}", f"--guest-slot={slot[0]}"]
     env = {**os.environ, **owner_env()}  # the kept clusters between runs are prove's own
     if quiet:
         out.mkdir(parents=True, exist_ok=True)
@@ -282,6 +284,9 @@ def prove(mode: str, names: list[str], artifacts: Path, extra: list[str], jobs: 
     lane); each cluster-level break makes its own cluster and is a lane of its own. `jobs` lanes run
     at once."""
     from concurrent.futures import ThreadPoolExecutor
+    from queue import Queue
+
+    from . import engine
 
     from . import report
     from .cluster import KindCluster
@@ -291,13 +296,25 @@ def prove(mode: str, names: list[str], artifacts: Path, extra: list[str], jobs: 
     shared = [b for b in ordered if not b.changes_cluster]
     lanes = ([shared] if shared else []) + [[b] for b in ordered if b.changes_cluster]
     rows, missed = [], []
+    jobs = max(1, jobs)
+    guests = min(jobs, os.cpu_count() or 1)  # a guest runs one CPU (as --guests=auto decides)
+    slots: Queue[int] = Queue()
+    for i in range(jobs):
+        slots.put(i)
+
+    def run_lane(lane: list[Break]) -> list[tuple]:
+        slot = slots.get()  # a lane keeps its guest (its kept cluster is there) until it is done
+        try:
+            return [(b, *_run_break(b, mode, artifacts, extra, jobs > 1, (slot % guests, guests))) for b in lane]
+        finally:
+            slots.put(slot)
+
     try:
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            done = pool.map(lambda lane: [(b, *_run_break(b, mode, artifacts, extra, jobs > 1)) for b in lane], lanes)
-            results = [r for lane in done for r in lane]
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            results = [r for lane in pool.map(run_lane, lanes) for r in lane]
     finally:
-        shared_name = f"{SHARED_PREFIX}-{mode}"
-        KindCluster.ours(shared_name).delete()  # on the engine its marker names
+        for slot in range(guests):  # on the engine its marker names
+            KindCluster.ours(f"{SHARED_PREFIX}-{mode}{engine.cluster_suffix(slot)}").delete()
     for b, rc, took in results:
         verdicts = _verdicts(report.load(artifacts / b.name), mode)
         for exp in b.must_fail:

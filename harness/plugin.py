@@ -108,6 +108,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="UML guests a run spreads its guest clusters over, one cluster per guest and mode; each "
                      "xdist worker uses one (default: auto = one per worker, at most one per host CPU: a guest "
                      "runs one CPU)")
+    g.addoption("--guest-slot", type=int, default=None,
+                help="the guest this run's guest clusters use, 0 .. --guests - 1 (default: the xdist worker's "
+                     "number modulo --guests); `python -m harness.breaks prove --jobs N` gives each lane its own")
     g.addoption("--worker-nodes", type=_positive_int, default=hcfg.DEFAULT_WORKERS,
                 help="worker nodes per cluster (default: 2, i.e. 3 nodes like the article)")
     g.addoption("--kubernetes-version", default=None, metavar="MINOR",

@@ -79,9 +79,14 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
 def guest_slot(opts, worker: str) -> tuple[int, int]:
     """(this worker's guest, the run's number of guests) for --guests (engine.guest_slots)."""
     try:
-        return engine.guest_slots(opts.guests, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")), worker)
+        slot, guests = engine.guest_slots(opts.guests, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")), worker)
     except ValueError as e:
         raise pytest.UsageError(str(e)) from None
+    if opts.guest_slot is None:
+        return slot, guests
+    if not 0 <= opts.guest_slot < guests:
+        raise pytest.UsageError(f"--guest-slot={opts.guest_slot}: must be 0 .. {guests - 1} (--guests={opts.guests})")
+    return opts.guest_slot, guests
 
 
 def _record_engine(run_dir: Path, eng: engine.Engine) -> None:

@@ -54,6 +54,11 @@ def choose(mode: str, preference: str = "auto", guest_workers: int = 1, every_mo
 GUEST_MEM_SHARED = "7G"
 
 
+def cluster_suffix(slot: int) -> str:
+    """Appended to a run's cluster name in guest `slot` > 0: each guest's cluster of a mode is its own."""
+    return f"-g{slot + 1}" if slot else ""
+
+
 def guest_slots(requested: int | str, workers: int, worker: str) -> tuple[int, int]:
     """(this worker's guest, how many guests the run uses) for --guests.
 

@@ -52,8 +52,8 @@ class GuestEngine(Engine):
 
     @property
     def cluster_suffix(self) -> str:
-        """Clusters in guest i > 0 get `-g<i+1>`: each guest's cluster of a mode is its own."""
-        return f"-g{self.guest.cfg.index + 1}" if self.guest.cfg.index else ""
+        from ..engine import cluster_suffix
+        return cluster_suffix(self.guest.cfg.index)
 
     def unavailable_reason(self, mode: str) -> str | None:
         from ..engine.base import ipvs_missing_reason

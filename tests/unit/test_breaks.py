@@ -99,3 +99,28 @@ def test_every_break_cluster_prefix_is_a_valid_cluster_name_and_its_own():
         assert plugin._cluster_prefix(p) == p
     assert len(set(p for p, b in zip(prefixes, breaks.BREAKS.values()) if b.changes_cluster)) == \
         sum(b.changes_cluster for b in breaks.BREAKS.values())
+
+
+def test_prove_lanes_side_by_side_each_keep_a_guest_of_their_own(tmp_path, monkeypatch):
+    import threading
+    import time as _time
+
+    from harness import cluster, report
+    monkeypatch.setattr(breaks.os, "cpu_count", lambda: 2)
+    seen, lock, deleted = [], threading.Lock(), []
+
+    def fake_run(b, mode, artifacts, extra, quiet, slot=(0, 1)):
+        with lock:
+            seen.append((b.name, slot))
+        _time.sleep(0.05)
+        return 1, 0.05
+    monkeypatch.setattr(breaks, "_run_break", fake_run)
+    monkeypatch.setattr(report, "load", lambda path: [])
+    monkeypatch.setattr(cluster.KindCluster, "ours", classmethod(
+        lambda cls, name, owner=None: type("C", (), {"delete": lambda self: deleted.append(name)})()))
+    names = ["stray-backend", "sticky-sessions", "policy-patches-lost", "wrong-mode", "dns-down", "kube-ipvs0-empty"]
+    breaks.prove("ipvs", names, tmp_path, [], jobs=2)
+    assert {s for _, s in seen} <= {(0, 2), (1, 2)} and len({s for _, s in seen}) == 2
+    shared = {s for n, s in seen if not breaks.BREAKS[n].changes_cluster}
+    assert len(shared) == 1  # the shared lane's breaks reuse one kept cluster, so one guest
+    assert sorted(deleted) == ["svc-breaks-ipvs", "svc-breaks-ipvs-g2"]
