@@ -64,6 +64,9 @@ class ClusterHandle:
     engine_note: str = ""                # where it runs, for the report (harness.session fills it)
     slowdown: float = 1.0                # its engine's factor on every wait (harness.waits.slower)
     expected_nodes: int = 0              # nodes it was created with (0: unknown, e.g. --byo-kubeconfig)
+    # (this cluster, of the mode's clusters in this run): with a guest per xdist worker a mode has
+    # a cluster per guest, and once-per-mode work (upstream's specs) is split between them.
+    part: tuple[int, int] = (0, 1)
     _external: dict[int, ExternalPeer] = field(default_factory=dict, repr=False)
     _allowed: list | None = field(default=None, repr=False)
     _node_peers: dict[str, NodePeer] = field(default_factory=dict, repr=False)

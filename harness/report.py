@@ -305,7 +305,7 @@ def merge(into: Path, others: list[Path]) -> tuple[Path, Path]:
     every mode (CI runs ipvs in its own step, in the guest). Each other run's evidence is copied
     in beside `into`'s own (the next run in `into` clears it again); the gate's per-mode lines
     are rebuilt from each run's report.json. Upstream spec rows and their runs' headers
-    (upstream/<mode>/run.json) come along the same way."""
+    (upstream/<mode>/run.json, or one per part) come along the same way."""
     from .gate import Gate
     into = Path(into)
     gate, merged = Gate(), []
@@ -330,9 +330,10 @@ def merge(into: Path, others: list[Path]) -> tuple[Path, Path]:
             for prefix in ("evidence-", "upstream-"):
                 for f in d.glob(f"{prefix}*.jsonl"):
                     shutil.copyfile(f, into / f.name.replace(prefix, f"{prefix}{d.name}-", 1))
-            for run in d.glob("upstream/*/run.json"):
-                (into / "upstream" / run.parent.name).mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(run, into / "upstream" / run.parent.name / "run.json")
+            for run in [*d.glob("upstream/*/run.json"), *d.glob("upstream/*/part-*/run.json")]:
+                copy = into / run.relative_to(d)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(run, copy)
     return write_report(into, gate, extra={"merged_modes": merged})
 
 

@@ -73,13 +73,14 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
                          images=images, kind=kc, external_mode=opts.external_client, worker=worker,
                          lb_provider=state.get("lb", "none"), breaks=opts.breaks, runner=kc.runner,
                          engine_note=_engine_note(state), slowdown=kc.engine.slowdown,
-                         expected_nodes=state.get("nodes", opts.worker_nodes + 1))
+                         expected_nodes=state.get("nodes", opts.worker_nodes + 1),
+                         part=(slot, guests) if eng.per_slot and _xdist_workers() > 1 else (0, 1))
 
 
 def guest_slot(opts, worker: str) -> tuple[int, int]:
     """(this worker's guest, the run's number of guests) for --guests (engine.guest_slots)."""
     try:
-        slot, guests = engine.guest_slots(opts.guests, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")), worker)
+        slot, guests = engine.guest_slots(opts.guests, _xdist_workers(), worker)
     except ValueError as e:
         raise pytest.UsageError(str(e)) from None
     if opts.guest_slot is None:
@@ -87,6 +88,10 @@ def guest_slot(opts, worker: str) -> tuple[int, int]:
     if not 0 <= opts.guest_slot < guests:
         raise pytest.UsageError(f"--guest-slot={opts.guest_slot}: must be 0 .. {guests - 1} (--guests={opts.guests})")
     return opts.guest_slot, guests
+
+
+def _xdist_workers() -> int:
+    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
 
 
 def _record_engine(run_dir: Path, eng: engine.Engine) -> None:

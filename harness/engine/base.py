@@ -73,6 +73,7 @@ class Engine:
     create_timeout: float = config.CLUSTER_CREATE_TIMEOUT
     smallest_workers = 1    # the smallest cluster that still has a node without the control plane
     cluster_suffix = ""     # appended to a run's cluster name on this engine (one cluster per engine and mode)
+    per_slot = False        # one engine per guest slot (--guests), so each slot has a cluster of the mode
 
     def __init__(self, runner: Runner = DEFAULT):
         self.runner = runner

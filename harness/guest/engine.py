@@ -28,6 +28,7 @@ def leases_of(name: str) -> Leases:
 
 class GuestEngine(Engine):
     kind = "guest"
+    per_slot = True
     # Every wait of a test on a guest cluster is this many times longer: kube-proxy syncs took
     # ~35 s and a new Service reached IPVS 30-138 s after its pods, against ~1 s on the host.
     slowdown = config.GUEST_SLOWDOWN

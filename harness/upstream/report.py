@@ -59,23 +59,30 @@ def counts(rows: list[Row]) -> dict[str, dict[str, int]]:
     return out
 
 
-def runs(directory: Path) -> dict[str, dict]:
-    """Each mode's e2e run as harness.upstream.run wrote it (upstream/<mode>/run.json)."""
-    out = {}
-    for p in sorted(Path(directory).glob("upstream/*/run.json")):
+def runs(directory: Path) -> dict[str, list[dict]]:
+    """Each mode's e2e runs as harness.upstream.run wrote them (upstream/<mode>/run.json, or
+    upstream/<mode>/part-<k>/run.json when its specs were split between its clusters)."""
+    out: dict[str, list[dict]] = {}
+    for p in sorted(Path(directory).glob("upstream/*/run.json")) + sorted(Path(directory).glob("upstream/*/part-*/run.json")):
         try:
-            out[p.parent.name] = json.loads(p.read_text())
+            run = json.loads(p.read_text())
         except ValueError:
             continue
+        out.setdefault(run.get("mode") or p.parent.name, []).append(run)
     return out
 
 
-def _run_line(run: dict | None) -> list[str]:
-    if not run:
-        return []
-    pulled = ", ".join(run.get("pulled") or []) or "none (every image was on the nodes already)"
-    return [f"e2e.test run: {run['specs']} specs in {run['seconds']:.0f}s, ginkgo exit {run['returncode']}; "
-            f"log `{run['out_dir']}/e2e.log`; images pulled from a registry: {pulled}", ""]
+def _run_lines(runs: list[dict]) -> list[str]:
+    out = []
+    for run in runs:
+        pulled = ", ".join(run.get("pulled") or []) or "none (every image was on the nodes already)"
+        head = f"e2e.test run (part {run['part']})" if run.get("part") else "e2e.test run"
+        on = f" on {run['cluster']}" if run.get("cluster") else ""
+        out.append(f"{head}: {run['specs']} specs in {run['seconds']:.0f}s{on}, ginkgo exit {run['returncode']}; "
+                   f"log `{run['out_dir']}/e2e.log`; images pulled from a registry: {pulled}")
+    if len(out) > 1:
+        out = [f"- {line}" for line in out]
+    return [*out, ""] if out else []
 
 
 def render_markdown(rows: list[Row], directory: Path | None = None) -> str:
@@ -87,7 +94,7 @@ def render_markdown(rows: list[Row], directory: Path | None = None) -> str:
            "in the same session (`--upstream-conformance`).", ""]
     for mode, c in counts(rows).items():
         out += [f"## {mode}: {c['pass']} passed, {c['fail']} failed, {c['skip']} skipped", "",
-                *_run_line(by_mode.get(mode)),
+                *_run_lines(by_mode.get(mode, [])),
                 "| spec | verdict | duration | failure / skip reason |", "|---|---|---|---|"]
         for r in (r for r in rows if r.mode == mode):
             why = ""

@@ -3,9 +3,12 @@
 The first item of a mode that needs its verdict runs upstream's specs (the ones
 selected in this pytest session for that mode) through the ginkgo CLI against
 the mode's cluster, behind a file lock in the run's shared directory, so every
-xdist worker reads the same run. Items then take their spec's verdict from
-ginkgo's JSON report: passed -> pass, failed/panicked/timed out -> fail (with
-the message and a per-spec log), skipped -> skip with upstream's reason.
+xdist worker reads the same run. When the mode has a cluster per xdist worker
+(a guest each), the specs are split into as many parts: a worker runs its own
+part on its cluster first, then any part no one has started, then waits for the
+rest. Items then take their spec's verdict from ginkgo's JSON report: passed ->
+pass, failed/panicked/timed out -> fail (with the message and a per-spec log),
+skipped -> skip with upstream's reason.
 
 The specs use agnhost only (baked into the node image); before the run each node
 is checked for it, and afterwards the images each node's containerd gained are
@@ -42,6 +45,8 @@ class ModeRun:
     specs: int               # how many specs were asked for
     pulled: list[str] = field(default_factory=list)   # images a node gained during the run
     error: str = ""          # why there are no results (the run could not start)
+    cluster: str = ""        # the cluster it ran on
+    part: str = ""           # "2/2" when the mode's specs were split between its clusters
 
     @property
     def log(self) -> Path:
@@ -79,18 +84,50 @@ class ModeRun:
             pytest.fail(f"upstream spec {r.state} after {r.seconds:.1f}s: {message}\n  {where}", pytrace=False)
 
 
-def for_mode(pyconfig: pytest.Config, cluster, wanted: list[str], runner: Runner = DEFAULT) -> ModeRun:
-    """The mode's run: made by the first caller (any xdist worker), read by the rest."""
-    def once() -> dict:
-        try:
-            run = execute(pyconfig.option, cluster, wanted, runner)
-        except Exception as e:  # a run that could not start is a result too: every spec item fails with it
-            run = ModeRun(cluster.mode, str(Path(pyconfig.option.artifacts_dir) / "upstream" / cluster.mode),
-                          -1, 0.0, len(wanted), error=f"the upstream run could not start: {e}")
-        return {"run": asdict(run)}
-    # Once per mode, not per cluster: with a guest per xdist worker a mode has a cluster per worker,
-    # and one e2e run on any of them is the mode's (its specs' verdicts, its artifacts directory).
-    return ModeRun(**runstate.run_once(runstate.of(pyconfig).run_dir, f"upstream-{cluster.mode}", once)["run"])
+@dataclass
+class Parts:
+    """A mode's upstream verdicts, from the one or several runs its specs were split into."""
+    runs: list[ModeRun]
+    owner: dict[str, int]   # spec name -> the run that was asked for it
+
+    def check(self, spec: Spec, recorder: "report.Recorder") -> None:
+        found = [r for r in self.runs if spec.name in r.results()]
+        (found or [self.runs[self.owner.get(spec.name, 0)]])[0].check(spec, recorder)
+
+
+def split(wanted: list[str], count: int) -> list[list[str]]:
+    """The specs dealt into `count` parts, in the order they were selected."""
+    return [wanted[k::count] for k in range(count)]
+
+
+def for_mode(pyconfig: pytest.Config, cluster, wanted: list[str], runner: Runner = DEFAULT) -> Parts:
+    """The mode's runs: each made by the first caller that takes it (any xdist worker), read by the rest."""
+    mine, count = getattr(cluster, "part", (0, 1))
+    parts = split(wanted, count)
+    opts = pyconfig.option
+
+    def once(k: int):
+        def run() -> dict:
+            out_dir = Path(opts.artifacts_dir) / "upstream" / cluster.mode / (f"part-{k + 1}" if count > 1 else "")
+            label = f"{k + 1}/{count}" if count > 1 else ""
+            try:
+                done = execute(opts, cluster, parts[k], out_dir, runner)
+            except Exception as e:  # a run that could not start is a result too: its spec items fail with it
+                done = ModeRun(cluster.mode, str(out_dir), -1, 0.0, len(parts[k]),
+                               error=f"the upstream run could not start: {e}")
+            done.cluster, done.part = cluster.name, label
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "run.json").write_text(json.dumps(asdict(done), indent=1))  # for the report's header line
+            return {"run": asdict(done)}
+        key = f"upstream-{cluster.mode}" + (f"-part-{k + 1}-of-{count}" if count > 1 else "")
+        # Once per mode (or part), not per cluster: one e2e run on any of the mode's clusters is the mode's.
+        return ModeRun(**runstate.run_once(runstate.of(pyconfig).run_dir, key, run)["run"])
+
+    # This worker's own part first, so each part starts on its own cluster at once; then the others,
+    # which a worker whose items are done takes over instead of waiting.
+    order = [mine % count] + [k for k in range(count) if k != mine % count]
+    runs = {k: once(k) for k in order}
+    return Parts([runs[k] for k in range(count)], {name: k for k, part in enumerate(parts) for name in part})
 
 
 def ginkgo_argv(bins: dict[str, Path], opts, out_dir: Path, kubeconfig: str, wanted: list[str],
@@ -107,8 +144,7 @@ def ginkgo_argv(bins: dict[str, Path], opts, out_dir: Path, kubeconfig: str, wan
             "--disable-log-dump=true"]
 
 
-def execute(opts, cluster, wanted: list[str], runner: Runner = DEFAULT) -> ModeRun:
-    out_dir = Path(opts.artifacts_dir) / "upstream" / cluster.mode
+def execute(opts, cluster, wanted: list[str], out_dir: Path, runner: Runner = DEFAULT) -> ModeRun:
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     bins = {n: config.version_bin() / n for n in ("e2e.test", "ginkgo")}
@@ -134,9 +170,7 @@ def execute(opts, cluster, wanted: list[str], runner: Runner = DEFAULT) -> ModeR
         log.warning("upstream e2e on %s pulled images from a registry: %s", cluster.name, pulled)
     error = "" if (out_dir / "report.json").exists() else (
         f"ginkgo exited {res.returncode} after {seconds:.0f}s and wrote no report; last output:\n{res.stderr[-1500:]}")
-    run = ModeRun(cluster.mode, str(out_dir), res.returncode, seconds, len(wanted), pulled, error)
-    (out_dir / "run.json").write_text(json.dumps(asdict(run), indent=1))  # for the report's header line
-    return run
+    return ModeRun(cluster.mode, str(out_dir), res.returncode, seconds, len(wanted), pulled, error)
 
 
 def schedulable_nodes(kube) -> int:

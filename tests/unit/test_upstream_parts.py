@@ -132,13 +132,36 @@ def test_a_run_that_cannot_start_fails_every_item_of_the_mode_once(tmp_path, mon
     monkeypatch.setattr(run, "execute", boom)
     pyconfig = SimpleNamespace(stash=pytest.Stash(), option=SimpleNamespace(artifacts_dir=str(tmp_path)))
     runstate.of(pyconfig).run_dir = tmp_path
-    # Two clusters of one mode (a guest per xdist worker): still one run for the mode.
-    for cluster in (SimpleNamespace(name="upstream-iptables", mode="iptables"),
-                    SimpleNamespace(name="upstream-iptables-g2", mode="iptables")):
-        mr = run.for_mode(pyconfig, cluster, NAMES[:1])
+    # Two workers on one cluster of the mode: still one run for the mode.
+    for worker in ("gw0", "gw1"):
+        mr = run.for_mode(pyconfig, SimpleNamespace(name="upstream-iptables", mode="iptables"), NAMES[:1])
         with pytest.raises(pytest.fail.Exception, match="could not start: kind load failed"):
-            mr.check(specs.to_specs(NAMES[:1])[0], report.Recorder(tmp_path, "gw0"))
+            mr.check(specs.to_specs(NAMES[:1])[0], report.Recorder(tmp_path, worker))
     assert calls == [1]
+
+
+def test_a_mode_with_a_cluster_per_worker_splits_its_specs_and_each_part_runs_once(tmp_path, monkeypatch):
+    ran = []
+
+    def fake(opts, cluster, wanted, out_dir, runner=None):
+        ran.append((cluster.name, tuple(wanted)))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "report.json").write_text(ginkgo_report(tmp_path, [(n, "passed") for n in wanted]).read_text())
+        return run.ModeRun(cluster.mode, str(out_dir), 0, 1.0, len(wanted))
+    monkeypatch.setattr(run, "execute", fake)
+    pyconfig = SimpleNamespace(stash=pytest.Stash(), option=SimpleNamespace(artifacts_dir=str(tmp_path)))
+    runstate.of(pyconfig).run_dir = tmp_path
+    second = SimpleNamespace(name="u-ipvs-g2", mode="ipvs", part=(1, 2))
+    first = SimpleNamespace(name="u-ipvs", mode="ipvs", part=(0, 2))
+    for cluster in (second, first):  # the second worker asks first: it starts with its own part
+        parts = run.for_mode(pyconfig, cluster, NAMES)
+        for s in specs.to_specs(NAMES):
+            parts.check(s, report.Recorder(tmp_path, "gw0"))
+    assert ran == [("u-ipvs-g2", tuple(NAMES[1::2])), ("u-ipvs-g2", tuple(NAMES[0::2]))]
+    assert [r.part for r in parts.runs] == ["1/2", "2/2"] and parts.runs[0].cluster == "u-ipvs-g2"
+    lines = report.render_markdown(report.load(tmp_path), tmp_path)
+    assert "- e2e.test run (part 1/2): 2 specs in 1s on u-ipvs-g2" in lines
+    assert sorted(report.runs(tmp_path)) == ["ipvs"] and len(report.runs(tmp_path)["ipvs"]) == 2
 
 
 def test_a_spec_a_mode_cannot_pass_is_skipped_in_that_mode_only():
