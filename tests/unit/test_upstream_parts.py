@@ -14,12 +14,14 @@ NAMES = ["[sig-network] Services should serve a basic endpoint from pods  [Confo
 
 
 def ginkgo_report(tmp_path, states):
-    """A ginkgo --json-report with one It per (name, state), plus a suite node that must be ignored."""
+    """A ginkgo --json-report with one It per (name, state), plus a suite node that must be ignored.
+    State "filtered": how ginkgo lists a spec its --focus left out (skipped, no reason)."""
     reports = [{"LeafNodeType": "SynchronizedBeforeSuite", "State": "passed", "LeafNodeText": ""}]
     for name, state in states:
         leaf = name[len("[sig-network] Services "):]
         r = {"ContainerHierarchyTexts": ["[sig-network] Services"], "LeafNodeText": leaf, "LeafNodeType": "It",
-             "State": state, "RunTime": 2_500_000_000, "CapturedGinkgoWriterOutput": "STEP: curl ...\n"}
+             "State": "skipped" if state == "filtered" else state, "RunTime": 2_500_000_000,
+             "CapturedGinkgoWriterOutput": "STEP: curl ...\n"}
         if state == "failed":
             r["Failure"] = {"Message": "service is not reachable within 2m0s timeout on endpoint 10.96.0.10:80",
                             "Location": {"FileName": "test/e2e/network/service.go", "LineNumber": 1310}}
@@ -84,6 +86,15 @@ def test_a_spec_missing_from_the_report_fails_never_passes(tmp_path):
         mr.check(specs.to_specs([NAMES[1]])[0], report.Recorder(tmp_path, "gw0"))
 
 
+def test_a_spec_the_focus_left_out_fails_never_skips(tmp_path):
+    mr = mode_run(tmp_path, [(NAMES[0], "filtered")])
+    with pytest.raises(pytest.fail.Exception, match="did not run this spec"):
+        try:
+            mr.check(specs.to_specs([NAMES[0]])[0], report.Recorder(tmp_path, "gw0"))
+        except pytest.skip.Exception as e:
+            pytest.fail(f"skipped: {e}")
+
+
 def test_passed_passes_and_skipped_skips_with_upstreams_reason(tmp_path):
     mr = mode_run(tmp_path, [(NAMES[0], "passed"), (NAMES[2], "skipped")])
     s = specs.to_specs(NAMES)
@@ -146,7 +157,9 @@ def test_a_mode_with_a_cluster_per_worker_splits_its_specs_and_each_part_runs_on
     def fake(opts, cluster, wanted, out_dir, runner=None):
         ran.append((cluster.name, tuple(wanted)))
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "report.json").write_text(ginkgo_report(tmp_path, [(n, "passed") for n in wanted]).read_text())
+        # ginkgo's report lists the specs its focus left out too, as skipped
+        states = [(n, "passed" if n in wanted else "filtered") for n in NAMES]
+        (out_dir / "report.json").write_text(ginkgo_report(tmp_path, states).read_text())
         return run.ModeRun(cluster.mode, str(out_dir), 0, 1.0, len(wanted))
     monkeypatch.setattr(run, "execute", fake)
     pyconfig = SimpleNamespace(stash=pytest.Stash(), option=SimpleNamespace(artifacts_dir=str(tmp_path)))
@@ -156,7 +169,10 @@ def test_a_mode_with_a_cluster_per_worker_splits_its_specs_and_each_part_runs_on
     for cluster in (second, first):  # the second worker asks first: it starts with its own part
         parts = run.for_mode(pyconfig, cluster, NAMES)
         for s in specs.to_specs(NAMES):
-            parts.check(s, report.Recorder(tmp_path, "gw0"))
+            try:
+                parts.check(s, report.Recorder(tmp_path, "gw0"))
+            except pytest.skip.Exception as e:  # read from the part that filtered it out
+                pytest.fail(f"{s.name} passed in its part but was skipped: {e}")
     assert ran == [("u-ipvs-g2", tuple(NAMES[1::2])), ("u-ipvs-g2", tuple(NAMES[0::2]))]
     assert [r.part for r in parts.runs] == ["1/2", "2/2"] and parts.runs[0].cluster == "u-ipvs-g2"
     lines = report.render_markdown(report.load(tmp_path), tmp_path)
