@@ -71,8 +71,9 @@ class GuestEngine(Engine):
         note = ""
         if workers + 1 < 3:
             note = (f"{workers + 1} node(s), not 3: a kind cluster inside the UML guest is CPU-bound "
-                    f"(every syscall is trapped); --guest-worker-nodes sets the size. Its control plane is untainted, "
-                    f"so pods spread over both nodes")
+                    f"(every syscall is trapped), and the third node made the whole ipvs set about 3 min longer "
+                    f"(docs/ipvs-guest.md); --guest-worker-nodes=2 gives the host's shape. Its control plane is "
+                    f"untainted, so pods spread over both nodes")
         return Shape(workers, vm.kind_tuning(cluster_name, workers, link=self.guest.link), note)
 
     def up(self, run_key: str, images: list[str], owner: Owner | None = None) -> dict[str, float]:
