@@ -67,6 +67,7 @@ class Kube:
         self.core = k8s.CoreV1Api(api)
         self.apps = k8s.AppsV1Api(api)
         self.discovery = k8s.DiscoveryV1Api(api)
+        self.custom = k8s.CustomObjectsApi(api)
         self.version = k8s.VersionApi(api)
 
     # ---- writes (kubectl) ----------------------------------------------

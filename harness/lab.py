@@ -423,10 +423,11 @@ class Lab:
         return Service(name, self.ns, s.spec.cluster_ip or "", port.port if port else 0,
                        port.node_port if port else None, s.spec.type)
 
-    def lb_announcer(self, service: str) -> str | None:
-        """The node MetalLB announces the Service's LoadBalancer address from (None: not yet)."""
-        from .loadbalancer import announcing_node
-        return announcing_node(self.kube, service, self.ns)
+    def lb_announcers(self, service: str) -> set[str]:
+        """The nodes MetalLB announces the Service's LoadBalancer address from now (one, once its
+        speakers agree; none before)."""
+        from .loadbalancer import announcing_nodes
+        return announcing_nodes(self.kube, service, self.ns)
 
     def arp_answerers(self, peer: Peer, address: str) -> set[str]:
         """The nodes (by name; an unknown MAC as itself) that answer ARP for `address` as seen

@@ -11,6 +11,8 @@ import ipaddress
 import logging
 import re
 
+from kubernetes import client as k8s
+
 from . import config, engine
 from .kube import Kube
 from .runner import Step
@@ -80,9 +82,26 @@ metadata:
     return "metallb"
 
 
+def announcing_nodes(kube: Kube, service: str, namespace: str) -> set[str]:
+    """The nodes MetalLB's L2 mode announces the Service's address from now: each announcing
+    speaker keeps a ServiceL2Status labelled with its node and deletes it when it stops. Two
+    nodes at once is real: speakers that have not yet found each other (memberlist) both
+    announce. MetalLB before v0.14 has no such objects: then its latest nodeAssigned event."""
+    selector = f"metallb.io/service-name={service},metallb.io/service-namespace={namespace}"
+    try:
+        items = kube.custom.list_cluster_custom_object("metallb.io", "v1beta1", "servicel2statuses",
+                                                       label_selector=selector)["items"]
+    except k8s.ApiException as e:
+        if e.status != 404:
+            raise
+        node = announcing_node(kube, service, namespace)
+        return {node} if node else set()
+    return {i["metadata"]["labels"]["metallb.io/node"] for i in items}
+
+
 def announcing_node(kube: Kube, service: str, namespace: str) -> str | None:
-    """The node MetalLB's L2 mode announces the Service's address from (its latest
-    nodeAssigned event), or None before it announces."""
+    """The node named by the Service's latest nodeAssigned event (None before MetalLB announces).
+    Events say where an announcement started, not whether it still runs."""
     found = [m.group(1) for msg in kube.event_messages(service, namespace, "nodeAssigned")
              if (m := _ANNOUNCING.search(msg))]
     return found[-1] if found else None

@@ -81,12 +81,14 @@ def test_metallb_address_policies_and_source_ranges(lab):
 
     ext, other = lab.external(0), lab.external(1)
     if ext.container:  # on the nodes' link: L2 mode means the announcing node alone answers ARP
-        announcer = Wait(f"MetalLB's nodeAssigned event for {SVC}", timeout=60).until(
-            lambda: lab.lb_announcer(SVC))
-        answering = Wait(f"only {announcer} (MetalLB's announcing node) to answer ARP for {lb_ip}",
-                         timeout=30, interval=2).until(
-            lambda: lab.arp_answerers(ext, lb_ip), lambda nodes: nodes == {announcer})
-        lab.note(f"MetalLB announces {lb_ip} from {announcer}; ARP answers from: {', '.join(sorted(answering))}")
+        # Both read in each poll: MetalLB may move the announcement while its speakers converge.
+        announcers, answering = Wait(
+            f"MetalLB to announce {lb_ip} from one node (its ServiceL2Status), and only that node to "
+            f"answer ARP for it (last seen: announcing nodes, ARP answerers)", timeout=90, interval=2).until(
+            lambda: (lab.lb_announcers(SVC), lab.arp_answerers(ext, lb_ip)),
+            lambda seen: len(seen[0]) == 1 and seen[1] == seen[0])
+        lab.note(f"MetalLB announces {lb_ip} from {', '.join(announcers)}; ARP answers from: "
+                 f"{', '.join(sorted(answering))}")
     lab.converge(ext, lb_ip, svc.port, names)
     sample = lab.probe(ext, lb_ip, svc.port, n=60)
     lab.check("lb-address", ext, sample, backends=names)

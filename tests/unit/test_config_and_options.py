@@ -244,6 +244,36 @@ def test_metallb_announcing_node_is_the_latest_event():
     assert loadbalancer.announcing_node(FakeKube(), "svc", "ns") == "kind-worker2"
 
 
+def test_metallb_announcing_nodes_are_the_speakers_current_l2_statuses():
+    from kubernetes.client import ApiException
+
+    class FakeCustom:
+        def __init__(self, items=None, status=None):
+            self.items, self.status = items, status
+
+        def list_cluster_custom_object(self, group, version, plural, label_selector):
+            assert (group, plural) == ("metallb.io", "servicel2statuses")
+            assert label_selector == "metallb.io/service-name=svc,metallb.io/service-namespace=ns"
+            if self.status:
+                raise ApiException(status=self.status)
+            return {"items": [{"metadata": {"labels": {"metallb.io/node": n}}} for n in self.items]}
+
+    class FakeKube:
+        def __init__(self, custom):
+            self.custom = custom
+
+        def event_messages(self, name, namespace, reason):
+            return ['announcing from node "kind-worker" with protocol "layer2"']
+    # two speakers that have not found each other both announce: both are reported
+    assert loadbalancer.announcing_nodes(FakeKube(FakeCustom(["kind-worker", "kind-worker2"])), "svc", "ns") == {
+        "kind-worker", "kind-worker2"}
+    assert loadbalancer.announcing_nodes(FakeKube(FakeCustom([])), "svc", "ns") == set()
+    # MetalLB without ServiceL2Status (before v0.14): the latest event
+    assert loadbalancer.announcing_nodes(FakeKube(FakeCustom(status=404)), "svc", "ns") == {"kind-worker"}
+    with pytest.raises(ApiException):
+        loadbalancer.announcing_nodes(FakeKube(FakeCustom(status=403)), "svc", "ns")
+
+
 def test_arp_answers_are_the_macs_that_replied():
     out = ("ARPING 172.18.255.200 from 172.18.0.5 eth0\n"
            "Unicast reply from 172.18.255.200 [02:42:AC:12:00:03]  0.680ms\n"
