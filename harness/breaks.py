@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 import logging
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -255,8 +257,37 @@ def _verdicts(evs, mode: str) -> dict[str, str]:
     return out
 
 
+class Children:
+    """The pytest runs `prove` has started. A SIGTERM or SIGHUP to `prove` goes on to each of them
+    (each then deletes its clusters, as a run does) and no new one starts after it."""
+
+    def __init__(self):
+        self.running: set[subprocess.Popen] = set()
+        self.stopped_by = 0   # the signal that stopped prove, if one did
+        self._lock = threading.Lock()
+
+    def run(self, argv: list[str], **kw) -> int:
+        with self._lock:
+            if self.stopped_by:
+                return 128 + self.stopped_by
+            child = subprocess.Popen(argv, **kw)
+            self.running.add(child)
+        try:
+            return child.wait()
+        finally:
+            with self._lock:
+                self.running.discard(child)
+
+    def stop(self, signum: int, _frame=None) -> None:
+        """Signal handler (the main thread only waits on the lanes, so never holds the lock)."""
+        with self._lock:
+            self.stopped_by = signum
+            for child in self.running:
+                child.send_signal(signum)
+
+
 def _run_break(b: Break, mode: str, artifacts: Path, extra: list[str], quiet: bool,
-               slot: tuple[int, int] = (0, 1)) -> tuple[int, float]:
+               slot: tuple[int, int] = (0, 1), children: Children | None = None) -> tuple[int, float]:
     """One pytest run with break `b` on its experiments: (exit code, seconds). With `quiet` its
     output goes to <artifacts>/<break>/pytest.log (runs side by side would interleave). `slot`:
     (guest, guests) for a guest cluster, so lanes side by side use a guest each."""
@@ -265,12 +296,13 @@ def _run_break(b: Break, mode: str, artifacts: Path, extra: list[str], quiet: bo
     started = time.monotonic()
     argv = _pytest_argv(b, mode, out, extra) + [f"--guests={slot[1]}", f"--guest-slot={slot[0]}"]
     env = {**os.environ, **owner_env()}  # the kept clusters between runs are prove's own
+    children = children or Children()
     if quiet:
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "pytest.log", "w") as f:
-            rc = subprocess.run(argv, cwd=config.REPO, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+            rc = children.run(argv, cwd=config.REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
     else:
-        rc = subprocess.run(argv, cwd=config.REPO, env=env).returncode
+        rc = children.run(argv, cwd=config.REPO, env=env)
     took = time.monotonic() - started
     log.info("break %s: pytest exit %d in %.0fs%s", b.name, rc, took, f" (log: {out / 'pytest.log'})" if quiet else "")
     return rc, took
@@ -302,19 +334,29 @@ def prove(mode: str, names: list[str], artifacts: Path, extra: list[str], jobs: 
     for i in range(jobs):
         slots.put(i)
 
+    children = Children()
+
     def run_lane(lane: list[Break]) -> list[tuple]:
         slot = slots.get()  # a lane keeps its guest (its kept cluster is there) until it is done
         try:
-            return [(b, *_run_break(b, mode, artifacts, extra, jobs > 1, (slot % guests, guests))) for b in lane]
+            return [(b, *_run_break(b, mode, artifacts, extra, jobs > 1, (slot % guests, guests), children))
+                    for b in lane]
         finally:
             slots.put(slot)
 
+    before = {sig: signal.signal(sig, children.stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             results = [r for lane in pool.map(run_lane, lanes) for r in lane]
     finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
         for slot in range(guests):  # on the engine its marker names
             KindCluster.ours(f"{SHARED_PREFIX}-{mode}{engine.cluster_suffix(slot)}").delete()
+    if children.stopped_by:
+        print(f"stopped by signal {children.stopped_by}: the running breaks were stopped and their "
+              f"clusters deleted; no table written", file=sys.stderr)
+        return 128 + children.stopped_by
     for b, rc, took in results:
         verdicts = _verdicts(report.load(artifacts / b.name), mode)
         for exp in b.must_fail:

@@ -109,7 +109,7 @@ def test_prove_lanes_side_by_side_each_keep_a_guest_of_their_own(tmp_path, monke
     monkeypatch.setattr(breaks.os, "cpu_count", lambda: 2)
     seen, lock, deleted = [], threading.Lock(), []
 
-    def fake_run(b, mode, artifacts, extra, quiet, slot=(0, 1)):
+    def fake_run(b, mode, artifacts, extra, quiet, slot=(0, 1), children=None):
         with lock:
             seen.append((b.name, slot))
         _time.sleep(0.05)
@@ -124,3 +124,20 @@ def test_prove_lanes_side_by_side_each_keep_a_guest_of_their_own(tmp_path, monke
     shared = {s for n, s in seen if not breaks.BREAKS[n].changes_cluster}
     assert len(shared) == 1  # the shared lane's breaks reuse one kept cluster, so one guest
     assert sorted(deleted) == ["svc-breaks-ipvs", "svc-breaks-ipvs-g2"]
+
+
+def test_a_signal_to_prove_stops_its_running_pytests_and_starts_no_more():
+    import signal
+    import threading
+    import time as _time
+    children, rcs = breaks.Children(), []
+    t = threading.Thread(target=lambda: rcs.append(children.run(["sleep", "30"])))
+    t.start()
+    deadline = _time.monotonic() + 5
+    while not children.running and _time.monotonic() < deadline:
+        _time.sleep(0.01)
+    started = _time.monotonic()
+    children.stop(signal.SIGTERM)
+    t.join(5)
+    assert rcs == [-signal.SIGTERM] and _time.monotonic() - started < 5
+    assert children.run(["sleep", "30"]) == 128 + signal.SIGTERM and not children.running
