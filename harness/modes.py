@@ -4,7 +4,7 @@
   endpoint_mode    GET 127.0.0.1:10249/proxyMode on a node (kube-proxy's own answer)
   log_modes        the `Using <mode> Proxier` line of each kube-proxy pod's log
   deprecation_notices  kube-proxy's "ipvs is deprecated" log lines and Warning Events
-  dump_dataplane   iptables-save / nft list ruleset / ipvsadm -Ln of a node
+  dump_dataplane   iptables-save -c / nft list ruleset / ipvsadm / conntrack -S of a node
   dataplane_size   how big that data plane is (rules, map elements, virtual services)
 """
 from __future__ import annotations
@@ -22,9 +22,11 @@ log = logging.getLogger(__name__)
 
 KUBE_PROXY_SELECTOR = "k8s-app=kube-proxy"
 DATAPLANE_COMMANDS = {
-    "iptables-save": ["iptables-save"],
+    "iptables-save": ["iptables-save", "-c"],  # with packet counters: which rule dropped or rejected
     "nft-ruleset": ["nft", "list", "ruleset"],
-    "ipvsadm": ["ipvsadm", "-Ln"],
+    "ipvsadm": ["ipvsadm", "-Ln", "--stats"],
+    "ipvs-connections": ["ipvsadm", "-Lnc"],   # each connection's state and real server
+    "conntrack-stats": ["conntrack", "-S"],    # per-CPU insert_failed / drop / invalid counters
 }
 _USING = re.compile(r"Using (\w+) [Pp]roxier")
 
