@@ -405,30 +405,10 @@ def _output_or_file(path: Path) -> None:
         os.dup2(fd, 2)
 
 
-# Experiments by how long they take on a guest cluster, longest first (the per-test times of the
-# whole ipvs set: docs/ipvs-guest.md). xdist hands items out in collection order and keeps a
-# couple queued on each worker, so long items at the end leave one worker idle while the other
-# still has minutes to go; long items first leave short ones for the end.
-LONGEST_FIRST = ("E05", "E03", "E17", "E11", "E16", "E09", "E06", "E04", "E08", "E07", "E10", "E02")
-
-
-def run_order(item) -> tuple:
-    """Upstream specs last, so a mode's e2e run starts when its experiments are (nearly) done and
-    does not compete with them; within that, each mode's items together (its cluster stays in use)
-    and its longest experiments first."""
-    marker = item.get_closest_marker("experiment")
-    exp = str(marker.args[0]).upper() if marker else ""
-    rank = LONGEST_FIRST.index(exp) if exp in LONGEST_FIRST else len(LONGEST_FIRST)
-    mode = getattr(getattr(item, "callspec", None), "params", {}).get("proxy_mode", "")
-    return item.get_closest_marker("upstream") is not None, mode, rank
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
-    """Items in run order (run_order). --experiments E01,E04: deselect every other experiment."""
-    first_seen = {}
-    for item in items:
-        first_seen.setdefault(run_order(item)[1], len(first_seen))
-    items.sort(key=lambda item: (lambda o: (o[0], first_seen[o[1]], o[2]))(run_order(item)))  # stable
+    """--experiments E01,E04: deselect every other experiment. Upstream specs go last, so a mode's
+    e2e run starts when its experiments are (nearly) done and does not compete with them."""
+    items.sort(key=lambda item: item.get_closest_marker("upstream") is not None)  # stable
     _skip_upstream_specs_a_mode_cannot_pass(items)
     wanted = {e.strip().upper() for e in (config.option.experiments or "").split(",") if e.strip()}
     if not wanted:

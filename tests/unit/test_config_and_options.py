@@ -480,25 +480,3 @@ def test_a_repository_file_counts_by_content_not_by_its_clones_mtime(tmp_path):
         assert _hash(f) == before
     finally:
         os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-class _Item:
-    """Just what run_order reads of a pytest item."""
-    def __init__(self, name, mode, experiment=None, upstream=False):
-        self.name, self.callspec = name, type("C", (), {"params": {"proxy_mode": mode}})()
-        self.markers = {"experiment": experiment and pytest.mark.experiment(experiment, "t").mark,
-                        "upstream": upstream and pytest.mark.upstream.mark}
-
-    def get_closest_marker(self, name):
-        return self.markers.get(name) or None
-
-
-def test_items_run_longest_experiments_first_within_each_mode_and_upstream_specs_last():
-    items = [_Item("e00-ipt", "iptables", "E00"), _Item("spec-ipt", "iptables", upstream=True),
-             _Item("e17-ipt", "iptables", "E17"), _Item("e04-ipt", "iptables", "E04"),
-             _Item("e00-nft", "nftables", "E00"), _Item("e17-nft", "nftables", "E17"),
-             _Item("e01-ipt", "iptables", "E01")]
-    config = type("Cfg", (), {"option": type("O", (), {"experiments": None})()})()
-    plugin.pytest_collection_modifyitems(config, items)
-    assert [i.name for i in items] == ["e17-ipt", "e04-ipt", "e00-ipt", "e01-ipt", "e17-nft", "e00-nft",
-                                       "spec-ipt"]
