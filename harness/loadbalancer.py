@@ -59,6 +59,8 @@ def install_metallb(kube: Kube, mode: str, runner=None) -> str:
         t = scaled(180)
         kube.kubectl("-n", "metallb-system", "rollout", "status", "deployment/controller", f"--timeout={t}s",
                      timeout=t + 20, what="MetalLB controller rollout")
+        kube.kubectl("-n", "metallb-system", "rollout", "status", "daemonset/speaker", f"--timeout={t}s",
+                     timeout=t + 20, what="MetalLB speaker rollout")
         pool = f"""apiVersion: metallb.io/v1beta1
 kind: IPAddressPool
 metadata:
@@ -74,13 +76,9 @@ metadata:
   name: kind-l2
   namespace: metallb-system
 """
-        # The pool is validated by the controller's webhook, which answers once kube-proxy has
-        # programmed the webhook Service's endpoint (a sync or two in the guest). The speakers start
-        # meanwhile: their rollout is waited for after.
+        # The pool is validated by MetalLB's webhook, which answers a little after the rollout.
         Wait("MetalLB's webhook to accept the address pool", timeout=120, interval=2).until(
             lambda: kube.kubectl("apply", "-f", "-", input=pool, check=False), lambda r: r.ok)
-        kube.kubectl("-n", "metallb-system", "rollout", "status", "daemonset/speaker", f"--timeout={t}s",
-                     timeout=t + 20, what="MetalLB speaker rollout")
     return "metallb"
 
 
