@@ -5,7 +5,7 @@
         events.txt          the namespace's events
         endpointslices.yaml
         kube-proxy.log      logs of every kube-proxy pod (last lines)
-        <node>/iptables-save, nft-ruleset, ipvsadm, ipvs-connections, conntrack-stats
+        <node>/iptables-save, nft-ruleset, ipvsadm, ipvsadm-stats, ipvs-connections, conntrack-stats
     <artifacts>/kind-logs/<cluster>/   `kind export logs` when the session failed
 """
 from __future__ import annotations

@@ -24,7 +24,8 @@ KUBE_PROXY_SELECTOR = "k8s-app=kube-proxy"
 DATAPLANE_COMMANDS = {
     "iptables-save": ["iptables-save", "-c"],  # with packet counters: which rule dropped or rejected
     "nft-ruleset": ["nft", "list", "ruleset"],
-    "ipvsadm": ["ipvsadm", "-Ln", "--stats"],
+    "ipvsadm": ["ipvsadm", "-Ln"],
+    "ipvsadm-stats": ["ipvsadm", "-Ln", "--stats"],  # connections and packets per real server
     "ipvs-connections": ["ipvsadm", "-Lnc"],   # each connection's state and real server
     "conntrack-stats": ["conntrack", "-S"],    # per-CPU insert_failed / drop / invalid counters
 }
