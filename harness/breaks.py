@@ -336,12 +336,20 @@ def prove(mode: str, names: list[str], artifacts: Path, extra: list[str], jobs: 
 
     children = Children()
 
+    def delete_shared() -> None:
+        for slot in range(guests):  # on the engine its marker names
+            KindCluster.ours(f"{SHARED_PREFIX}-{mode}{engine.cluster_suffix(slot)}").delete()
+
     def run_lane(lane: list[Break]) -> list[tuple]:
         slot = slots.get()  # a lane keeps its guest (its kept cluster is there) until it is done
         try:
             return [(b, *_run_break(b, mode, artifacts, extra, jobs > 1, (slot % guests, guests), children))
                     for b in lane]
         finally:
+            if lane is shared:
+                # Its kept cluster is done with: gone before the next lane builds one on this guest
+                # (two clusters in one guest starve each other's kubeadm init).
+                delete_shared()
             slots.put(slot)
 
     before = {sig: signal.signal(sig, children.stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
@@ -351,8 +359,7 @@ def prove(mode: str, names: list[str], artifacts: Path, extra: list[str], jobs: 
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
-        for slot in range(guests):  # on the engine its marker names
-            KindCluster.ours(f"{SHARED_PREFIX}-{mode}{engine.cluster_suffix(slot)}").delete()
+        delete_shared()  # again, for a run stopped before the shared lane ended
     if children.stopped_by:
         print(f"stopped by signal {children.stopped_by}: the running breaks were stopped and their "
               f"clusters deleted; no table written", file=sys.stderr)

@@ -123,7 +123,23 @@ def test_prove_lanes_side_by_side_each_keep_a_guest_of_their_own(tmp_path, monke
     assert {s for _, s in seen} <= {(0, 2), (1, 2)} and len({s for _, s in seen}) == 2
     shared = {s for n, s in seen if not breaks.BREAKS[n].changes_cluster}
     assert len(shared) == 1  # the shared lane's breaks reuse one kept cluster, so one guest
-    assert sorted(deleted) == ["svc-breaks-ipvs", "svc-breaks-ipvs-g2"]
+    assert sorted(set(deleted)) == ["svc-breaks-ipvs", "svc-breaks-ipvs-g2"]
+
+
+def test_the_shared_lanes_kept_cluster_is_gone_before_the_next_lane_starts(tmp_path, monkeypatch):
+    from harness import cluster, report
+    events = []
+
+    def fake_run(b, mode, artifacts, extra, quiet, slot=(0, 1), children=None):
+        events.append(("run", b.name))
+        return 1, 0.0
+    monkeypatch.setattr(breaks, "_run_break", fake_run)
+    monkeypatch.setattr(report, "load", lambda path: [])
+    monkeypatch.setattr(cluster.KindCluster, "ours", classmethod(
+        lambda cls, name, owner=None: type("C", (), {"delete": lambda self: events.append(("delete", name))})()))
+    breaks.prove("ipvs", ["stray-backend", "sticky-sessions", "wrong-mode"], tmp_path, [], jobs=1)
+    assert events[:4] == [("run", "stray-backend"), ("run", "sticky-sessions"),
+                          ("delete", "svc-breaks-ipvs"), ("run", "wrong-mode")]
 
 
 def test_a_signal_to_prove_stops_its_running_pytests_and_starts_no_more():
