@@ -175,6 +175,8 @@ def render_markdown(data: dict, charts: list[str]) -> str:
            f"{mc['memory_mib'] // 1024} GiB, kernel {mc['kernel']}, Kubernetes {mc['kubernetes']}, kind "
            f"(1 control plane + {workers} worker), other work running beside it. Absolute figures are "
            "this machine's; compare modes through the ratios, which come from the same run.", "",
+           "Engines: " + "; ".join(f"{m['mode']} on {m.get('engine', 'the host engine')}" for m in data["modes"])
+           + (" (the three modes on one kernel, `--all-modes-in-guest`)" if o.get("all_in_guest") else "") + ".", "",
            f"Sizes {o['sizes']}, {o['repeats']} repeat(s) each (the Services grown from zero again per "
            f"repeat); {o['probes']} programming samples per size and repeat; first packet: "
            f"{o['fp_requests']} requests to each of {o['fp_services']} early and late Services and to a pod "
@@ -210,9 +212,12 @@ def render_markdown(data: dict, charts: list[str]) -> str:
     res = resolution_lines(data)
     if res:
         out += ["", "## The probe's resolution (measured on each cluster before it grew)", "", *res]
-    rat = ratios(rows)
-    if rat:
-        out += ["", "## iptables ÷ nftables, same run (first packet: iptables − nftables)", "",
+    # nftables is what upstream recommends moving to, from iptables and from the deprecated ipvs
+    for num, den in (("iptables", "nftables"), ("ipvs", "nftables")):
+        rat = ratios(rows, num, den)
+        if not rat:
+            continue
+        out += ["", f"## {num} ÷ {den}, same run (first packet: {num} − {den})", "",
                 "| Services | programming p50 | programming p95 | sync p50 | sync mean | first packet through late "
                 "Services, p50 difference (ms) |", "|---|---|---|---|---|---|"]
         for r in rat:

@@ -152,6 +152,17 @@ def test_write_makes_table_and_charts(tmp_path):
                 "dataplane-size.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in text
     assert json.loads(js.read_text())["modes"][0]["mode"] == "iptables"
+    assert "ipvs ÷ nftables" not in text and "Engines: iptables on the host engine;" in text
+
+
+def test_an_ipvs_series_is_set_beside_nftables_and_each_engine_named(tmp_path):
+    data = _data()
+    ipvs = json.loads(json.dumps(data["modes"][0]))
+    data["modes"].append({**ipvs, "mode": "ipvs", "engine": "guest svc-harness-guest (UML, 7.2.13)"})
+    data["options"]["all_in_guest"] = True
+    text = results.write(data, tmp_path)[0].read_text()
+    assert "## ipvs ÷ nftables, same run" in text and "## iptables ÷ nftables, same run" in text
+    assert "ipvs on guest svc-harness-guest (UML, 7.2.13) (the three modes on one kernel" in text
 
 
 def test_error_bars_span_the_repeats_and_only_with_repeats():
