@@ -173,7 +173,7 @@ def render_markdown(data: dict, charts: list[str]) -> str:
     out = ["# Scale benchmark: Services per kube-proxy mode", "",
            f"Measured on this machine: {mc['cpus']} CPUs ({mc['cpu_model'] or 'unknown model'}), "
            f"{mc['memory_mib'] // 1024} GiB, kernel {mc['kernel']}, Kubernetes {mc['kubernetes']}, kind "
-           f"(1 control plane + {workers} worker), other work running beside it. Absolute figures are "
+           f"(1 control plane + {workers} worker). Absolute figures are "
            "this machine's; compare modes through the ratios, which come from the same run.", "",
            "Engines: " + "; ".join(f"{m['mode']} on {m.get('engine', 'the host engine')}" for m in data["modes"])
            + (" (the three modes on one kernel, `--all-modes-in-guest`)" if o.get("all_in_guest") else "") + ".", "",
@@ -182,8 +182,8 @@ def render_markdown(data: dict, charts: list[str]) -> str:
            f"{o['fp_requests']} requests to each of {o['fp_services']} early and late Services and to a pod "
            f"IP. Benchmark run time: {data.get('seconds', 0) / 60:.1f} min.", "",
            "Spreads are `median (min–max)` over repeats; p50/p95 pool every sample of every repeat. "
-           "Host load avg: the 1-minute load average at the start and end of each size (2 CPUs; "
-           "other sessions' builds and clusters shared the machine).", "",
+           f"Host load avg: the host's 1-minute load average at the start and end of each size "
+           f"({mc['cpus']} CPUs).", "",
            "| mode | Services | programming p50 / p95 / max (s) | p50 per repeat | first packet p50: pod / early / "
            "late Service (ms) | late − pod (ms) | sync p50 / p95 (s) | network programming p50 (s) | "
            "create rate (/s) | rules on the client's node | kube-proxy RSS (MiB) | host load avg |",

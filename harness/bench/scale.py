@@ -383,6 +383,7 @@ def measure_mode(mode: str, opts: Options) -> dict:
             name=name, mode=mode, engine=eng, owner=owner, run_key=run_key,
             workers=opts.worker_nodes, kube_proxy_extra=dict(metrics.KUBE_PROXY_METRICS_CONFIG)))
         kc = out.kind
+        result["engine"] = eng.describe()  # again: a guest knows its kernel once it is up
         result["node_image"] = out.node_image
         result["cluster_create_s"] = kc.create_seconds
         result["assembly_s"] = out.timings
