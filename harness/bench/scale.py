@@ -316,7 +316,7 @@ class ScaleBench:
             return None
         started = time.monotonic()
         try:
-            Wait(f"the 1-minute load average to fall to {self.opts.max_load} (seen: load)",
+            Wait(f"the 1-minute load average to fall to {self.opts.max_load}",
                  timeout=self.opts.quiet_wait_s, interval=min(5.0, self.opts.quiet_wait_s / 10)).until(loadavg, lambda v: 0 <= v <= self.opts.max_load)
             quiet = True
         except WaitTimeout:
