@@ -241,3 +241,22 @@ def test_first_packet_timings_wait_for_a_quiet_machine_and_flag_a_loud_one(monke
     assert gate["quiet"] is False and gate["load"] == 9.0
     bench.opts = scale.Options(modes=["iptables"], sizes=[20])
     assert bench.wait_quiet() is None
+
+
+def test_settling_to_no_services_needs_a_sync_after_the_last_listing_that_had_a_slice(monkeypatch):
+    bench = object.__new__(scale.ScaleBench)
+    bench.slices_written, bench._slices_seen_at = 0.0, 0.0
+    one = {"metadata": {"labels": {"kubernetes.io/service-name": "s1"},
+                        "managedFields": [{"time": "2026-12-04T20:00:00Z"}]},
+           "endpoints": [{"conditions": {"ready": True}}]}
+    listings = iter([[one], []])
+    bench._raw = lambda method, *a, **kw: {"items": next(listings)}
+    clock = iter([1000.0, 1002.0])
+    monkeypatch.setattr(scale.time, "time", lambda: next(clock))
+    assert bench.ready_slices() == 1 and bench.slices_written == scale._epoch("2026-12-04T20:00:00Z")
+    assert bench.ready_slices() == 0 and bench.slices_written == 1000.0  # the deletion came after it
+    snap = metrics.parse(METRICS.replace("1.7e9", "1001.5"), "n1", 1003.0)
+    snap.gauges[metrics.LAST_QUEUED] = 1001.0  # kube-proxy saw a change after that listing, and synced it
+    assert metrics.synced_since(snap, complete=1002.0, written=bench.slices_written)
+    snap.gauges[metrics.LAST_QUEUED] = 999.0   # its last change predates the last deletion
+    assert not metrics.synced_since(snap, complete=1002.0, written=bench.slices_written)
