@@ -174,8 +174,3 @@ def percentile_ci(values, q: float, confidence: float = CONFIDENCE, seed: int = 
                     n_resamples=RESAMPLES, confidence_level=confidence, method="percentile", vectorized=True,
                     rng=np.random.default_rng(seed))
     return {"value": value, "low": float(res.confidence_interval.low), "high": float(res.confidence_interval.high)}
-
-
-def clearly_above(slow: dict | None, base: dict | None) -> bool:
-    """Whether the interval of `slow` lies wholly above that of `base` (two percentile_ci results)."""
-    return bool(slow and base and slow["low"] > base["high"])

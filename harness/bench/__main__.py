@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..cli import add_kubernetes_version, tool_prog, use_kubernetes_version
 from .. import config
-from . import results, scale
+from . import firstpacket, results, scale
 
 
 def _modes(text: str) -> list[str]:
@@ -50,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--fp-requests", type=int, default=30, help="requests per first-packet target")
     s.add_argument("--fp-connects", type=int, default=1000,
                    help="timed new connections per first-packet target (microseconds, connect to SYN-ACK)")
-    s.add_argument("--slow-rules", type=int, default=10000,
+    s.add_argument("--slow-rules", type=int, default=firstpacket.SLOW_RULES,
                    help="rules of the slowed path the probe must detect before measuring (0: skip that check)")
     s.add_argument("--cluster-prefix", default="bench", help="prefix; the mode is appended")
     s.add_argument("--worker-nodes", type=int, default=1, help="worker nodes (fewer kube-proxies compete for CPU)")
@@ -113,9 +113,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['fp_failed']} first-packet request(s) failed"
               for r in results.summarise(data) if r["programming_failed"] or r["fp_failed"]]
     # A probe that cannot see a path made slower on purpose cannot be trusted with the real one.
-    failed += [f"{m['mode']}: the first-packet probe did not see {m['resolution']['slow_rules']} extra rules "
-               f"(p50 {results.ci_text(m['resolution']['slowed']['p50'])} us against "
-               f"{results.ci_text(m['resolution']['base']['p50'])} us without)"
+    failed += [f"{m['mode']}: the first-packet probe did not see {m['resolution']['slow_rules']} extra rules: "
+               + results.slowed_rounds_text(m["resolution"])
                for m in data["modes"] if m.get("resolution", {}).get("detected") is False]
     for line in failed:
         print(f"svc-harness bench: FAILED {line} (raw records in {js})", file=sys.stderr)

@@ -121,6 +121,24 @@ def ci_text(ci: dict | None, fmt: str = "{:.1f}") -> str:
     return f"{fmt.format(ci['value'])} [{fmt.format(ci['low'])}–{fmt.format(ci['high'])}]"
 
 
+def slowed_rounds_text(res: dict) -> str:
+    """The slowed-path check in rounds (firstpacket.resolution)."""
+    per_rule = (f"{res['slowed_p50_shift_us'] / res['slow_rules'] * 1000:.1f} ns per rule"
+                if res["slowed_p50_shift_us"] is not None else "–")
+    return (f"p50 higher in {res['rounds_up']} of {res['rounds']} alternating rounds ({res['round_n']} connections "
+            f"a side; shifts {', '.join(_f(x, '{:+.0f}') for x in res['round_shifts_us'])} µs; median "
+            f"{_f(res['slowed_p50_shift_us'], '{:+.1f}')} µs, {per_rule}): "
+            + ("**seen**." if res["detected"] else "**NOT seen**: the probe cannot be trusted here."))
+
+
+def _slowed_once_text(res: dict) -> str:
+    """Results before 2026-12-05: one slowed sample against the two back-to-back ones."""
+    return (f"p50 {ci_text(res['slowed']['p50'])} µs, {_f(res['slowed_p50_shift_us'], '{:+.1f}')} µs "
+            f"({_f(res['slowed_p50_shift_us'] / res['slow_rules'] * 1000 if res['slowed_p50_shift_us'] is not None else None, '{:.1f}')}"
+            f" ns per rule): " + ("**seen** (the intervals do not overlap)." if res["detected"]
+                                 else "**NOT seen** (the intervals overlap): the probe cannot be trusted here."))
+
+
 def resolution_lines(data: dict) -> list[str]:
     """The probe's resolution per mode (firstpacket.resolution), as Markdown."""
     out = []
@@ -134,10 +152,7 @@ def resolution_lines(data: dict) -> list[str]:
                 f"{ci_text(res['first']['p99'])} µs).")
         if res.get("slow_rules"):
             line += (f" With {res['slow_rules']} non-matching rules first in the client node's nat PREROUTING: "
-                     f"p50 {ci_text(res['slowed']['p50'])} µs, {_f(res['slowed_p50_shift_us'], '{:+.1f}')} µs "
-                     f"({_f(res['slowed_p50_shift_us'] / res['slow_rules'] * 1000 if res['slowed_p50_shift_us'] is not None else None, '{:.1f}')}"
-                     f" ns per rule): " + ("**seen** (the intervals do not overlap)." if res["detected"]
-                                          else "**NOT seen** (the intervals overlap): the probe cannot be trusted here."))
+                     + (slowed_rounds_text(res) if res.get("rounds") else _slowed_once_text(res)))
         if res.get("failures"):
             line += f" Failed connections: {res['failures']}."
         out.append(line)

@@ -81,7 +81,7 @@ class Options:
     fp_services: int = 3             # early and late Services sampled for first-packet latency
     fp_requests: int = 30            # requests per first-packet target
     fp_connects: int = 1000          # timed new connections per first-packet target
-    slow_rules: int = 10000          # non-matching rules of the resolution check's slowed path (0: none)
+    slow_rules: int = firstpacket.SLOW_RULES  # non-matching rules of the resolution check's slowed path (0: none)
     cluster_prefix: str = "bench"
     worker_nodes: int = 1
     out: Path = Path("artifacts/bench")

@@ -189,14 +189,6 @@ def test_a_percentile_interval_holds_the_value_and_narrows_with_more_samples():
     assert stats.percentile_ci([], 50) is None and stats.percentile_ci([7.0], 99)["low"] == 7.0
 
 
-def test_clearly_above_wants_intervals_apart():
-    from harness import stats
-    base = {"value": 40, "low": 38, "high": 42}
-    assert stats.clearly_above({"value": 60, "low": 43, "high": 70}, base)
-    assert not stats.clearly_above({"value": 60, "low": 41, "high": 70}, base)  # overlapping: not shown
-    assert not stats.clearly_above(None, base)
-
-
 def test_connect_timings_are_parsed_and_failures_counted():
     from harness.bench import firstpacket
     from harness.probe import read_records
@@ -216,7 +208,58 @@ def test_the_slowed_path_script_writes_exactly_the_rules_asked_for():
     lines = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
     rules = [l for l in lines if l.startswith(f"-A {firstpacket.SLOW_CHAIN} ")]
     assert len(rules) == 300 and all(" -s 192.0.2." in l and l.endswith("-j RETURN") for l in rules)
-    assert lines[0] == "*nat" and lines[-2:] == [f"-I PREROUTING 1 -j {firstpacket.SLOW_CHAIN}", "COMMIT"]
+    assert lines[0] == "*nat" and lines[-1] == "COMMIT"
+    assert not any("PREROUTING" in l for l in lines)  # the jump comes and goes per round (slow_jump)
+
+
+class _DriftingNode:
+    """A node and its client pod in one: probe run k answers in 100 + drift(k) us, plus `cost_us`
+    while the jump to the slowed path is in."""
+
+    def __init__(self, cost_us, drift):
+        self.cost_us, self.drift, self.runs, self.jump, self.chain = cost_us, drift, 0, False, False
+
+    def describe(self):
+        return "fake"
+
+    def exec(self, argv, timeout=120, check=True):
+        from types import SimpleNamespace
+        out = ""
+        if argv[0] == "svc-probe":
+            self.runs += 1
+            n = int(argv[argv.index("-n") + 1])
+            at = 100.0 + self.drift(self.runs) + (self.cost_us if self.jump and self.chain else 0.0)
+            out = "\n".join([*(f'{{"i":{i},"kind":"ok","connect_us":{at + (i % 7) - 3}}}' for i in range(n)),
+                              f'{{"end":{n}}}'])
+        elif argv[0] == "iptables":
+            assert self.chain and self.jump != (argv[3] == "-I"), argv  # in only when out, out only when in
+            self.jump = argv[3] == "-I"
+        else:
+            self.chain = "iptables-restore" in argv[-1]
+            self.jump = self.jump and self.chain
+        return SimpleNamespace(stdout=out, stderr="", rc=0)
+
+
+@pytest.mark.parametrize("cost_us, drift, seen", [
+    (20.0, lambda k: 5.0 * k, True),                 # a machine getting busier, slower than the cost
+    (0.0, lambda k: 5.0 * k, False),                 # ... and no cost at all
+    (20.0, lambda k: 40.0 if k > 7 else 0.0, True),  # a 40 us step inside the third round
+    (0.0, lambda k: 40.0 if k > 7 else 0.0, False),
+])
+def test_the_slowed_path_is_told_apart_from_a_machine_that_drifts(cost_us, drift, seen):
+    from harness.bench import firstpacket
+    box = _DriftingNode(cost_us, drift)
+    res = firstpacket.resolution(box, box, "10.244.1.2", 80, n=400, rules=10000)
+    assert res["detected"] is seen and res["rounds"] == len(res["round_shifts_us"]) == firstpacket.ROUNDS
+    assert res["round_n"] == 400 // firstpacket.ROUNDS and box.runs == 2 + 2 * firstpacket.ROUNDS
+    assert not box.jump and not box.chain  # nothing left on the node
+    line = results.slowed_rounds_text(res)
+    assert ("**seen**" in line) is seen and f"of {firstpacket.ROUNDS} alternating rounds" in line
+
+
+def test_rounds_alternate_which_side_goes_first():
+    from harness.bench import firstpacket
+    assert firstpacket.round_order(3) == [(0, False), (0, True), (1, True), (1, False), (2, False), (2, True)]
 
 
 def test_a_kube_proxy_that_synced_the_last_change_counts_as_synced():
