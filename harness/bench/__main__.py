@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as e:
             p.error(f"report: cannot read {args.results} as a results.json ({e}); "
                            f"a bench run writes it to <--artifacts-dir>/results.json")
-        md, _ = results.write(data, args.results.parent)
+        md = results.write_report(data, args.results.parent)
         print(md.read_text())
         return 0
     if args.repeats < 1 or args.probes < 1 or args.fp_requests < 1 or args.fp_requests > 1000:

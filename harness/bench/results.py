@@ -395,7 +395,13 @@ def write(data: dict, out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     js = out / "results.json"
     js.write_text(json.dumps(data, indent=1) + "\n")
+    return write_report(data, out), js
+
+
+def write_report(data: dict, out: Path) -> Path:
+    """results.md and the charts into `out`, from raw results (the raw file is left as it is)."""
+    out.mkdir(parents=True, exist_ok=True)
     made = charts(data, out)
     md = out / "results.md"
     md.write_text(render_markdown(data, made))
-    return md, js
+    return md

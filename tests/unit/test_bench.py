@@ -142,6 +142,15 @@ def test_ratios_compare_modes_of_one_run():
     assert rat[1000]["programming_p50"] == 2.0 and rat[1000]["fp_late_p50_diff_ms"] == 1.0
 
 
+def test_report_redraws_the_table_and_leaves_the_raw_file_as_it_was(tmp_path):
+    from harness.bench.__main__ import main
+    js = tmp_path / "results.json"
+    js.write_text(json.dumps(_data(), separators=(",", ":")))  # stored compact, as in docs/bench
+    before = js.read_bytes()
+    assert main(["report", str(js)]) == 0
+    assert js.read_bytes() == before and "| iptables | 1000 |" in (tmp_path / "results.md").read_text()
+
+
 def test_write_makes_table_and_charts(tmp_path):
     md, js = results.write(_data(), tmp_path)
     text = md.read_text()
