@@ -336,9 +336,12 @@ def prove(mode: str, names: list[str], artifacts: Path, extra: list[str], jobs: 
 
     children = Children()
 
-    def delete_shared() -> None:
+    def delete_shared(last: bool = False) -> None:
         for slot in range(guests):  # on the engine its marker names
-            KindCluster.ours(f"{SHARED_PREFIX}-{mode}{engine.cluster_suffix(slot)}").delete()
+            kept = KindCluster.ours(f"{SHARED_PREFIX}-{mode}{engine.cluster_suffix(slot)}")
+            kept.delete()
+            if last:  # the kept cluster's runs left its guest up for it (--keep-clusters)
+                kept.engine.halt_if_idle()
 
     def run_lane(lane: list[Break]) -> list[tuple]:
         slot = slots.get()  # a lane keeps its guest (its kept cluster is there) until it is done
@@ -359,7 +362,7 @@ def prove(mode: str, names: list[str], artifacts: Path, extra: list[str], jobs: 
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
-        delete_shared()  # again, for a run stopped before the shared lane ended
+        delete_shared(last=True)  # again, for a run stopped before the shared lane ended
     if children.stopped_by:
         print(f"stopped by signal {children.stopped_by}: the running breaks were stopped and their "
               f"clusters deleted; no table written", file=sys.stderr)

@@ -101,6 +101,12 @@ class Engine:
         """The run is done with the engine; returns lines for the run's summary."""
         return []
 
+    def halt_if_idle(self) -> bool:
+        """Stop the engine when no live run leases it and no cluster of ours is recorded on it
+        (a tool that kept clusters across its runs calls this once it deleted them). The host's
+        engine is never stopped."""
+        return False
+
     def cgroup_version(self) -> int:
         """The cgroup version the engine's containers (and so kind's kubelets) run on: 1 or 2."""
         info = self.runner.engine("engine info", lambda c: c.info(), check=False, default={}) or {}

@@ -104,6 +104,20 @@ class GuestEngine(Engine):
             self._halt()
             return []
 
+    def halt_if_idle(self) -> bool:
+        with self.leases.locked():
+            if not self.guest.running() or self.leases.live() or self._clusters_recorded():
+                return False
+            log.info("guest %s: no run holds it and no cluster of ours is on it: halting it", self.guest.cfg.name)
+            self._halt()
+            return True
+
+    def _clusters_recorded(self) -> list[str]:
+        """Clusters whose ownership marker names this guest (a kept one keeps the guest up)."""
+        from ..owners import read_json
+        return [p.stem for p in (config.CACHE / "clusters").glob("*.json")
+                if (read_json(p) or {}).get("guest") == self.guest.cfg.name]
+
     def _halt(self) -> None:
         """Halt the guest and remove its link and guard (the caller holds the leases' lock)."""
         self.guest.down()

@@ -107,7 +107,7 @@ def test_prove_lanes_side_by_side_each_keep_a_guest_of_their_own(tmp_path, monke
 
     from harness import cluster, report
     monkeypatch.setattr(breaks.os, "cpu_count", lambda: 2)
-    seen, lock, deleted = [], threading.Lock(), []
+    seen, lock, deleted, halted = [], threading.Lock(), [], []
 
     def fake_run(b, mode, artifacts, extra, quiet, slot=(0, 1), children=None):
         with lock:
@@ -117,13 +117,25 @@ def test_prove_lanes_side_by_side_each_keep_a_guest_of_their_own(tmp_path, monke
     monkeypatch.setattr(breaks, "_run_break", fake_run)
     monkeypatch.setattr(report, "load", lambda path: [])
     monkeypatch.setattr(cluster.KindCluster, "ours", classmethod(
-        lambda cls, name, owner=None: type("C", (), {"delete": lambda self: deleted.append(name)})()))
+        lambda cls, name, owner=None: type("C", (), {"delete": lambda self: deleted.append(name),
+                                                     "engine": _IdleEngine(name, halted)})()))
     names = ["stray-backend", "sticky-sessions", "policy-patches-lost", "wrong-mode", "dns-down", "kube-ipvs0-empty"]
     breaks.prove("ipvs", names, tmp_path, [], jobs=2)
     assert {s for _, s in seen} <= {(0, 2), (1, 2)} and len({s for _, s in seen}) == 2
     shared = {s for n, s in seen if not breaks.BREAKS[n].changes_cluster}
     assert len(shared) == 1  # the shared lane's breaks reuse one kept cluster, so one guest
     assert sorted(set(deleted)) == ["svc-breaks-ipvs", "svc-breaks-ipvs-g2"]
+    assert sorted(halted) == [("halt if idle", "svc-breaks-ipvs"), ("halt if idle", "svc-breaks-ipvs-g2")]
+
+
+class _IdleEngine:
+    """The engine of a kept cluster: records the halt prove asks for at its end."""
+    def __init__(self, name, events):
+        self.name, self.events = name, events
+
+    def halt_if_idle(self):
+        self.events.append(("halt if idle", self.name))
+        return True
 
 
 def test_the_shared_lanes_kept_cluster_is_gone_before_the_next_lane_starts(tmp_path, monkeypatch):
@@ -136,10 +148,13 @@ def test_the_shared_lanes_kept_cluster_is_gone_before_the_next_lane_starts(tmp_p
     monkeypatch.setattr(breaks, "_run_break", fake_run)
     monkeypatch.setattr(report, "load", lambda path: [])
     monkeypatch.setattr(cluster.KindCluster, "ours", classmethod(
-        lambda cls, name, owner=None: type("C", (), {"delete": lambda self: events.append(("delete", name))})()))
+        lambda cls, name, owner=None: type("C", (), {"delete": lambda self: events.append(("delete", name)),
+                                                     "engine": _IdleEngine(name, events)})()))
     breaks.prove("ipvs", ["stray-backend", "sticky-sessions", "wrong-mode"], tmp_path, [], jobs=1)
     assert events[:4] == [("run", "stray-backend"), ("run", "sticky-sessions"),
                           ("delete", "svc-breaks-ipvs"), ("run", "wrong-mode")]
+    # at the end: deleted once more (a stopped run's) and its guest halted unless something holds it
+    assert events[4:] == [("delete", "svc-breaks-ipvs"), ("halt if idle", "svc-breaks-ipvs")]
 
 
 def test_a_signal_to_prove_stops_its_running_pytests_and_starts_no_more():

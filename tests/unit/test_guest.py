@@ -173,3 +173,27 @@ def test_the_guest_waits_for_its_control_plane_in_the_kubeadm_api_kind_writes():
     assert "apiServer" not in new[0]  # kubeadm 1.37 (v1beta4) refuses the field
     init = [p for p in new if p["kind"] == "InitConfiguration" and "timeouts" in p]
     assert init and init[0]["timeouts"]["controlPlaneComponentHealthCheck"] == "20m0s"
+
+
+def test_an_idle_guest_is_halted_but_not_one_a_run_or_a_kept_cluster_holds(tmp_path, monkeypatch):
+    from harness import config
+    from harness.guest.engine import GuestEngine
+    from harness.owners import Leases, Owner
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    halted = []
+    guest = type("G", (), {"cfg": vm.GuestConfig(index=1), "running": lambda self: not halted,
+                           "down": lambda self: halted.append("down"), "remove_link": lambda self: None,
+                           "runner": lambda self: None})()
+    eng = GuestEngine(runner=object(), guest=guest)
+    eng.leases = Leases(tmp_path / "leases")
+    (tmp_path / "clusters").mkdir()
+    kept = tmp_path / "clusters" / "mine-g2.json"
+    kept.write_text('{"engine": "guest", "guest": "%s", "index": 1}' % guest.cfg.name)
+    (tmp_path / "clusters" / "host.json").write_text('{"engine": "host"}')
+    assert not eng.halt_if_idle() and not halted          # a kept cluster is on it
+    kept.unlink()
+    eng.leases.add("run-1", Owner.of())
+    assert not eng.halt_if_idle() and not halted          # a live run leases it
+    eng.leases.remove("run-1")
+    assert eng.halt_if_idle() and halted == ["down"]     # nobody: halted
+    assert not eng.halt_if_idle() and halted == ["down"]  # not running: nothing to do
