@@ -336,12 +336,16 @@ def prove(mode: str, names: list[str], artifacts: Path, extra: list[str], jobs: 
 
     children = Children()
 
+    kept_on = []  # the engines the kept clusters were on (their markers go with them)
+
     def delete_shared(last: bool = False) -> None:
         for slot in range(guests):  # on the engine its marker names
             kept = KindCluster.ours(f"{SHARED_PREFIX}-{mode}{engine.cluster_suffix(slot)}")
+            kept_on.append(kept.engine)
             kept.delete()
-            if last:  # the kept cluster's runs left its guest up for it (--keep-clusters)
-                kept.engine.halt_if_idle()
+        if last:  # the kept clusters' runs left their guests up for them (--keep-clusters)
+            for eng in kept_on:
+                eng.halt_if_idle()
 
     def run_lane(lane: list[Break]) -> list[tuple]:
         slot = slots.get()  # a lane keeps its guest (its kept cluster is there) until it is done
