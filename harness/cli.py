@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from . import config
-from .owners import Owner, read_json
+from .owners import Owner, cluster_markers, read_json
 
 # subcommand -> the module whose main(argv) it runs
 TOOLS = {"guest": "harness.guest.__main__", "bench": "harness.bench.__main__", "breaks": "harness.breaks",
@@ -63,11 +63,6 @@ def parse_with_pytest_args(parser: argparse.ArgumentParser, argv: list[str] | No
     return args, extra
 
 
-def _markers() -> list[tuple[str, dict | None]]:
-    """(cluster name, its marker; None when the marker is not a JSON object: cut short, overwritten)."""
-    return [(p.stem, read_json(p)) for p in sorted((config.CACHE / "clusters").glob("*.json"))]
-
-
 def _age(t: float | None) -> str:
     if not t:
         return "?"
@@ -90,7 +85,7 @@ def _size(path) -> str:
 def status() -> int:
     from . import engine
     print("clusters with a harness marker (~/.cache/svc-harness/clusters):")
-    markers = _markers()
+    markers = cluster_markers()
     if not markers:
         print("  (none)")
     for name, m in markers:
@@ -136,7 +131,7 @@ def clean(force: bool) -> int:
     from . import engine
     from .cluster import KindCluster
     left = failed = 0
-    for name, m in _markers():
+    for name, m in cluster_markers():
         unreadable, m = m is None, m or {}
         owner = Owner.from_dict(m.get("owner"))
         if owner and owner.alive() and not force:

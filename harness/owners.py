@@ -102,6 +102,13 @@ def read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def cluster_markers() -> list[tuple[str, dict | None]]:
+    """(cluster name, its ownership marker) for every cluster the harness has a marker of; None for
+    a marker that is not a JSON object (cut short, overwritten)."""
+    from . import config
+    return [(p.stem, read_json(p)) for p in sorted((config.CACHE / "clusters").glob("*.json"))]
+
+
 def write_json(path: Path, data) -> None:
     """Atomically: a reader sees the old file or the new one, never half of it."""
     write_text(path, json.dumps(data))

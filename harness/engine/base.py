@@ -248,7 +248,8 @@ def saved_rules(runner: Runner, comments: tuple[str, ...],
 def harness_containers(runner: Runner, network: str) -> list[str] | None:
     """Containers on `network` that the harness made: nodes of a cluster with a harness marker,
     and containers carrying the harness's owner label; None if the engine did not answer."""
-    ours = {p.stem for p in (config.CACHE / "clusters").glob("*.json")}
+    from ..owners import cluster_markers
+    ours = {name for name, _ in cluster_markers()}
     found = runner.engine(f"list containers on network {network}",
                           lambda c: [(x.name, x.labels) for x in c.containers.list(
                               all=True, filters={"network": network}, ignore_removed=True)],
@@ -264,13 +265,13 @@ def harness_containers(runner: Runner, network: str) -> list[str] | None:
 def _live_host_clusters() -> list[str]:
     """Clusters of the host engine whose run is still going. One being made has its marker (and
     the guard) before kind has made any container, and needs the rules as much as a running one."""
-    from ..owners import Owner, read_json
+    from ..owners import Owner, cluster_markers
     live = []
-    for p in (config.CACHE / "clusters").glob("*.json"):
-        m = read_json(p) or {}
+    for name, m in cluster_markers():
+        m = m or {}
         owner = Owner.from_dict(m.get("owner"))
         if m.get("engine", "host") == "host" and not m.get("engine_env") and owner and owner.alive():
-            live.append(p.stem)
+            live.append(name)
     return live
 
 

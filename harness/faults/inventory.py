@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import config, engine
 from ..cluster import KindCluster
-from ..owners import Owner, read_json
+from ..owners import Owner, cluster_markers, read_json
 from ..runner import DEFAULT, Runner
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def take(prefix: str, run_ids: set[str], runner: Runner = DEFAULT) -> Inventory:
                         or _mine(prefix, labels.get(config.KIND_CLUSTER_LABEL)))
     # What keeps the host's guard rules (engine.harness_containers' rule): nodes of a cluster with a
     # marker, containers with the harness's owner label; on the kind network, and not this run's.
-    marked = {p.stem for p in (config.CACHE / "clusters").glob("*.json")}
+    marked = {name for name, _ in cluster_markers()}
     others = sorted(n for n, labels, nets in found if config.KIND_NETWORK in nets and n not in containers and (
         labels.get(config.KIND_CLUSTER_LABEL) in marked or labels.get(config.OWNER_LABEL) in engine.CONTAINER_ROLES))
     runs = config.CACHE / "runs"

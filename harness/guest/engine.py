@@ -12,7 +12,7 @@ import logging
 
 from .. import config
 from ..engine.base import GUARD_COMMENT, Engine, Shape, ensure_kind_network, image_id, saved_rules
-from ..owners import Leases, Owner
+from ..owners import Leases, Owner, cluster_markers
 from ..runner import DEFAULT, Runner
 from . import vm
 from .build import CACHE, GuestBuilder
@@ -114,9 +114,7 @@ class GuestEngine(Engine):
 
     def _clusters_recorded(self) -> list[str]:
         """Clusters whose ownership marker names this guest (a kept one keeps the guest up)."""
-        from ..owners import read_json
-        return [p.stem for p in (config.CACHE / "clusters").glob("*.json")
-                if (read_json(p) or {}).get("guest") == self.guest.cfg.name]
+        return [name for name, m in cluster_markers() if (m or {}).get("guest") == self.guest.cfg.name]
 
     def _halt(self) -> None:
         """Halt the guest and remove its link and guard (the caller holds the leases' lock)."""
