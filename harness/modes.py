@@ -244,6 +244,19 @@ def restart_all(kube: Kube) -> None:
     _restart(kube, "-l", KUBE_PROXY_SELECTOR)
 
 
+def restart_on(kube: Kube, node: str) -> str:
+    """Restart the kube-proxy pod on `node`, wait for the DaemonSet to be whole again; the new
+    pod's name."""
+    old = [p.name for p in kube.pods(KUBE_PROXY_SELECTOR, "kube-system") if p.node == node]
+    if len(old) != 1:
+        raise RuntimeError(f"expected one kube-proxy pod on {node}, found {old}")
+    _restart(kube, old[0])
+    new = [p.name for p in kube.pods(KUBE_PROXY_SELECTOR, "kube-system") if p.node == node and p.name != old[0]]
+    if len(new) != 1:
+        raise RuntimeError(f"expected one new kube-proxy pod on {node} after deleting {old[0]}, found {new}")
+    return new[0]
+
+
 def _restart(kube: Kube, *pods: str) -> None:
     """Delete kube-proxy pods (by name or selector) and wait until the DaemonSet is whole again."""
     t = scaled(120)

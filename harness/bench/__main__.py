@@ -62,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-load", type=float, default=None,
                    help="before each first-packet measurement, wait (up to 10 min) until the 1-minute load "
                         "average is at most this; samples taken above it are flagged (default: no wait)")
+    s.add_argument("--no-restart-sync", dest="restart_sync", action="store_false",
+                   help="skip restarting kube-proxy at each size to time its first sync")
     s.add_argument("--all-modes-in-guest", action="store_true",
                    help="every mode's cluster in the UML guest engine: the three modes on one kernel")
     add_kubernetes_version(s)
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                          fp_connects=args.fp_connects, slow_rules=args.slow_rules,
                          cluster_prefix=args.cluster_prefix, worker_nodes=args.worker_nodes, out=args.out,
                          keep_clusters=args.keep_clusters, engine=args.ipvs_engine,
-                         all_in_guest=args.all_modes_in_guest, max_load=args.max_load)
+                         all_in_guest=args.all_modes_in_guest, max_load=args.max_load,
+                         restart_sync=args.restart_sync)
     data = scale.run(opts)
     md, js = results.write(data, opts.out)
     print(md.read_text())

@@ -20,6 +20,8 @@ METRICS_PORT = 10249
 KUBE_PROXY_METRICS_CONFIG = {"metricsBindAddress": f"0.0.0.0:{METRICS_PORT}"}
 
 SYNC = "kubeproxy_sync_proxy_rules_duration_seconds"
+# Full syncs alone (iptables and nftables since 1.28; ipvs has no partial sync, so none there).
+SYNC_FULL = "kubeproxy_sync_full_proxy_rules_duration_seconds"
 NETPROG = "kubeproxy_network_programming_duration_seconds"
 LAST_SYNC = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
 LAST_QUEUED = "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds"
@@ -27,6 +29,7 @@ PENDING = ("kubeproxy_sync_proxy_rules_endpoint_changes_pending",
            "kubeproxy_sync_proxy_rules_service_changes_pending")
 CPU = "process_cpu_seconds_total"
 RSS = "process_resident_memory_bytes"
+STARTED = "process_start_time_seconds"
 
 
 @dataclass
@@ -79,7 +82,7 @@ def parse(text: str, node: str = "", at: float = 0.0) -> Snapshot:
     hists: dict[str, Histogram] = {}
     gauges: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
-        if fam.type == "histogram" and fam.name in (SYNC, NETPROG):
+        if fam.type == "histogram" and fam.name in (SYNC, SYNC_FULL, NETPROG):
             h = hists.setdefault(fam.name, Histogram())
             for s in fam.samples:
                 if s.name.endswith("_bucket"):
@@ -89,7 +92,7 @@ def parse(text: str, node: str = "", at: float = 0.0) -> Snapshot:
                     h.count += s.value
                 elif s.name.endswith("_sum"):
                     h.sum += s.value
-        elif fam.name in (*PENDING, LAST_SYNC, LAST_QUEUED, CPU, RSS) or fam.name + "_total" == CPU:
+        elif fam.name in (*PENDING, LAST_SYNC, LAST_QUEUED, CPU, RSS, STARTED) or fam.name + "_total" == CPU:
             for s in fam.samples:
                 gauges[s.name] = gauges.get(s.name, 0.0) + s.value
     return Snapshot(node, at, hists, gauges)
@@ -103,6 +106,23 @@ def synced_since(snap: Snapshot, complete: float, written: float) -> bool:
     before `complete` never syncs again (1.34 resynced every 30 s)."""
     last, queued = snap.gauges.get(LAST_SYNC, 0.0), snap.gauges.get(LAST_QUEUED, 0.0)
     return last > complete or (queued >= written > 0 and last >= queued)
+
+
+def first_sync(snap: Snapshot) -> dict | None:
+    """A freshly started kube-proxy's first sync (the one that writes every Service's rules), or
+    None before it ended. Its duration is exact while the histogram holds that one sync (the full-sync
+    histogram where the mode has one: later partial syncs do not enter it); with more, None."""
+    sync = snap.histograms.get(SYNC, Histogram())
+    if sync.count < 1:
+        return None
+    full = snap.histograms.get(SYNC_FULL)
+    first = full if full is not None and full.count >= 1 else sync
+    started, last = snap.gauges.get(STARTED, 0.0), snap.gauges.get(LAST_SYNC, 0.0)
+    return {"syncs_seen": int(sync.count),
+            "first_sync_s": first.sum if first.count == 1 else None,
+            # from the process's start to the end of its first sync: start-up, the informers' initial
+            # lists and the sync itself (only while that sync is the last one)
+            "start_to_synced_s": last - started if sync.count == 1 and started and last else None}
 
 
 def scrape(api, node_name: str, pod: str, at: float) -> Snapshot:

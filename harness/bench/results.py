@@ -55,6 +55,7 @@ def summarise(data: dict) -> list[dict]:
                        for st in steps]
             bulk = [_client_view(st["bulk_kube_proxy"], st["client_node"]) for st in steps]
             dp = steps[-1]["dataplane"]
+            restarts = [st["restart"] for st in steps if st.get("restart")]
             rows.append({
                 "mode": m["mode"], "size": size, "repeats": len(steps),
                 "programming_n": len(prog), "programming_failed": prog_fail,
@@ -87,6 +88,11 @@ def summarise(data: dict) -> list[dict]:
                 # --max-load: repeats whose first-packet timings were taken above it anyway
                 "loud_repeats": sum(1 for st in steps if (st.get("load_gate") or {}).get("quiet") is False),
                 "dataplane": dp,
+                # kube-proxy restarted on the client's node with the size's Services in place
+                "restart_first_sync_s": spread([x.get("first_sync_s") for x in restarts]),
+                "restart_start_to_synced_s": spread([x.get("start_to_synced_s") for x in restarts]),
+                "restart_delete_to_synced_s": spread([x.get("delete_to_synced_s") for x in restarts]),
+                "restarts": len(restarts),
             })
     return rows
 
@@ -110,7 +116,8 @@ def ratios(rows: list[dict], num: str = "iptables", den: str = "nftables") -> li
                     # an overhead near zero makes a ratio meaningless: the difference, in ms
                     "fp_late_p50_diff_ms": (r["fp_late_p50_ms"] - d["fp_late_p50_ms"])
                     if r["fp_late_p50_ms"] is not None and d["fp_late_p50_ms"] is not None else None,
-                    "sync_p50": ratio("sync_p50_s", "median"), "sync_mean": ratio("sync_mean_s", "median")})
+                    "sync_p50": ratio("sync_p50_s", "median"), "sync_mean": ratio("sync_mean_s", "median"),
+                    "restart_first_sync": ratio("restart_first_sync_s", "median")})
     return out
 
 
@@ -224,6 +231,17 @@ def render_markdown(data: dict, charts: list[str]) -> str:
         out.append(f"| {r['mode']} | {r['size']} | {ci_text(r['fpc_pod']['p50'])} | {ci_text(r['fpc_early']['p50'])} | "
                    f"{ci_text(r['fpc_late']['p50'])} | {ci_text(r['fpc_late']['p99'])} | "
                    f"{_f(r['fpc_late_minus_pod_p50_us'], '{:+.1f}')} |")
+    if any(r["restarts"] for r in rows):
+        out += ["", "## First sync after a kube-proxy restart", "",
+                "kube-proxy's pod on the client's node deleted with every Service of the size in place; the "
+                "DaemonSet starts a new one, which writes every rule from an empty memory. Figures are "
+                "`median (min–max)` over repeats, in seconds.", "",
+                "| mode | Services | first sync (its own histogram) | process start → first sync done | "
+                "pod deleted → first sync seen |", "|---|---|---|---|---|"]
+        for r in rows:
+            if r["restarts"]:
+                out.append(f"| {r['mode']} | {r['size']} | {_s(r['restart_first_sync_s'], '{:.3f}')} | "
+                           f"{_s(r['restart_start_to_synced_s'])} | {_s(r['restart_delete_to_synced_s'])} |")
     res = resolution_lines(data)
     if res:
         out += ["", "## The probe's resolution (measured on each cluster before it grew)", "", *res]
@@ -233,11 +251,12 @@ def render_markdown(data: dict, charts: list[str]) -> str:
         if not rat:
             continue
         out += ["", f"## {num} ÷ {den}, same run (first packet: {num} − {den})", "",
-                "| Services | programming p50 | programming p95 | sync p50 | sync mean | first packet through late "
-                "Services, p50 difference (ms) |", "|---|---|---|---|---|---|"]
+                "| Services | programming p50 | programming p95 | sync p50 | sync mean | first sync after a restart "
+                "| first packet through late Services, p50 difference (ms) |", "|---|---|---|---|---|---|---|"]
         for r in rat:
             out.append(f"| {r['size']} | {_f(r['programming_p50'])} | {_f(r['programming_p95'])} | "
-                       f"{_f(r['sync_p50'])} | {_f(r['sync_mean'])} | {_f(r['fp_late_p50_diff_ms'], '{:+.2f}')} |")
+                       f"{_f(r['sync_p50'])} | {_f(r['sync_mean'])} | {_f(r['restart_first_sync'])} | "
+                       f"{_f(r['fp_late_p50_diff_ms'], '{:+.2f}')} |")
     out += ["", "## How it was measured", "",
             "- **programming**: a client pod polls a ClusterIP chosen up front (a new connection every "
             "~0.1 s); the Service is then created with that ClusterIP; the latency runs from just before "
@@ -248,6 +267,9 @@ def render_markdown(data: dict, charts: list[str]) -> str:
             "(in iptables mode their rule position in KUBE-SERVICES is in results.json).",
             "- **sync / network programming**: kube-proxy's own histograms on the client's node, the "
             "difference across the programming samples of the size (bucket-interpolated percentiles).",
+            "- **first sync after a restart**: kube-proxy's sync histogram of the new pod while it holds "
+            "one sync (the full-sync histogram in iptables and nftables); process start → first sync done "
+            "is its last-sync timestamp minus its process start time.",
             "- **rules**: `iptables-save` `-A` lines (all tables), `nft -j list table ip kube-proxy` rules "
             "and map/set elements, `ipvsadm -Ln` virtual services, after the size was synced.", ""]
     for c in charts:
@@ -344,6 +366,11 @@ def charts(data: dict, out: Path) -> list[str]:
     interval_chart()
     line_chart("sync-duration.png", "kube-proxy sync_proxy_rules duration (client's node)", "seconds",
                [("sync_p50_med", "-", "p50", "sync_p50_s"), ("sync_p95_med", "--", "p95", "sync_p95_s")])
+    for r in rows:
+        r["restart_med"] = (r["restart_first_sync_s"] or {}).get("median")
+    if any(r["restart_med"] is not None for r in rows):
+        line_chart("restart-sync.png", "kube-proxy's first sync after a restart (client's node)", "seconds",
+                   [("restart_med", "-", "first sync", "restart_first_sync_s")])
     line_chart("dataplane-size.png", "Data-plane size on the client's node", "rules (+ nft map elements)",
                [("rules", "-", "")])
     if by_position(data):

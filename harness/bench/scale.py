@@ -91,6 +91,7 @@ class Options:
     all_in_guest: bool = False       # --all-modes-in-guest: every mode in the UML guest
     max_load: float | None = None    # --max-load: first-packet timings wait for a 1-minute load at most this
     quiet_wait_s: float = 600        # ... for this long; then they are taken anyway and flagged
+    restart_sync: bool = True        # restart kube-proxy at each size and time its first sync
 
     def record(self) -> dict:
         """The options as results.json keeps them."""
@@ -321,6 +322,23 @@ class ScaleBench:
                         "failures": failures})
         return {"targets": out, "kube_services_rules": len(positions) or None}
 
+    def restart_sync(self) -> dict:
+        """Restart kube-proxy on the client's node with every Service of the size in place, and
+        read its first sync (the one that writes every Service's rules from nothing in its
+        memory; kubernetes PR #130119 measured it at 10 000 Services)."""
+        t0 = time.time()
+        pod = modes.restart_on(self.cluster.kube, self.client.node)
+        running_s = time.time() - t0
+        first = Wait(f"the new kube-proxy {pod} on {self.client.node} to finish its first sync "
+                     f"(seen: its metrics)", timeout=900, interval=0.5).until(
+            lambda: metrics.first_sync(metrics.scrape(self.api, self.client.node, pod, time.time())),
+            lambda seen: seen is not None)
+        out = {"pod": pod, "node": self.client.node, "delete_to_running_s": running_s,
+               "delete_to_synced_s": time.time() - t0, **first}
+        log.info("%s: kube-proxy restarted on %s: first sync %s s (start to synced %s s)", self.mode,
+                 self.client.node, first["first_sync_s"], first["start_to_synced_s"])
+        return out
+
     def wait_quiet(self) -> dict | None:
         """With --max-load: wait (bounded) until the machine's 1-minute load is at most that, since
         microsecond timings on a busy machine measure the other work; what was seen is recorded,
@@ -369,6 +387,9 @@ class ScaleBench:
             probes_made += self.opts.probes
             after = self.scrape()
             step["probe_kube_proxy"] = [metrics.between(b, a) for b, a in zip(before_probe, after)]
+            if self.opts.restart_sync:
+                with Step(f"{self.mode} r{repeat} size {size}: kube-proxy restart, first sync"):
+                    step["restart"] = self.restart_sync()
             step["client_node"] = self.client.node
             step["loadavg_end"] = loadavg()
             lat = sorted(p["latency_s"] for p in step["programming"] if p["latency_s"] is not None)

@@ -54,6 +54,36 @@ def test_between_subtracts_snapshots():
     assert 0.1 < d["sync_proxy_rules"]["p50_s"] <= 1.0
 
 
+FRESH = """\
+# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram
+kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="+Inf"} %(syncs)d
+kubeproxy_sync_proxy_rules_duration_seconds_sum %(sum)s
+kubeproxy_sync_proxy_rules_duration_seconds_count %(syncs)d
+# TYPE kubeproxy_sync_full_proxy_rules_duration_seconds histogram
+kubeproxy_sync_full_proxy_rules_duration_seconds_bucket{le="+Inf"} %(full)d
+kubeproxy_sync_full_proxy_rules_duration_seconds_sum 2.5
+kubeproxy_sync_full_proxy_rules_duration_seconds_count %(full)d
+# TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge
+kubeproxy_sync_proxy_rules_last_timestamp_seconds 1000.0
+# TYPE process_start_time_seconds gauge
+process_start_time_seconds 994.0
+"""
+
+
+def test_a_restarted_kube_proxys_first_sync_is_read_only_while_it_can_be_told_apart():
+    def first(syncs, full, total="2.5", drop_full=False):
+        text = FRESH % {"syncs": syncs, "full": full, "sum": total}
+        if drop_full:  # ipvs: no full-sync histogram
+            text = "\n".join(l for l in text.splitlines() if "full_proxy" not in l) + "\n"
+        return metrics.first_sync(metrics.parse(text))
+    assert first(0, 0) is None  # started, not synced yet
+    assert first(1, 1) == {"syncs_seen": 1, "first_sync_s": 2.5, "start_to_synced_s": 6.0}
+    # a partial sync came after the full one: the full-sync histogram still holds the first alone
+    assert first(2, 1, "2.6") == {"syncs_seen": 2, "first_sync_s": 2.5, "start_to_synced_s": None}
+    assert first(1, 0, drop_full=True)["first_sync_s"] == 2.5
+    assert first(2, 0, "4.0", drop_full=True) == {"syncs_seen": 2, "first_sync_s": None, "start_to_synced_s": None}
+
+
 def test_scrape_reads_kube_proxy_through_the_api_servers_pod_proxy():
     class Api:
         calls = []
@@ -101,7 +131,8 @@ def _step(size, prog, pod, late, sync_p50):
                 {"group": "pod", "latency_ms": pod, "failures": {}, "connect_us": [x * 40 for x in pod] * 5},
                 {"group": "early", "latency_ms": pod, "failures": {}, "connect_us": [x * 40 for x in pod] * 5},
                 {"group": "late", "latency_ms": late, "failures": {"timeout": 1}, "connect_us": [x * 40 for x in late] * 5}]},
-            "probe_kube_proxy": [view], "bulk_kube_proxy": [view]}
+            "probe_kube_proxy": [view], "bulk_kube_proxy": [view],
+            "restart": {"first_sync_s": sync_p50 * 10, "start_to_synced_s": 3.0, "delete_to_synced_s": 9.0}}
 
 
 def _data():
@@ -140,6 +171,7 @@ def test_ratios_compare_modes_of_one_run():
     rat = {r["size"]: r for r in results.ratios(results.summarise(_data()))}
     assert rat[100]["programming_p50"] == 1.0
     assert rat[1000]["programming_p50"] == 2.0 and rat[1000]["fp_late_p50_diff_ms"] == 1.0
+    assert rat[1000]["restart_first_sync"] == pytest.approx(2.0)  # first syncs 6.0 (4.0–8.0) against 3.0
 
 
 def test_report_redraws_the_table_and_leaves_the_raw_file_as_it_was(tmp_path):
@@ -157,8 +189,9 @@ def test_write_makes_table_and_charts(tmp_path):
     assert "| iptables | 1000 | 8.00 / " in text and "iptables ÷ nftables" in text
     assert "| iptables | 1000 | 40.0 [40.0–40.0] |" in text and "+80.0 |" in text
     assert "10000 non-matching rules" in text and "**seen**" in text and "19.9 ns per rule" in text
+    assert "| iptables | 1000 | 6.000 (4.000–8.000) | 3.00 (3.00–3.00) | 9.00 (9.00–9.00) |" in text
     for png in ("programming-latency.png", "first-packet-latency.png", "first-packet-us.png", "sync-duration.png",
-                "dataplane-size.png"):
+                "dataplane-size.png", "restart-sync.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in text
     assert json.loads(js.read_text())["modes"][0]["mode"] == "iptables"
     assert "ipvs ÷ nftables" not in text and "Engines: iptables on the host engine;" in text
