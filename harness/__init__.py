@@ -27,6 +27,8 @@ Module map (one concern each):
   migration     report section "Moving from ipvs to nftables": what the two modes observed differently
   breaks        deliberate breaks that must turn experiments red
   gate          the run as a CI gate: mode preflight, PASS/FAIL/NOT RUN per mode, exit codes
+  releases      several Kubernetes releases in one command (--kubernetes-version=1.36,1.37): a run
+                per release, one release x mode report
   upstream/     upstream Kubernetes' own Services e2e specs as results beside the experiments
                 (build, specs, run, coverage, report; see harness/upstream/__init__.py)
   bench/        benchmarks apart from the suites (python -m harness.bench): scale

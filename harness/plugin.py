@@ -113,10 +113,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "number modulo --guests); `python -m harness.breaks prove --jobs N` gives each lane its own")
     g.addoption("--worker-nodes", type=_positive_int, default=hcfg.DEFAULT_WORKERS,
                 help="worker nodes per cluster (default: 2, i.e. 3 nodes like the article)")
-    g.addoption("--kubernetes-version", default=None, metavar="MINOR",
+    g.addoption("--kubernetes-version", default=None, metavar="MINOR[,MINOR]",
                 help="Kubernetes release of the clusters: a minor such as 1.37 (its pinned patch is used; "
-                     "the ones the harness has: images/kubernetes/). Default: KUBERNETES_DEFAULT in "
-                     "images/versions.env, or $SVC_HARNESS_K8S_VERSION")
+                     "the ones the harness has: images/kubernetes/); several run the suites once per release, "
+                     "each in <artifacts-dir>/k8s-<minor>/, and report.md shows release x mode. Default: "
+                     "KUBERNETES_DEFAULT in images/versions.env, or $SVC_HARNESS_K8S_VERSION")
     g.addoption("--node-image", default=None,
                 help="kind node image (default: the offline build svc-harness/node:<k8s version> if present, "
                      "else upstream kindest/node)")
@@ -169,6 +170,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help=f"ginkgo skip for --upstream-conformance (default: {DEFAULT_SKIP})")
     g.addoption("--upstream-procs", type=_positive_int, default=2,
                 help="parallel ginkgo processes per upstream run (default: 2)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config):
+    """--kubernetes-version with several releases: a pytest run per release and one release x mode
+    report (harness.releases), instead of this run."""
+    from . import releases
+    opts = config.option
+    if _is_worker(config) or opts.help or not releases.several(opts.kubernetes_version):
+        return None
+    if opts.byo_kubeconfig:
+        raise pytest.UsageError("--kubernetes-version picks the release of the clusters the harness makes; with "
+                                "--byo-kubeconfig the cluster's own release is used")
+    args = list(config.invocation_params.args)
+    try:
+        minors = releases.requested(opts.kubernetes_version)
+        releases.child_args(args, minors[0], Path("."))  # a prefix too long for the suffix fails here
+    except ValueError as e:
+        raise pytest.UsageError(f"--kubernetes-version: {e}") from None
+    cwd = config.invocation_params.dir
+    return releases.run_each(minors, args, (cwd / opts.artifacts_dir).resolve(), cwd)
 
 
 def pytest_configure(config: pytest.Config) -> None:

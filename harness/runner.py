@@ -156,10 +156,13 @@ class Runner:
 
     def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = 600,
             check: bool = True, env: dict | None = None, cwd: str | None = None,
-            what: str = "", output: str | os.PathLike | None = None, stream: bool = False) -> Result:
+            what: str = "", output: str | os.PathLike | None = None, stream: bool = False,
+            passthrough: bool = False) -> Result:
         """`output`: a file that gets stdout and stderr as they come (long runs you can tail);
         the Result then holds only the output's last 2000 characters, as stderr.
-        `stream`: each line of output is also a progress line (harness.progress) as it comes."""
+        `stream`: each line of output is also a progress line (harness.progress) as it comes.
+        `passthrough`: the command writes to this process's own stdout and stderr (a run the user
+        watches, e.g. pytest per release); the Result holds no output."""
         argv = [str(a) for a in argv]
         prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in self.env.items())
         log.debug("$ %s%s%s", prefix, shlex.join(argv), f" >{output} 2>&1" if output else "")
@@ -167,7 +170,10 @@ class Runner:
         env = {**self.env, **(env or {})}
         full_env = {**os.environ, **env} if env else None
         try:
-            if stream and output is None:
+            if passthrough:
+                p = subprocess.run(argv, input=input, text=True, timeout=timeout, env=full_env, cwd=cwd)
+                p.stdout = p.stderr = ""
+            elif stream and output is None:
                 p = _run_streaming(argv, input, timeout, full_env, cwd)
             elif output is None:
                 p = subprocess.run(argv, input=input, capture_output=True, text=True,
@@ -268,7 +274,7 @@ class FakeRunner(Runner):
         return res
 
     def run(self, argv, *, input=None, timeout=None, check=True, env=None, cwd=None, what="", output=None,
-            stream=False):
+            stream=False, passthrough=False):
         argv = [str(a) for a in argv]
         self.calls.append(argv)
         for prefix, stdout, rc, stderr in self.responses:
