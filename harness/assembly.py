@@ -64,6 +64,7 @@ class Recipe:
     node_image: str = ""
     demo_image: str = ""
     kube_proxy_extra: dict = field(default_factory=dict)
+    kubeadm_patches: list = field(default_factory=list)  # e.g. the benchmark's control-plane settings
     breaks: tuple = ()
     reuse: bool = False
     lb_provider: str = "none"
@@ -108,7 +109,7 @@ def build(r: Recipe, on_created=None) -> Assembled:
                      keep=True, engine=r.engine, owner=r.owner, engine_tuning=shape.tuning, kubelet=kubelet,
                      create_timeout=r.engine.create_timeout,
                      kube_proxy_extra={**r.kube_proxy_extra, **breaks_mod.kube_proxy_patch(r.breaks, r.mode)},
-                     damage=breaks_mod.identity(r.breaks))
+                     kubeadm_patches=list(r.kubeadm_patches), damage=breaks_mod.identity(r.breaks))
     if on_created:
         on_created(r.name)
     out = Assembled(kind=kc, images=images, node_image=node_image, nodes=shape.workers + 1,

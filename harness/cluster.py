@@ -75,11 +75,12 @@ def kubelet_settings(kubernetes: str, cgroup_version: int) -> dict:
 
 def render_kind_config(mode: str, workers: int = config.DEFAULT_WORKERS,
                        kube_proxy_extra: dict | None = None, engine_tuning: dict | None = None,
-                       kubelet: dict | None = None) -> str:
+                       kubelet: dict | None = None, kubeadm_patches: list[str] | None = None) -> str:
     """kind-configs/<mode>.yaml with the node list and kube-proxy settings filled in.
 
     `kube_proxy_extra` becomes a KubeProxyConfiguration patch, e.g.
     {"iptables": {"masqueradeAll": True}} or {"ipvs": {"scheduler": "lc"}}.
+    `kubeadm_patches`: more kubeadm patches of the caller's (YAML text), before the engine's.
     """
     if mode not in config.PROXY_MODES:
         raise ValueError(f"unknown proxy mode {mode!r}; expected one of {', '.join(config.PROXY_MODES)}")
@@ -95,6 +96,8 @@ def render_kind_config(mode: str, workers: int = config.DEFAULT_WORKERS,
     if kubelet:
         patch = {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration", **kubelet}
         cfg.setdefault("kubeadmConfigPatches", []).append(yaml.safe_dump(patch, sort_keys=False))
+    if kubeadm_patches:
+        cfg.setdefault("kubeadmConfigPatches", []).extend(kubeadm_patches)
     if engine_tuning:
         # An engine elsewhere (harness.guest): the API server's address/port on that engine's
         # host link, and kubeadm patches that make a slow machine's control plane reliable.
@@ -124,6 +127,7 @@ class KindCluster:
     runner: Runner = DEFAULT
     engine_tuning: dict = field(default_factory=dict)   # see render_kind_config; {} on the host engine
     kubelet: dict = field(default_factory=dict)          # KubeletConfiguration fields (kubelet_settings)
+    kubeadm_patches: list = field(default_factory=list)  # more kubeadm patches (render_kind_config)
     create_timeout: float = config.CLUSTER_CREATE_TIMEOUT
     created: bool = False           # did this object create it (and so may delete it)?
     create_seconds: float = 0.0
@@ -216,7 +220,8 @@ class KindCluster:
         self._create_with_retries()
 
     def _rendered(self) -> str:
-        cfg = render_kind_config(self.mode, self.workers, self.kube_proxy_extra, self.engine_tuning, self.kubelet)
+        cfg = render_kind_config(self.mode, self.workers, self.kube_proxy_extra, self.engine_tuning, self.kubelet,
+                                 self.kubeadm_patches)
         # Reuse only a cluster of the same node image (so the same Kubernetes release), and never
         # mistake a deliberately broken cluster for a healthy one.
         cfg += f"# svc-harness node image: {self.node_image or 'kind default'}\n"

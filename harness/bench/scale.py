@@ -52,6 +52,16 @@ log = logging.getLogger(__name__)
 NAMESPACE = "bench-scale"
 BENCH_LABEL = "svc-harness.io/bench"      # value: "bulk" or "probe"
 POLL_LIMIT_S = 120                        # a programming sample gives up after this long
+# The EndpointSlice controller writes a slice per Service at its client's rate limit, 20 writes/s
+# by default (kube-controller-manager --kube-api-qps): 25 minutes for 30 000 Services. The
+# benchmark's clusters let it keep up with the bulk creation instead.
+CONTROLLER_MANAGER_PATCH = ("kind: ClusterConfiguration\ncontrollerManager:\n  extraArgs:\n"
+                            "    kube-api-qps: \"200\"\n    kube-api-burst: \"400\"\n")
+
+
+def size_timeout(services: int, per_service_s: float) -> float:
+    """A wait's limit at a size: 15 minutes, or longer where the Services need it."""
+    return max(900.0, services * per_service_s)
 
 # Runs inside the client pod, in the background: poll http://IP:PORT/ with a new connection each
 # time until the first answer, then write "ok|timeout <start> <end> <attempts>" (epoch seconds;
@@ -169,6 +179,11 @@ class ScaleBench:
         if self.cluster.is_kind:
             engine.check_egress_guard(self.runner)
 
+    def controller_manager_rate(self) -> list[str]:
+        """The controller-manager's API rate flags as it runs (CONTROLLER_MANAGER_PATCH applied?)."""
+        pods = self.api.list_namespaced_pod("kube-system", label_selector="component=kube-controller-manager").items
+        return [a for p in pods for a in p.spec.containers[0].command or [] if a.startswith("--kube-api-")]
+
     def _static_band(self):
         """ClusterIPs we pick ourselves, from the range's low "static" band (KEP-3070), which the
         API server's random allocation avoids while the upper band has room."""
@@ -248,8 +263,8 @@ class ScaleBench:
     def settle(self, services: int) -> float:
         """Wait until `services` bench Services have ready EndpointSlices and every kube-proxy has
         synced after that with nothing pending; returns when the slices were complete (time.time)."""
-        Wait(f"{services} bench Services with ready EndpointSlices (seen: how many)", timeout=900,
-             interval=2.0).until(self.ready_slices, lambda n: n == services)
+        Wait(f"{services} bench Services with ready EndpointSlices (seen: how many)",
+             timeout=size_timeout(services, 0.06), interval=2.0).until(self.ready_slices, lambda n: n == services)
         complete = time.time()
 
         written = self.slices_written
@@ -258,7 +273,8 @@ class ScaleBench:
             return {s.node: (s.pending(), metrics.synced_since(s, complete, written)) for s in self.scrape()}
 
         Wait("every kube-proxy to sync after the EndpointSlices were complete, nothing pending "
-             "(seen: node -> (pending changes, synced since))", timeout=900, interval=1.0).until(
+             "(seen: node -> (pending changes, synced since))", timeout=size_timeout(services, 0.03),
+             interval=1.0).until(
             synced, lambda seen: all(p == 0 and after for p, after in seen.values()))
         return complete
 
@@ -322,7 +338,7 @@ class ScaleBench:
                         "failures": failures})
         return {"targets": out, "kube_services_rules": len(positions) or None}
 
-    def restart_sync(self) -> dict:
+    def restart_sync(self, services: int) -> dict:
         """Restart kube-proxy on the client's node with every Service of the size in place, and
         read its first sync (the one that writes every Service's rules from nothing in its
         memory; kubernetes PR #130119 measured it at 10 000 Services)."""
@@ -330,7 +346,7 @@ class ScaleBench:
         pod = modes.restart_on(self.cluster.kube, self.client.node)
         running_s = time.time() - t0
         first = Wait(f"the new kube-proxy {pod} on {self.client.node} to finish its first sync "
-                     f"(seen: its metrics)", timeout=900, interval=0.5).until(
+                     f"(seen: its metrics)", timeout=size_timeout(services, 0.06), interval=0.5).until(
             lambda: metrics.first_sync(metrics.scrape(self.api, self.client.node, pod, time.time())),
             lambda seen: seen is not None)
         out = {"pod": pod, "node": self.client.node, "delete_to_running_s": running_s,
@@ -389,7 +405,7 @@ class ScaleBench:
             step["probe_kube_proxy"] = [metrics.between(b, a) for b, a in zip(before_probe, after)]
             if self.opts.restart_sync:
                 with Step(f"{self.mode} r{repeat} size {size}: kube-proxy restart, first sync"):
-                    step["restart"] = self.restart_sync()
+                    step["restart"] = self.restart_sync(size)
             step["client_node"] = self.client.node
             step["loadavg_end"] = loadavg()
             lat = sorted(p["latency_s"] for p in step["programming"] if p["latency_s"] is not None)
@@ -415,7 +431,8 @@ def measure_mode(mode: str, opts: Options) -> dict:
     try:
         out = assembly.build(assembly.Recipe(
             name=name, mode=mode, engine=eng, owner=owner, run_key=run_key,
-            workers=opts.worker_nodes, kube_proxy_extra=dict(metrics.KUBE_PROXY_METRICS_CONFIG)))
+            workers=opts.worker_nodes, kube_proxy_extra=dict(metrics.KUBE_PROXY_METRICS_CONFIG),
+            kubeadm_patches=[CONTROLLER_MANAGER_PATCH]))
         kc = out.kind
         result["engine"] = eng.describe()  # again: a guest knows its kernel once it is up
         result["node_image"] = out.node_image
@@ -424,6 +441,7 @@ def measure_mode(mode: str, opts: Options) -> dict:
         handle = out.handle(mode)
         bench = ScaleBench(handle, opts)
         bench.setup()
+        result["controller_manager_rate"] = bench.controller_manager_rate()
         bench.lab.assert_local(bench.pods[0].ip)
         with Step(f"{mode}: the first-packet probe's resolution"):
             result["resolution"] = firstpacket.resolution(bench.client, bench.client_node, bench.pods[0].ip,

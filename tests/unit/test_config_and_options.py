@@ -130,6 +130,14 @@ def test_kind_config_carries_kube_proxy_patch():
     assert doc["kind"] == "KubeProxyConfiguration" and doc["iptables"]["masqueradeAll"] is True
 
 
+def test_the_callers_kubeadm_patches_come_before_the_engines():
+    from harness.bench.scale import CONTROLLER_MANAGER_PATCH
+    cfg = yaml.safe_load(render_kind_config("nftables", 1, engine_tuning={"kubeadm_patches": ["kind: X\n"]},
+                                            kubeadm_patches=[CONTROLLER_MANAGER_PATCH]))
+    mine, engines = cfg["kubeadmConfigPatches"]
+    assert yaml.safe_load(mine)["controllerManager"]["extraArgs"]["kube-api-qps"] == "200" and engines == "kind: X\n"
+
+
 def test_kind_config_rejects_bad_input():
     with pytest.raises(ValueError, match="unknown proxy mode"):
         render_kind_config("userspace")
