@@ -20,6 +20,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -85,6 +86,36 @@ func parseBody(rec *record, body []byte) {
 	}
 }
 
+// onceConn is a connection the request loop closes itself, once the answer is read, before it
+// starts the next request: the transport alone closes it from a goroutine of its own, which a
+// slow node may run after the next connect, so the previous connection would still count as
+// active at the load balancer (ipvs's nq and sed schedulers pick by active connections).
+type onceConn struct {
+	net.Conn
+	once sync.Once
+	err  error
+}
+
+func (c *onceConn) Close() error {
+	c.once.Do(func() { c.err = c.Conn.Close() })
+	return c.err
+}
+
+// newClient makes a client whose connections are recorded in *last as they are made.
+func newClient(timeout time.Duration, last **onceConn) *http.Client {
+	var d net.Dialer
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		oc := &onceConn{Conn: c}
+		*last = oc
+		return oc, nil
+	}
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil, DialContext: dial}}
+}
+
 func main() {
 	url := flag.String("url", "", "URL to request (this or -connect is required)")
 	connect := flag.String("connect", "", "IPv4:PORT: time new connections instead (connect.go)")
@@ -104,10 +135,6 @@ func main() {
 		os.Exit(2)
 	}
 
-	client := &http.Client{
-		Timeout:   *timeout,
-		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
-	}
 	deadline := time.Now().Add(*maxDur)
 	recs := make([]*record, *n)
 	jobs := make(chan int)
@@ -116,6 +143,8 @@ func main() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var last *onceConn // this worker's connection of the request in flight
+			client := newClient(*timeout, &last)
 			for i := range jobs {
 				rec := &record{I: i, Kind: "ok"}
 				start := time.Now()
@@ -135,6 +164,10 @@ func main() {
 					rec.Kind, rec.Error = classify(err), err.Error()
 				}
 				rec.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
+				if last != nil {
+					last.Close()
+					last = nil
+				}
 				recs[i] = rec
 			}
 		}()
