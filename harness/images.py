@@ -564,9 +564,10 @@ def _explain_go_failure(e: CommandError) -> str:
 
 
 def _save(client, tag: str, dest: Path) -> None:
-    """The engine's `save` of image `tag` into the file `dest`."""
+    """The engine's `save` of image `tag` into the file `dest`, named `tag` (two releases' identical
+    builds, e.g. pause 3.10.1 and 3.10.2, are one image with two tags; `named=True` takes the first)."""
     with dest.open("wb") as f:
-        for chunk in client.images.get(tag).save(named=True):
+        for chunk in client.images.get(tag).save(named=tag):
             f.write(chunk)
 
 

@@ -488,3 +488,23 @@ def test_a_repository_file_counts_by_content_not_by_its_clones_mtime(tmp_path):
         assert _hash(f) == before
     finally:
         os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_an_image_with_two_tags_is_saved_under_the_one_asked_for(tmp_path):
+    # Two releases' pause builds can be byte-identical: one image, two tags. The node image
+    # imports the save and tags it by the name asked for, so the save must carry that name.
+    from harness.images import _save
+
+    class Img:
+        tags = ["svc-harness/pause:3.10.1", "svc-harness/pause:3.10.2"]
+
+        def save(self, named):
+            assert named in self.tags
+            return [named.encode()]
+
+    class Client:
+        class images:
+            get = staticmethod(lambda tag: Img())
+
+    _save(Client(), "svc-harness/pause:3.10.2", tmp_path / "t")
+    assert (tmp_path / "t").read_text() == "svc-harness/pause:3.10.2"
