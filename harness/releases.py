@@ -105,7 +105,7 @@ def run_each(minors: list[str], args: list[str], base: Path, cwd: Path, runner: 
         runs.append((minor, artifacts, res.returncode, res.seconds))
         print(f"svc-harness: Kubernetes {minor}: exit {res.returncode} after {res.seconds / 60:.1f} min; "
               f"report {artifacts / 'report.md'}", flush=True)
-        if res.returncode in STOP:
+        if res.returncode in STOP or not 0 <= res.returncode < 128:  # or ended by a signal
             break
     md = write_matrix(base, runs, minors)
     print(f"svc-harness: release x mode report: {md}", flush=True)

@@ -171,8 +171,7 @@ class Runner:
         full_env = {**os.environ, **env} if env else None
         try:
             if passthrough:
-                p = subprocess.run(argv, input=input, text=True, timeout=timeout, env=full_env, cwd=cwd)
-                p.stdout = p.stderr = ""
+                p = _run_passthrough(argv, timeout, full_env, cwd)
             elif stream and output is None:
                 p = _run_streaming(argv, input, timeout, full_env, cwd)
             elif output is None:
@@ -196,6 +195,31 @@ class Runner:
         if check and not res.ok:
             raise CommandError(res, what)
         return res
+
+
+def _run_passthrough(argv, timeout, env, cwd) -> subprocess.CompletedProcess:
+    """The command writes to our own stdout and stderr. A SIGTERM to us is passed on to it, and a
+    Ctrl-C (which the terminal sends it too) waits for it: either way it can clean up and exit,
+    and its exit code is returned."""
+    import signal
+    import threading
+    proc = subprocess.Popen(argv, env=env, cwd=cwd)
+    forwarding = threading.current_thread() is threading.main_thread()
+    if forwarding:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
+    try:
+        try:
+            proc.wait(timeout=timeout)
+        except KeyboardInterrupt:
+            proc.wait()
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait()
+            raise
+    finally:
+        if forwarding:
+            signal.signal(signal.SIGTERM, previous)
+    return subprocess.CompletedProcess(argv, proc.returncode, "", "")
 
 
 def _run_streaming(argv, input, timeout, env, cwd) -> subprocess.CompletedProcess:
