@@ -72,3 +72,11 @@ def test_a_usage_error_stops_the_series_and_says_what_did_not_start(tmp_path):
     assert len(runner.calls) == 1
     md = (tmp_path / "report.md").read_text()
     assert "no report.json" in md and "**1.37**: not started" in md
+
+
+def test_a_sigterm_to_the_series_reaches_the_release_run_which_cleans_up():
+    from harness.runner import Runner
+    # The child signals its parent (this process), as a CI timeout would; the parent passes it on.
+    child = "trap 'exit 7' TERM; kill -TERM $PPID; sleep 20 & wait"
+    res = Runner().run(["bash", "-c", child], passthrough=True, check=False, timeout=30)
+    assert res.returncode == 7 and res.seconds < 10
