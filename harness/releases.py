@@ -126,10 +126,11 @@ def matrix(runs: list[tuple[str, Path, int, float]], minors: list[str]) -> dict:
         data = _load(artifacts)
         rel = {"minor": minor, "kubernetes": config.versions(minor)["KUBERNETES_VERSION"], "exit": code,
                "minutes": round(seconds / 60, 1), "report": str(artifacts / "report.md"),
-               "modes": [], "totals": {}, "gate": {}}
+               "modes": [], "totals": {}, "gate": {}, "engines": {}}
         if data:
             rel.update(kubernetes=data.get("run", {}).get("kubernetes") or rel["kubernetes"],
-                       modes=data.get("modes", []), totals=data.get("totals", {}), gate=data.get("gate", {}))
+                       modes=data.get("modes", []), totals=data.get("totals", {}), gate=data.get("gate", {}),
+                       engines=data.get("engines", {}))
             for e in data.get("experiments", []):
                 row = experiments.setdefault(e["experiment"], {"experiment": e["experiment"],
                                                                 "title": e.get("title", ""), "verdicts": {}})
@@ -159,6 +160,9 @@ def render_markdown(data: dict) -> str:
         for e in data["experiments"]:
             cells = [(e["verdicts"].get(v, {}).get(m) or "-").upper() for v, m in cols]
             out.append(f"| {_cell_text(e['experiment'] + ': ' + e['title'])} | " + " | ".join(cells) + " |")
+    ran = [(r["kubernetes"], m, e) for r in data["releases"] for m, e in r["engines"].items() if e]
+    if ran:
+        out += ["", "Where each column ran:", ""] + [f"- **{v} {m}**: {e}" for v, m, e in ran]
     gates = [(r["kubernetes"], line) for r in data["releases"] for line in Gate.from_dict(r["gate"]).lines()]
     if gates:
         out += ["", "## Gate: one verdict per release and mode", ""] + [f"- {v} {line}" for v, line in gates]

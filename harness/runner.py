@@ -203,11 +203,23 @@ def _run_passthrough(argv, timeout, env, cwd) -> subprocess.CompletedProcess:
     and its exit code is returned."""
     import signal
     import threading
-    proc = subprocess.Popen(argv, env=env, cwd=cwd)
+    started: list[subprocess.Popen] = []
+    early: list[int] = []  # a signal that came before the command had started
+
+    def forward(signum, frame):
+        if started:
+            started[0].send_signal(signum)
+        else:
+            early.append(signum)
+
     forwarding = threading.current_thread() is threading.main_thread()
     if forwarding:
-        previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
+        previous = signal.signal(signal.SIGTERM, forward)
     try:
+        proc = subprocess.Popen(argv, env=env, cwd=cwd)
+        started.append(proc)
+        for signum in early:
+            proc.send_signal(signum)
         try:
             proc.wait(timeout=timeout)
         except KeyboardInterrupt:
