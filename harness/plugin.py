@@ -183,6 +183,9 @@ def pytest_cmdline_main(config: pytest.Config):
     if opts.byo_kubeconfig:
         raise pytest.UsageError("--kubernetes-version picks the release of the clusters the harness makes; with "
                                 "--byo-kubeconfig the cluster's own release is used")
+    if opts.node_image:
+        raise pytest.UsageError("--node-image is one release's node image; with several --kubernetes-version "
+                                "releases each run uses its own (svc-harness/node:<release>)")
     args = list(config.invocation_params.args)
     try:
         minors = releases.requested(opts.kubernetes_version)

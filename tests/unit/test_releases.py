@@ -80,3 +80,14 @@ def test_a_sigterm_to_the_series_reaches_the_release_run_which_cleans_up():
     child = "trap 'exit 7' TERM; kill -TERM $PPID; sleep 20 & wait"
     res = Runner().run(["bash", "-c", child], passthrough=True, check=False, timeout=30)
     assert res.returncode == 7 and res.seconds < 10
+
+
+@pytest.mark.parametrize("extra, says", [(["--node-image=x"], "one release's node image"),
+                                         (["--kubernetes-version=1.36,1.99"], "no pins for it")])
+def test_what_cannot_hold_for_several_releases_is_a_usage_error_before_any_run(extra, says, tmp_path):
+    import subprocess
+    argv = [sys.executable, "-m", "pytest", "tests/unit/test_releases.py::test_a_failure_in_any_release_fails_the_whole",
+            "-p", "no:cacheprovider", "--kubernetes-version=1.36,1.37", f"--artifacts-dir={tmp_path}", *extra]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=config.REPO)
+    assert res.returncode == 4 and says in res.stderr + res.stdout
+    assert not list(tmp_path.iterdir())  # nothing ran, nothing written
