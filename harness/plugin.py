@@ -189,7 +189,8 @@ def pytest_cmdline_main(config: pytest.Config):
     args = list(config.invocation_params.args)
     try:
         minors = releases.requested(opts.kubernetes_version)
-        releases.child_args(args, minors[0], Path("."))  # a prefix too long for the suffix fails here
+        for minor in minors:  # a prefix with no room for the release's suffix is refused here
+            releases.cluster_prefix(opts.cluster_prefix, minor)
     except ValueError as e:
         raise pytest.UsageError(f"--kubernetes-version: {e}") from None
     cwd = config.invocation_params.dir

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import config
 from .gate import Gate
-from .report import TITLE, _cell_text, run_metadata
+from .report import TITLE, cell_text, run_metadata
 from .runner import DEFAULT, Runner
 
 OPTION = "--kubernetes-version"
@@ -159,7 +159,7 @@ def render_markdown(data: dict) -> str:
                 "|---|" + "---|" * len(cols)]
         for e in data["experiments"]:
             cells = [(e["verdicts"].get(v, {}).get(m) or "-").upper() for v, m in cols]
-            out.append(f"| {_cell_text(e['experiment'] + ': ' + e['title'])} | " + " | ".join(cells) + " |")
+            out.append(f"| {cell_text(e['experiment'] + ': ' + e['title'])} | " + " | ".join(cells) + " |")
     ran = [(r["kubernetes"], m, e) for r in data["releases"] for m, e in r["engines"].items() if e]
     if ran:
         out += ["", "Where each column ran:", ""] + [f"- **{v} {m}**: {e}" for v, m, e in ran]

@@ -150,7 +150,7 @@ def run_metadata() -> dict:
             "commit": commit, "kubernetes": v["KUBERNETES_VERSION"], "kind": v.get("KIND_VERSION", "")}
 
 
-def _cell_text(s: str) -> str:
+def cell_text(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ")
 
 
@@ -229,7 +229,7 @@ def render_markdown(evs: list[Evidence], gate=None, charts: dict[str, str] | Non
     for exp, group in groups.items():
         title = _first(group, "title")
         cells = [(_cell([ev for ev in group if ev.mode == m]) or "-").upper() for m in modes]
-        out.append(f"| {_cell_text(f'{exp}: {title}' if title else exp)} | "
+        out.append(f"| {cell_text(f'{exp}: {title}' if title else exp)} | "
                    + " | ".join(cells) + " |")
 
     engines = mode_engines(evs, modes)
