@@ -38,6 +38,13 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _guest(text: str) -> int:
+    from ..guest.vm import MAX_GUESTS
+    if not text.isdigit() or not 1 <= int(text) <= MAX_GUESTS:
+        raise argparse.ArgumentTypeError(f"--guest: a guest number 1..{MAX_GUESTS}, got {text!r}")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=tool_prog("python -m harness.bench"), description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -66,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
                    help="skip restarting kube-proxy at each size to time its first sync")
     s.add_argument("--all-modes-in-guest", action="store_true",
                    help="every mode's cluster in the UML guest engine: the three modes on one kernel")
+    s.add_argument("--guest", type=_guest, default=1,
+                   help="which UML guest the guest's clusters run in (1: svc-harness-guest, 2: svc-harness-guest-2, "
+                        "...): two benchmarks at once each take their own")
     add_kubernetes_version(s)
     r = sub.add_parser("report", help="redraw results.md and the charts from a results.json")
     r.add_argument("results", type=Path)
@@ -105,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                          fp_connects=args.fp_connects, slow_rules=args.slow_rules,
                          cluster_prefix=args.cluster_prefix, worker_nodes=args.worker_nodes, out=args.out,
                          keep_clusters=args.keep_clusters, engine=args.ipvs_engine,
-                         all_in_guest=args.all_modes_in_guest, max_load=args.max_load,
+                         all_in_guest=args.all_modes_in_guest, guest=args.guest, max_load=args.max_load,
                          restart_sync=args.restart_sync)
     data = scale.run(opts)
     md, js = results.write(data, opts.out)

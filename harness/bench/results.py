@@ -93,6 +93,8 @@ def summarise(data: dict) -> list[dict]:
                 "restart_start_to_synced_s": spread([x.get("start_to_synced_s") for x in restarts]),
                 "restart_delete_to_synced_s": spread([x.get("delete_to_synced_s") for x in restarts]),
                 "restarts": len(restarts),
+                # restarts whose first sync had not ended when the wait gave up: lower bounds
+                "restart_unfinished_after_s": [x["unfinished_after_s"] for x in restarts if "unfinished_after_s" in x],
             })
     return rows
 
@@ -240,8 +242,9 @@ def render_markdown(data: dict, charts: list[str]) -> str:
                 "pod deleted → first sync seen |", "|---|---|---|---|---|"]
         for r in rows:
             if r["restarts"]:
+                unfinished = "".join(f"; unfinished after {s:.0f}" for s in r["restart_unfinished_after_s"])
                 out.append(f"| {r['mode']} | {r['size']} | {_s(r['restart_first_sync_s'], '{:.3f}')} | "
-                           f"{_s(r['restart_start_to_synced_s'])} | {_s(r['restart_delete_to_synced_s'])} |")
+                           f"{_s(r['restart_start_to_synced_s'])} | {_s(r['restart_delete_to_synced_s'])}{unfinished} |")
     res = resolution_lines(data)
     if res:
         out += ["", "## The probe's resolution (measured on each cluster before it grew)", "", *res]

@@ -345,3 +345,21 @@ def test_settling_to_no_services_needs_a_sync_after_the_last_listing_that_had_a_
     assert metrics.synced_since(snap, complete=1002.0, written=bench.slices_written)
     snap.gauges[metrics.LAST_QUEUED] = 999.0   # its last change predates the last deletion
     assert not metrics.synced_since(snap, complete=1002.0, written=bench.slices_written)
+
+
+def test_a_benchmark_can_take_a_guest_of_its_own():
+    from harness.bench.__main__ import parser
+    args = parser().parse_args(["scale", "--proxy-mode=ipvs", "--guest=2"])
+    opts = scale.Options(modes=args.proxy_mode, sizes=args.services, guest=args.guest, all_in_guest=True)
+    eng = opts.engine_for("iptables")
+    assert (eng.guest.cfg.name, eng.cluster_suffix) == ("svc-harness-guest-2", "-g2")
+    assert eng.guest.cfg.mem != scale.Options(modes=["ipvs"], sizes=[1], all_in_guest=True).engine_for("ipvs").guest.cfg.mem
+    with pytest.raises(SystemExit):
+        parser().parse_args(["scale", "--guest=0"])
+
+
+def test_a_restart_whose_first_sync_never_ended_is_a_lower_bound_not_a_lost_run(tmp_path):
+    data = _data()
+    data["modes"][0]["repeats"][1]["steps"][1]["restart"] = {"pod": "kube-proxy-x", "unfinished_after_s": 1800.4}
+    text = results.write(data, tmp_path)[0].read_text()
+    assert "| iptables | 1000 | 4.000 (4.000–4.000) | 3.00 (3.00–3.00) | 9.00 (9.00–9.00); unfinished after 1800 |" in text
