@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ..cli import add_kubernetes_version, tool_prog, use_kubernetes_version
-from .. import config
+from .. import config, engine
 from . import firstpacket, results, scale
 
 
@@ -39,10 +39,10 @@ def _sizes(text: str) -> list[int]:
 
 
 def _guest(text: str) -> int:
-    from ..guest.vm import MAX_GUESTS
-    if not text.isdigit() or not 1 <= int(text) <= MAX_GUESTS:
-        raise argparse.ArgumentTypeError(f"--guest: a guest number 1..{MAX_GUESTS}, got {text!r}")
-    return int(text)
+    try:
+        return engine.guest_number(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -73,9 +73,10 @@ def parser() -> argparse.ArgumentParser:
                    help="skip restarting kube-proxy at each size to time its first sync")
     s.add_argument("--all-modes-in-guest", action="store_true",
                    help="every mode's cluster in the UML guest engine: the three modes on one kernel")
-    s.add_argument("--guest", type=_guest, default=1,
-                   help="which UML guest the guest's clusters run in (1: svc-harness-guest, 2: svc-harness-guest-2, "
-                        "...): two benchmarks at once each take their own")
+    s.add_argument("--guest", type=_guest, default=0,
+                   help="which UML guest clusters in the guest run in, numbered as `harness.guest up --guests N` "
+                        "boots them (0: svc-harness-guest, 1: svc-harness-guest-2, ...): two benchmarks at once "
+                        "each take their own")
     add_kubernetes_version(s)
     r = sub.add_parser("report", help="redraw results.md and the charts from a results.json")
     r.add_argument("results", type=Path)

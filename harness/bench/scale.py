@@ -99,7 +99,7 @@ class Options:
     create_workers: int = 8          # parallel API calls when creating/deleting Services
     engine: str = "auto"             # --ipvs-engine: where ipvs clusters run (harness.engine.choose)
     all_in_guest: bool = False       # --all-modes-in-guest: every mode in the UML guest
-    guest: int = 1                   # --guest: which UML guest (1 = svc-harness-guest, 2 = ...-2, ...)
+    guest: int = 0                   # --guest: which UML guest (0 = svc-harness-guest, 1 = ...-2, ...)
     max_load: float | None = None    # --max-load: first-packet timings wait for a 1-minute load at most this
     quiet_wait_s: float = 600        # ... for this long; then they are taken anyway and flagged
     restart_sync: bool = True        # restart kube-proxy at each size and time its first sync
@@ -109,9 +109,9 @@ class Options:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
     def engine_for(self, mode: str) -> engine.Engine:
-        # Guest 2 and up are booted with the memory of several guests side by side.
+        # Guest 1 and up are booted with the memory of several guests side by side.
         return engine.choose(mode, self.engine, every_mode_in_guest=self.all_in_guest,
-                             slot=self.guest - 1, guests=self.guest)
+                             slot=self.guest, guests=self.guest + 1)
 
 
 def _done(resp) -> bytes:

@@ -76,6 +76,14 @@ def guest_slots(requested: int | str, workers: int, worker: str) -> tuple[int, i
     return index % count, count
 
 
+def guest_number(text: str) -> int:
+    """A tool's --guest N: which guest, numbered as `harness.guest up --guests` boots them (0 first)."""
+    from ..guest.vm import MAX_GUESTS
+    if not text.isdigit() or not int(text) < MAX_GUESTS:
+        raise ValueError(f"a guest number 0..{MAX_GUESTS - 1}, got {text!r}")
+    return int(text)
+
+
 class _HostOnly(HostEngine):
     """ipvs with --ipvs-engine=host: the host engine, and the preflight says why it cannot run."""
 

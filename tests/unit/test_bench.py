@@ -349,13 +349,13 @@ def test_settling_to_no_services_needs_a_sync_after_the_last_listing_that_had_a_
 
 def test_a_benchmark_can_take_a_guest_of_its_own():
     from harness.bench.__main__ import parser
-    args = parser().parse_args(["scale", "--proxy-mode=ipvs", "--guest=2"])
+    args = parser().parse_args(["scale", "--proxy-mode=ipvs", "--guest=1"])
     opts = scale.Options(modes=args.proxy_mode, sizes=args.services, guest=args.guest, all_in_guest=True)
     eng = opts.engine_for("iptables")
     assert (eng.guest.cfg.name, eng.cluster_suffix) == ("svc-harness-guest-2", "-g2")
     assert eng.guest.cfg.mem != scale.Options(modes=["ipvs"], sizes=[1], all_in_guest=True).engine_for("ipvs").guest.cfg.mem
     with pytest.raises(SystemExit):
-        parser().parse_args(["scale", "--guest=0"])
+        parser().parse_args(["scale", "--guest=8"])
 
 
 def test_a_restart_whose_first_sync_never_ended_is_a_lower_bound_not_a_lost_run(tmp_path):
