@@ -139,16 +139,16 @@ def count_ipvs_services(ipvsadm_text: str) -> int:
     return sum(1 for line in ipvsadm_text.splitlines() if line.split()[:1] in (["TCP"], ["UDP"], ["SCTP"]))
 
 
-def dataplane_size(node: Peer, mode: str) -> dict[str, int]:
+def dataplane_size(node: Peer, mode: str, timeout: float = 120) -> dict[str, int]:
     """How big a node's data plane is in `mode`: what kube-proxy wrote, counted its own way."""
     if mode == "nftables":
-        res = node.exec(["nft", "-j", "list", "table", "ip", "kube-proxy"], timeout=120)
+        res = node.exec(["nft", "-j", "list", "table", "ip", "kube-proxy"], timeout=timeout)
         rules, elements = count_nft(res.stdout)
         return {"nft_rules": rules, "nft_elements": elements,
-                "iptables_rules": count_iptables_rules(node.exec(["iptables-save"], timeout=120).stdout)}
-    out = {"iptables_rules": count_iptables_rules(node.exec(["iptables-save"], timeout=120).stdout)}
+                "iptables_rules": count_iptables_rules(node.exec(["iptables-save"], timeout=timeout).stdout)}
+    out = {"iptables_rules": count_iptables_rules(node.exec(["iptables-save"], timeout=timeout).stdout)}
     if mode == "ipvs":
-        out["ipvs_virtual_services"] = count_ipvs_services(node.exec(["ipvsadm", "-Ln"], timeout=120).stdout)
+        out["ipvs_virtual_services"] = count_ipvs_services(node.exec(["ipvsadm", "-Ln"], timeout=timeout).stdout)
     return out
 
 

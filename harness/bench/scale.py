@@ -43,7 +43,7 @@ from .. import assembly, config, engine, modes
 from ..cluster import KindCluster, claim_name
 from ..lab import DEMO_PORT, ClusterHandle, Lab
 from ..owners import Owner
-from ..runner import Step
+from ..runner import CommandError, Step
 from ..waits import Wait, WaitTimeout, slower
 from . import firstpacket, metrics
 
@@ -366,6 +366,15 @@ class ScaleBench:
                  self.client.node, first["first_sync_s"], first["start_to_synced_s"])
         return out
 
+    def dataplane(self, services: int) -> dict:
+        """The client node's data-plane size. A count that does not come back in time is recorded, not
+        fatal: `nft -j list` did not finish in 120 s at 30 000 Services, and that ended a whole run."""
+        try:
+            return modes.dataplane_size(self.client_node, self.mode, timeout=max(120.0, services * 0.01))
+        except CommandError as e:
+            log.warning("%s: data-plane size not counted: %s", self.mode, str(e).splitlines()[0])
+            return {"error": str(e).splitlines()[0][:300]}
+
     def wait_quiet(self) -> dict | None:
         """With --max-load: wait (bounded) until the machine's 1-minute load is at most that, since
         microsecond timings on a busy machine measure the other work; what was seen is recorded,
@@ -404,7 +413,7 @@ class ScaleBench:
                         settled_after_s=mid[0].at - t_create,
                         bulk_kube_proxy=[metrics.between(b, a) for b, a in zip(before, mid)])
             with Step(f"{self.mode} r{repeat} size {size}: data-plane size"):
-                step["dataplane"] = modes.dataplane_size(self.client_node, self.mode)
+                step["dataplane"] = self.dataplane(size)
             step["load_gate"] = self.wait_quiet()
             with Step(f"{self.mode} r{repeat} size {size}: first-packet latency"):
                 step["first_packet"] = self.first_packet(created)

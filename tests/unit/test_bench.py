@@ -363,3 +363,18 @@ def test_a_restart_whose_first_sync_never_ended_is_a_lower_bound_not_a_lost_run(
     data["modes"][0]["repeats"][1]["steps"][1]["restart"] = {"pod": "kube-proxy-x", "unfinished_after_s": 1800.4}
     text = results.write(data, tmp_path)[0].read_text()
     assert "| iptables | 1000 | 4.000 (4.000–4.000) | 3.00 (3.00–3.00) | 9.00 (9.00–9.00); unfinished after 1800 |" in text
+
+
+def test_a_data_plane_count_that_times_out_is_recorded_not_fatal():
+    from types import SimpleNamespace
+    from harness.runner import CommandError, Result
+
+    class SlowNode:
+        def exec(self, argv, timeout=120, **kw):
+            assert timeout == 300.0  # 30 000 Services: 0.01 s each
+            raise CommandError(Result(argv, 124, "", "(timed out after 300s)", 300.1), "exec on node w")
+
+    bench = SimpleNamespace(client_node=SlowNode(), mode="nftables")
+    seen = scale.ScaleBench.dataplane(bench, 30000)
+    assert "exit 124" in seen["error"]
+    assert results._rules(seen) == ""
