@@ -469,7 +469,7 @@ def measure_mode(mode: str, opts: Options) -> dict:
                                                           DEMO_PORT, opts.fp_connects, opts.slow_rules)
         for r in range(opts.repeats):
             started = time.monotonic()
-            # Each size is kept as soon as it is measured: a 30 000-Service repeat runs for an hour.
+            # Each size is kept as soon as it is measured: a 30 000-Service repeat ran for 1.5 hours.
             steps = bench.grow(r, lambda so_far: write_partial(opts, {
                 **result, "repeats": result["repeats"] + [{"repeat": r, "steps": so_far, "incomplete": True}]}))
             rec = {"repeat": r, "steps": steps}
