@@ -182,7 +182,7 @@ def _s(sp: dict | None, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
 
 def _rules(dp: dict) -> str:
     if "error" in dp:
-        return "not counted (timed out)" if "exit 124" in dp["error"] else "not counted (see results.json)"
+        return "not counted (timed out)" if dp.get("timed_out") else "not counted (see results.json)"
     parts = [f"iptables {dp['iptables_rules']}"] if "iptables_rules" in dp else []
     if "nft_rules" in dp:
         parts.append(f"nft {dp['nft_rules']} rules + {dp['nft_elements']} map/set elements")

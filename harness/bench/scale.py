@@ -373,7 +373,7 @@ class ScaleBench:
             return modes.dataplane_size(self.client_node, self.mode, timeout=max(120.0, services * 0.01))
         except CommandError as e:
             log.warning("%s: data-plane size not counted: %s", self.mode, str(e).splitlines()[0])
-            return {"error": str(e).splitlines()[0][:300]}
+            return {"error": str(e).splitlines()[0][:300], "timed_out": e.result.returncode == 124}
 
     def wait_quiet(self) -> dict | None:
         """With --max-load: wait (bounded) until the machine's 1-minute load is at most that, since
