@@ -43,9 +43,14 @@ def summarise(data: dict) -> list[dict]:
             def fp(group: str, st_list=steps) -> list[float]:
                 return [x for st in st_list for t in st["first_packet"]["targets"] if t["group"] == group
                         for x in t["latency_ms"]]
-            def fpc(group: str) -> list[float]:
-                return [x for st in steps for t in st["first_packet"]["targets"] if t["group"] == group
+            def fpc(group: str, st_list=steps) -> list[float]:
+                return [x for st in st_list for t in st["first_packet"]["targets"] if t["group"] == group
                         for x in t.get("connect_us", [])]
+
+            def fpc_per_repeat(group: str) -> dict | None:
+                # each repeat's own p50: how far whole runs of the same point fall apart
+                return spread([pct(fpc(group, [st]) or (fpc("early", [st]) if group == "late" else []), 50)
+                               for st in steps])
             fp_fail = sum(sum(t["failures"].values()) for st in steps for t in st["first_packet"]["targets"])
             c_pod, c_late = fpc("pod"), fpc("late") or fpc("early")
             pod, early, late = fp("pod"), fp("early"), fp("late")
@@ -72,6 +77,8 @@ def summarise(data: dict) -> list[dict]:
                 # connect() to SYN-ACK, microseconds, pooled over repeats, with bootstrap intervals
                 "fpc_pod": summary(c_pod), "fpc_late": summary(c_late), "fpc_early": summary(fpc("early")),
                 "fpc_late_minus_pod_p50_us": (pct(c_late, 50) - pct(c_pod, 50)) if c_late and c_pod else None,
+                "fpc_late_p50_per_repeat_us": fpc_per_repeat("late"),
+                "fpc_pod_p50_per_repeat_us": fpc_per_repeat("pod"),
                 "sync_p50_s": spread([s.get("p50_s") for s in sync]),
                 "sync_p95_s": spread([s.get("p95_s") for s in sync]),
                 "sync_mean_s": spread([s.get("mean_s") for s in sync]),
@@ -228,13 +235,16 @@ def render_markdown(data: dict, charts: list[str]) -> str:
     out += ["", "## First packet in microseconds: connect() until the SYN-ACK", "",
             f"{o.get('fp_connects', '–')} new connections per target, one after another, from the client pod "
             "(`svc-probe -connect`); pooled over repeats. Figures are `value [95 % bootstrap interval]` "
-            "in µs. Late Services are the last created of the size.", "",
-            "| mode | Services | pod IP p50 | early Services p50 | late Services p50 | late Services p99 | "
-            "late − pod p50 |", "|---|---|---|---|---|---|---|"]
+            "in µs; the per-repeat columns are each repeat's own p50 as `median (min–max)`, the spread "
+            "between whole runs of the same point. Late Services are the last created of the size.", "",
+            "| mode | Services | pod IP p50 | pod IP p50 per repeat | early Services p50 | late Services p50 | "
+            "late Services p50 per repeat | late Services p99 | late − pod p50 |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['mode']} | {r['size']} | {ci_text(r['fpc_pod']['p50'])} | {ci_text(r['fpc_early']['p50'])} | "
-                   f"{ci_text(r['fpc_late']['p50'])} | {ci_text(r['fpc_late']['p99'])} | "
-                   f"{_f(r['fpc_late_minus_pod_p50_us'], '{:+.1f}')} |")
+        out.append(f"| {r['mode']} | {r['size']} | {ci_text(r['fpc_pod']['p50'])} | "
+                   f"{_s(r['fpc_pod_p50_per_repeat_us'], '{:.1f}')} | {ci_text(r['fpc_early']['p50'])} | "
+                   f"{ci_text(r['fpc_late']['p50'])} | {_s(r['fpc_late_p50_per_repeat_us'], '{:.1f}')} | "
+                   f"{ci_text(r['fpc_late']['p99'])} | {_f(r['fpc_late_minus_pod_p50_us'], '{:+.1f}')} |")
     if any(r["restarts"] for r in rows):
         out += ["", "## First sync after a kube-proxy restart", "",
                 "kube-proxy's pod on the client's node deleted with every Service of the size in place; the "
@@ -338,6 +348,7 @@ def charts(data: dict, out: Path) -> list[str]:
         if not any(r["fpc_late"]["n"] or r["fpc_pod"]["n"] for r in rows):
             return
         fig, ax = plt.subplots(figsize=(7, 4.2))
+        banded = False
         for mode in modes:
             rs = [r for r in rows if r["mode"] == mode]
             for key, q, style, label in (("fpc_late", "p50", "-", "late Services p50"),
@@ -351,9 +362,16 @@ def charts(data: dict, out: Path) -> list[str]:
                 ax.errorbar(xs, ys, yerr=[[y - c["low"] for y, c in zip(ys, cis)],
                                           [c["high"] - y for y, c in zip(ys, cis)]],
                             fmt=style, marker="o", capsize=3, color=MODE_COLOURS.get(mode), label=f"{mode} {label}")
+            band = [(r["size"], r["fpc_late_p50_per_repeat_us"]) for r in rs
+                    if r["repeats"] > 1 and r["fpc_late_p50_per_repeat_us"]]
+            if band:
+                banded = True
+                ax.fill_between([x for x, _ in band], [b["min"] for _, b in band], [b["max"] for _, b in band],
+                                color=MODE_COLOURS.get(mode), alpha=0.15, label=f"{mode} late p50, range of repeats")
         services_axis(ax)
         ax.set_ylabel("microseconds")
-        ax.set_title("First packet: connect() until the SYN-ACK\n(bars: 95 % bootstrap intervals)")
+        ax.set_title("First packet: connect() until the SYN-ACK\n(bars: 95 % bootstrap intervals"
+                     + ("; bands: lowest to highest repeat p50)" if banded else ")"))
         save(fig, ax, "first-packet-us.png")
 
     for r in rows:  # flatten the spreads the charts use

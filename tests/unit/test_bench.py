@@ -165,6 +165,8 @@ def test_summary_pools_repeats_and_counts_failures():
     # microseconds: late (1 + 2) * 40 = 120 us against the pod's 40 us, every sample identical
     assert ipt["fpc_late"]["p50"] == {"value": 120.0, "low": 120.0, "high": 120.0}
     assert ipt["fpc_late_minus_pod_p50_us"] == 80.0 and ipt["fpc_pod"]["n"] == 10
+    # each repeat's own p50 (here alike: 120 us in both)
+    assert ipt["fpc_late_p50_per_repeat_us"] == {"min": 120.0, "median": 120.0, "max": 120.0}
 
 
 def test_ratios_compare_modes_of_one_run():
@@ -187,7 +189,8 @@ def test_write_makes_table_and_charts(tmp_path):
     md, js = results.write(_data(), tmp_path)
     text = md.read_text()
     assert "| iptables | 1000 | 8.00 / " in text and "iptables ÷ nftables" in text
-    assert "| iptables | 1000 | 40.0 [40.0–40.0] |" in text and "+80.0 |" in text
+    assert "| iptables | 1000 | 40.0 [40.0–40.0] | 40.0 (40.0–40.0) |" in text and "+80.0 |" in text
+    assert "| 120.0 [120.0–120.0] | 120.0 (120.0–120.0) |" in text
     assert "10000 non-matching rules" in text and "**seen**" in text and "19.9 ns per rule" in text
     assert "| iptables | 1000 | 6.000 (4.000–8.000) | 3.00 (3.00–3.00) | 9.00 (9.00–9.00) |" in text
     for png in ("programming-latency.png", "first-packet-latency.png", "first-packet-us.png", "sync-duration.png",
@@ -378,3 +381,14 @@ def test_a_data_plane_count_that_times_out_is_recorded_not_fatal():
     seen = scale.ScaleBench.dataplane(bench, 30000)
     assert "exit 124" in seen["error"]
     assert results._rules(seen) == "not counted (timed out)"
+
+
+def test_first_packet_spread_between_repeats_is_each_repeats_own_p50(tmp_path):
+    data = _data()
+    late = next(t for t in data["modes"][0]["repeats"][1]["steps"][1]["first_packet"]["targets"] if t["group"] == "late")
+    late["connect_us"] = [x * 2 for x in late["connect_us"]]  # the second repeat's late Services twice as slow
+    ipt = next(r for r in results.summarise(data) if r["mode"] == "iptables" and r["size"] == 1000)
+    assert ipt["fpc_late_p50_per_repeat_us"] == {"min": 120.0, "median": 180.0, "max": 240.0}
+    assert ipt["fpc_pod_p50_per_repeat_us"]["max"] == 40.0
+    text = results.write(data, tmp_path)[0].read_text()
+    assert "| 180.0 (120.0–240.0) |" in text
