@@ -2,6 +2,7 @@
 
     python -m harness.bench scale --proxy-mode=iptables,nftables --services=100,1000,5000 --repeats=2
     python -m harness.bench report artifacts/bench/results.json   # redraw table and charts
+    python -m harness.bench published RUN/results.json ... --out DIR   # the nftables post's chart beside runs
 
 Writes artifacts/bench/results.json (every raw sample), results.md and PNG charts.
 Clusters it creates are deleted at the end, also after Ctrl-C or SIGTERM.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from ..cli import add_kubernetes_version, tool_prog, use_kubernetes_version
 from .. import config, engine
-from . import firstpacket, results, scale
+from . import firstpacket, published, results, scale
 
 
 def _modes(text: str) -> list[str]:
@@ -80,7 +81,17 @@ def parser() -> argparse.ArgumentParser:
     add_kubernetes_version(s)
     r = sub.add_parser("report", help="redraw results.md and the charts from a results.json")
     r.add_argument("results", type=Path)
+    pub = sub.add_parser("published", help="the nftables post's first-packet chart beside runs' results.json")
+    pub.add_argument("results", type=Path, nargs="+", help="results.json of runs; each is labelled by its directory")
+    pub.add_argument("--out", type=Path, required=True, help="where published-first-packet.md and .png go")
     return p
+
+
+def _read_results(p: argparse.ArgumentParser, path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        p.error(f"cannot read {path} as a results.json ({e}); a bench run writes it to <--artifacts-dir>/results.json")
 
 
 def _interrupt(signum, frame):
@@ -95,12 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     if args.command == "report":
+        md = results.write_report(_read_results(p, args.results), args.results.parent)
+        print(md.read_text())
+        return 0
+    if args.command == "published":
+        runs = [(path.resolve().parent.name, _read_results(p, path)) for path in args.results]
         try:
-            data = json.loads(args.results.read_text())
-        except (OSError, ValueError) as e:
-            p.error(f"report: cannot read {args.results} as a results.json ({e}); "
-                           f"a bench run writes it to <--artifacts-dir>/results.json")
-        md = results.write_report(data, args.results.parent)
+            md = published.write(runs, args.out)
+        except ValueError as e:
+            p.error(f"published: {e}")
         print(md.read_text())
         return 0
     if args.repeats < 1 or args.probes < 1 or args.fp_requests < 1 or args.fp_requests > 1000:

@@ -392,3 +392,53 @@ def test_first_packet_spread_between_repeats_is_each_repeats_own_p50(tmp_path):
     assert ipt["fpc_pod_p50_per_repeat_us"]["max"] == 40.0
     text = results.write(data, tmp_path)[0].read_text()
     assert "| 180.0 (120.0–240.0) |" in text
+
+
+def test_the_posts_chart_is_set_beside_each_run_and_growth_is_judged_within_a_run(tmp_path):
+    from harness.bench import published
+    data = _data()  # late Services 80 us above the pod at 100, (1 + factor) * 40 at 1000
+    for m in data["modes"]:
+        for r in m["repeats"]:
+            for st in r["steps"]:
+                st["size"] = {100: 5000, 1000: 30000}[st["size"]]
+    pts = published.points([("run-a", data)])
+    assert {(p.mode, p.size) for p in pts} == {(m, s) for m in ("iptables", "nftables") for s in (5000, 30000)}
+    cmp = {c["mode"]: c for c in published.comparisons(pts)}
+    # iptables: 60 us at 5000 -> 120 us at 30000 (+60 against the post's +225); nftables 60 -> 80
+    assert cmp["iptables"]["ours_us"] == 60.0 and cmp["iptables"]["post_us"] == 225
+    assert cmp["iptables"]["verdict"] == "grows" and cmp["iptables"]["holds"] is True
+    assert cmp["nftables"]["verdict"] == "grows" and cmp["nftables"]["holds"] is False
+    md = published.write([("run-a", data)], tmp_path).read_text()
+    assert "| run-a | iptables | 5000 → 30000 | +225 | +60.0 | 0.27 | grows | grows: holds |" in md
+    assert "does not grow: **does not hold**" in md
+    assert (tmp_path / "published-first-packet.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_growth_is_flat_when_the_repeats_overlap_even_if_the_pooled_intervals_do_not():
+    import dataclasses
+    from harness.bench.published import Point, growth_verdict
+    ci = lambda v: {"value": v, "low": v - 1, "high": v + 1}  # noqa: E731
+    low = Point("r", "iptables", 5000, ci(100), None, {"min": 90, "median": 100, "max": 130}, 5)
+    high = Point("r", "iptables", 10000, ci(110), None, {"min": 95, "median": 110, "max": 125}, 5)
+    assert growth_verdict(low, high) == "flat"
+    # one repeat each: only the pooled intervals, which are apart
+    assert growth_verdict(dataclasses.replace(low, per_repeat=None), high) == "grows"
+    assert growth_verdict(high, Point("r", "iptables", 30000, ci(50), None, None, 1)) == "shrinks"
+
+
+def test_published_refuses_runs_without_microsecond_timings(tmp_path, capsys):
+    from harness.bench.__main__ import main
+    old = tmp_path / "old" / "results.json"
+    old.parent.mkdir()
+    data = _data()
+    for m in data["modes"]:
+        for r in m["repeats"]:
+            for st in r["steps"]:
+                for t in st["first_packet"]["targets"]:
+                    t.pop("connect_us")
+    old.write_text(json.dumps(data))
+    with pytest.raises(SystemExit):
+        main(["published", str(old), "--out", str(tmp_path)])
+    assert "runs before 2026-12-03 lack them" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["published", str(tmp_path / "missing.json"), "--out", str(tmp_path)])
