@@ -412,6 +412,8 @@ def test_the_posts_chart_is_set_beside_each_run_and_growth_is_judged_within_a_ru
     assert "| run-a | iptables | 5000 → 30000 | +225 | +60.0 | 0.27 | grows | grows: holds |" in md
     assert "does not grow: **does not hold**" in md
     assert (tmp_path / "published-first-packet.png").read_bytes()[:4] == b"\x89PNG"
+    small = published.comparisons(published.points([("run-b", _data())]))  # 100 -> 1000 Services
+    assert small and all(c["claim"] is None and c["holds"] is None for c in small)
 
 
 def test_growth_is_flat_when_the_repeats_overlap_even_if_the_pooled_intervals_do_not():
