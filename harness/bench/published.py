@@ -38,6 +38,7 @@ class Point:
     p99: dict | None
     per_repeat: dict | None  # each repeat's own p50, results.spread; None with one repeat
     repeats: int
+    repeat_p50s: tuple = ()  # each repeat's own p50, in repeat order (a repeat grows every size anew)
 
 
 def points(runs: list[tuple[str, dict]]) -> list[Point]:
@@ -48,7 +49,7 @@ def points(runs: list[tuple[str, dict]]) -> list[Point]:
             if r["fpc_late"]["n"] and r["fpc_late"]["p50"]:
                 out.append(Point(label, r["mode"], r["size"], r["fpc_late"]["p50"], r["fpc_late"]["p99"],
                                  r.get("fpc_late_p50_per_repeat_us") if r["repeats"] > 1 else None,
-                                 r["repeats"]))
+                                 r["repeats"], tuple(r.get("fpc_late_p50_repeats_us") or ())))
     return out
 
 
@@ -65,6 +66,12 @@ def growth_verdict(low: Point, high: Point) -> str:
     if apart(b, a) and (not (ra and rb) or rb["max"] < ra["min"]):
         return "shrinks"
     return "flat"
+
+
+def paired_growth(low: Point, high: Point) -> list[float]:
+    """Growth within each repeat (the same repeat's two sizes), for runs with repeats."""
+    pairs = list(zip(low.repeat_p50s, high.repeat_p50s))
+    return [b - a for a, b in pairs if a is not None and b is not None] if len(pairs) > 1 else []
 
 
 def comparisons(pts: list[Point]) -> list[dict]:
@@ -85,7 +92,10 @@ def comparisons(pts: list[Point]) -> list[dict]:
                 claim, agree = CLAIMS.get(mode, (None, set()))
                 if not post or p.size < min(post):
                     claim = None  # below the post's sizes its chart says nothing, and the effect is tiny
+                paired = paired_growth(base, p)
                 out.append({"run": run, "mode": mode, "from": base.size, "to": p.size, "ours_us": ours,
+                            "per_repeat_us": results.spread(paired), "repeats_up": sum(g > 0 for g in paired),
+                            "repeats_paired": len(paired),
                             "post_us": theirs, "ratio": ours / theirs if theirs else None,
                             "verdict": verdict, "claim": claim, "holds": None if claim is None else verdict in agree})
     return out
@@ -106,7 +116,7 @@ def render(pts: list[Point]) -> str:
     for p in sorted(pts, key=lambda p: (p.run, p.mode, p.size)):
         post = POST_US.get(p.mode, {}).get(p.size)
         out.append(f"| {p.run} | {p.mode} | {p.size} | {post[0] if post else '–'} | {_ci(p.p50)} | "
-                   f"{results._s(p.per_repeat, '{:.1f}') if p.per_repeat else '–'} | "
+                   f"{results.spread_text(p.per_repeat, '{:.1f}') if p.per_repeat else '–'} | "
                    f"{post[1] if post else '–'} | {_ci(p.p99)} | {p.repeats} |")
     cmp = comparisons(pts)
     if cmp:
@@ -115,13 +125,17 @@ def render(pts: list[Point]) -> str:
                 "the two intervals (and, with repeats, the two ranges of repeat p50s) do not overlap, "
                 "flat otherwise. The post's claims: iptables grows with the Services, nftables does not "
                 "(judged only where the larger size is within the post's, 5000 Services or more).", "",
-                "| run | mode | Services | post growth | our growth | ours ÷ post | seen | the post's claim |",
-                "|---|---|---|---|---|---|---|---|"]
+                "Per repeat: the growth within each repeat (both sizes measured in the same repeat), "
+                "`median (min–max)`, and in how many repeats it was positive.", "",
+                "| run | mode | Services | post growth | our growth | per repeat | ours ÷ post | seen | the post's claim |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for c in cmp:
             holds = "–" if c["claim"] is None else f"{c['claim']}: " + ("holds" if c["holds"] else "**does not hold**")
             post = "–" if c["post_us"] is None else f"{c['post_us']:+.0f}"
+            per = (f"{results.spread_text(c['per_repeat_us'], '{:+.1f}')}, up in {c['repeats_up']} of {c['repeats_paired']}"
+                   if c["repeats_paired"] else "–")
             out.append(f"| {c['run']} | {c['mode']} | {c['from']} → {c['to']} | {post} | {c['ours_us']:+.1f} | "
-                       f"{results._f(c['ratio'])} | {c['verdict']} | {holds} |")
+                       f"{per} | {results.number_text(c['ratio'])} | {c['verdict']} | {holds} |")
     return "\n".join(out) + "\n"
 
 

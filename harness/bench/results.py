@@ -47,10 +47,10 @@ def summarise(data: dict) -> list[dict]:
                 return [x for st in st_list for t in st["first_packet"]["targets"] if t["group"] == group
                         for x in t.get("connect_us", [])]
 
-            def fpc_per_repeat(group: str) -> dict | None:
-                # each repeat's own p50: how far whole runs of the same point fall apart
-                return spread([pct(fpc(group, [st]) or (fpc("early", [st]) if group == "late" else []), 50)
-                               for st in steps])
+            def fpc_per_repeat(group: str) -> list[float | None]:
+                # each repeat's own p50, in repeat order: how far whole runs of the same point fall apart
+                return [pct(fpc(group, [st]) or (fpc("early", [st]) if group == "late" else []), 50)
+                        for st in steps]
             fp_fail = sum(sum(t["failures"].values()) for st in steps for t in st["first_packet"]["targets"])
             c_pod, c_late = fpc("pod"), fpc("late") or fpc("early")
             pod, early, late = fp("pod"), fp("early"), fp("late")
@@ -77,8 +77,9 @@ def summarise(data: dict) -> list[dict]:
                 # connect() to SYN-ACK, microseconds, pooled over repeats, with bootstrap intervals
                 "fpc_pod": summary(c_pod), "fpc_late": summary(c_late), "fpc_early": summary(fpc("early")),
                 "fpc_late_minus_pod_p50_us": (pct(c_late, 50) - pct(c_pod, 50)) if c_late and c_pod else None,
-                "fpc_late_p50_per_repeat_us": fpc_per_repeat("late"),
-                "fpc_pod_p50_per_repeat_us": fpc_per_repeat("pod"),
+                "fpc_late_p50_repeats_us": fpc_per_repeat("late"),
+                "fpc_late_p50_per_repeat_us": spread(fpc_per_repeat("late")),
+                "fpc_pod_p50_per_repeat_us": spread(fpc_per_repeat("pod")),
                 "sync_p50_s": spread([s.get("p50_s") for s in sync]),
                 "sync_p95_s": spread([s.get("p95_s") for s in sync]),
                 "sync_mean_s": spread([s.get("mean_s") for s in sync]),
@@ -142,15 +143,15 @@ def slowed_rounds_text(res: dict) -> str:
     per_rule = (f"{res['slowed_p50_shift_us'] / res['slow_rules'] * 1000:.1f} ns per rule"
                 if res["slowed_p50_shift_us"] is not None else "–")
     return (f"p50 higher in {res['rounds_up']} of {res['rounds']} alternating rounds ({res['round_n']} connections "
-            f"a side; shifts {', '.join(_f(x, '{:+.0f}') for x in res['round_shifts_us'])} µs; median "
-            f"{_f(res['slowed_p50_shift_us'], '{:+.1f}')} µs, {per_rule}): "
+            f"a side; shifts {', '.join(number_text(x, '{:+.0f}') for x in res['round_shifts_us'])} µs; median "
+            f"{number_text(res['slowed_p50_shift_us'], '{:+.1f}')} µs, {per_rule}): "
             + ("**seen**." if res["detected"] else "**NOT seen**: the probe cannot be trusted here."))
 
 
 def _slowed_once_text(res: dict) -> str:
     """Results before 2026-12-05: one slowed sample against the two back-to-back ones."""
-    return (f"p50 {ci_text(res['slowed']['p50'])} µs, {_f(res['slowed_p50_shift_us'], '{:+.1f}')} µs "
-            f"({_f(res['slowed_p50_shift_us'] / res['slow_rules'] * 1000 if res['slowed_p50_shift_us'] is not None else None, '{:.1f}')}"
+    return (f"p50 {ci_text(res['slowed']['p50'])} µs, {number_text(res['slowed_p50_shift_us'], '{:+.1f}')} µs "
+            f"({number_text(res['slowed_p50_shift_us'] / res['slow_rules'] * 1000 if res['slowed_p50_shift_us'] is not None else None, '{:.1f}')}"
             f" ns per rule): " + ("**seen** (the intervals do not overlap)." if res["detected"]
                                  else "**NOT seen** (the intervals overlap): the probe cannot be trusted here."))
 
@@ -164,7 +165,7 @@ def resolution_lines(data: dict) -> list[str]:
             continue
         line = (f"- **{m['mode']}**: to pod IP {res['pod_ip']}, {res['n']} connections per sample: p50 "
                 f"{ci_text(res['first']['p50'])} µs, then {ci_text(res['second']['p50'])} µs back to back "
-                f"(difference {_f(res['back_to_back_p50_diff_us'], '{:.1f}')} µs; p99 "
+                f"(difference {number_text(res['back_to_back_p50_diff_us'], '{:.1f}')} µs; p99 "
                 f"{ci_text(res['first']['p99'])} µs).")
         if res.get("slow_rules"):
             line += (f" With {res['slow_rules']} non-matching rules first in the client node's nat PREROUTING: "
@@ -175,11 +176,11 @@ def resolution_lines(data: dict) -> list[str]:
     return out
 
 
-def _f(x, fmt: str = "{:.2f}") -> str:
+def number_text(x, fmt: str = "{:.2f}") -> str:
     return "–" if x is None else fmt.format(x)
 
 
-def _s(sp: dict | None, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
+def spread_text(sp: dict | None, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
     """median (min–max) of a spread."""
     if not sp:
         return "–"
@@ -223,14 +224,14 @@ def render_markdown(data: dict, charts: list[str]) -> str:
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(
-            f"| {r['mode']} | {r['size']} | {_f(r['programming_p50_s'])} / {_f(r['programming_p95_s'])} / "
-            f"{_f(r['programming_max_s'])} (n={r['programming_n']}"
+            f"| {r['mode']} | {r['size']} | {number_text(r['programming_p50_s'])} / {number_text(r['programming_p95_s'])} / "
+            f"{number_text(r['programming_max_s'])} (n={r['programming_n']}"
             + (f", {r['programming_failed']} no answer" if r['programming_failed'] else "") + ") | "
-            f"{_s(r['programming_p50_spread_s'])} | {_f(r['fp_pod_p50_ms'])} / {_f(r['fp_early_p50_ms'])} / "
-            f"{_f(r['fp_late_p50_ms'])}" + (f" ({r['fp_failed']} failed)" if r['fp_failed'] else "") + " | "
-            f"{_s(r['fp_late_minus_pod_spread_ms'])} | {_s(r['sync_p50_s'], '{:.3f}')} / "
-            f"{_s(r['sync_p95_s'], '{:.3f}')} | {_s(r['netprog_p50_s'])} | {_s(r['create_rate_per_s'], '{:.0f}')} | "
-            f"{_rules(r['dataplane'])} | {_s(r['rss_mib'], '{:.0f}')} | {_s(r['loadavg'], '{:.0f}')}"
+            f"{spread_text(r['programming_p50_spread_s'])} | {number_text(r['fp_pod_p50_ms'])} / {number_text(r['fp_early_p50_ms'])} / "
+            f"{number_text(r['fp_late_p50_ms'])}" + (f" ({r['fp_failed']} failed)" if r['fp_failed'] else "") + " | "
+            f"{spread_text(r['fp_late_minus_pod_spread_ms'])} | {spread_text(r['sync_p50_s'], '{:.3f}')} / "
+            f"{spread_text(r['sync_p95_s'], '{:.3f}')} | {spread_text(r['netprog_p50_s'])} | {spread_text(r['create_rate_per_s'], '{:.0f}')} | "
+            f"{_rules(r['dataplane'])} | {spread_text(r['rss_mib'], '{:.0f}')} | {spread_text(r['loadavg'], '{:.0f}')}"
             + (f" ({r['loud_repeats']} repeat(s) above --max-load)" if r.get("loud_repeats") else "") + " |")
     out += ["", "## First packet in microseconds: connect() until the SYN-ACK", "",
             f"{o.get('fp_connects', '–')} new connections per target, one after another, from the client pod "
@@ -242,9 +243,9 @@ def render_markdown(data: dict, charts: list[str]) -> str:
             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['mode']} | {r['size']} | {ci_text(r['fpc_pod']['p50'])} | "
-                   f"{_s(r['fpc_pod_p50_per_repeat_us'], '{:.1f}')} | {ci_text(r['fpc_early']['p50'])} | "
-                   f"{ci_text(r['fpc_late']['p50'])} | {_s(r['fpc_late_p50_per_repeat_us'], '{:.1f}')} | "
-                   f"{ci_text(r['fpc_late']['p99'])} | {_f(r['fpc_late_minus_pod_p50_us'], '{:+.1f}')} |")
+                   f"{spread_text(r['fpc_pod_p50_per_repeat_us'], '{:.1f}')} | {ci_text(r['fpc_early']['p50'])} | "
+                   f"{ci_text(r['fpc_late']['p50'])} | {spread_text(r['fpc_late_p50_per_repeat_us'], '{:.1f}')} | "
+                   f"{ci_text(r['fpc_late']['p99'])} | {number_text(r['fpc_late_minus_pod_p50_us'], '{:+.1f}')} |")
     if any(r["restarts"] for r in rows):
         out += ["", "## First sync after a kube-proxy restart", "",
                 "kube-proxy's pod on the client's node deleted with every Service of the size in place; the "
@@ -255,8 +256,8 @@ def render_markdown(data: dict, charts: list[str]) -> str:
         for r in rows:
             if r["restarts"]:
                 unfinished = "".join(f"; unfinished after {s:.0f}" for s in r["restart_unfinished_after_s"])
-                out.append(f"| {r['mode']} | {r['size']} | {_s(r['restart_first_sync_s'], '{:.3f}')} | "
-                           f"{_s(r['restart_start_to_synced_s'])} | {_s(r['restart_delete_to_synced_s'])}{unfinished} |")
+                out.append(f"| {r['mode']} | {r['size']} | {spread_text(r['restart_first_sync_s'], '{:.3f}')} | "
+                           f"{spread_text(r['restart_start_to_synced_s'])} | {spread_text(r['restart_delete_to_synced_s'])}{unfinished} |")
     res = resolution_lines(data)
     if res:
         out += ["", "## The probe's resolution (measured on each cluster before it grew)", "", *res]
@@ -269,9 +270,9 @@ def render_markdown(data: dict, charts: list[str]) -> str:
                 "| Services | programming p50 | programming p95 | sync p50 | sync mean | first sync after a restart "
                 "| first packet through late Services, p50 difference (ms) |", "|---|---|---|---|---|---|---|"]
         for r in rat:
-            out.append(f"| {r['size']} | {_f(r['programming_p50'])} | {_f(r['programming_p95'])} | "
-                       f"{_f(r['sync_p50'])} | {_f(r['sync_mean'])} | {_f(r['restart_first_sync'])} | "
-                       f"{_f(r['fp_late_p50_diff_ms'], '{:+.2f}')} |")
+            out.append(f"| {r['size']} | {number_text(r['programming_p50'])} | {number_text(r['programming_p95'])} | "
+                       f"{number_text(r['sync_p50'])} | {number_text(r['sync_mean'])} | {number_text(r['restart_first_sync'])} | "
+                       f"{number_text(r['fp_late_p50_diff_ms'], '{:+.2f}')} |")
     out += ["", "## How it was measured", "",
             "- **programming**: a client pod polls a ClusterIP chosen up front (a new connection every "
             "~0.1 s); the Service is then created with that ClusterIP; the latency runs from just before "

@@ -392,6 +392,10 @@ def test_first_packet_spread_between_repeats_is_each_repeats_own_p50(tmp_path):
     assert ipt["fpc_pod_p50_per_repeat_us"]["max"] == 40.0
     text = results.write(data, tmp_path)[0].read_text()
     assert "| 180.0 (120.0–240.0) |" in text
+    assert ipt["fpc_late_p50_repeats_us"] == [120.0, 240.0]  # in repeat order, for growth within a repeat
+    from harness.bench import published
+    pts = {p.size: p for p in published.points([("r", data)]) if p.mode == "iptables"}
+    assert published.paired_growth(pts[100], pts[1000]) == [120.0 - 60.0, 240.0 - 60.0]
 
 
 def test_the_posts_chart_is_set_beside_each_run_and_growth_is_judged_within_a_run(tmp_path):
@@ -409,7 +413,8 @@ def test_the_posts_chart_is_set_beside_each_run_and_growth_is_judged_within_a_ru
     assert cmp["iptables"]["verdict"] == "grows" and cmp["iptables"]["holds"] is True
     assert cmp["nftables"]["verdict"] == "grows" and cmp["nftables"]["holds"] is False
     md = published.write([("run-a", data)], tmp_path).read_text()
-    assert "| run-a | iptables | 5000 → 30000 | +225 | +60.0 | 0.27 | grows | grows: holds |" in md
+    assert ("| run-a | iptables | 5000 → 30000 | +225 | +60.0 | +60.0 (+60.0–+60.0), up in 2 of 2 | 0.27 | grows "
+            "| grows: holds |") in md
     assert "does not grow: **does not hold**" in md
     assert (tmp_path / "published-first-packet.png").read_bytes()[:4] == b"\x89PNG"
     small = published.comparisons(published.points([("run-b", _data())]))  # 100 -> 1000 Services
