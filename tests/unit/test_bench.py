@@ -416,6 +416,11 @@ def test_the_posts_chart_is_set_beside_each_run_and_growth_is_judged_within_a_ru
     assert ("| run-a | iptables | 5000 → 30000 | +225 | +60.0 | +60.0 (+60.0–+60.0), up in 2 of 2 | 0.27 | grows "
             "| grows: holds |") in md
     assert "does not grow: **does not hold**" in md
+    # iptables 120 us against nftables' 80 us at 30000 (the post: 274 - 14), alike at 5000
+    gap = {g["size"]: g for g in published.gaps(pts)}
+    assert gap[30000]["ours_us"] == 40.0 and gap[30000]["post_us"] == 260 and gap[30000]["nftables_faster"]
+    assert gap[5000]["ours_us"] == 0.0 and not gap[5000]["nftables_faster"]
+    assert "| run-a | 30000 | +260 | +40.0 | +40.0 (+40.0–+40.0) | yes |" in md
     assert (tmp_path / "published-first-packet.png").read_bytes()[:4] == b"\x89PNG"
     small = published.comparisons(published.points([("run-b", _data())]))  # 100 -> 1000 Services
     assert small and all(c["claim"] is None and c["holds"] is None for c in small)
