@@ -39,7 +39,7 @@ from pathlib import Path
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from .. import assembly, config, engine, modes
+from .. import assembly, config, engine, modes, progress
 from ..cluster import KindCluster, claim_name
 from ..lab import DEMO_PORT, ClusterHandle, Lab
 from ..owners import Owner
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "bench-scale"
 BENCH_LABEL = "svc-harness.io/bench"      # value: "bulk" or "probe"
 POLL_LIMIT_S = 120                        # a programming sample gives up after this long
+PROGRESS_EVERY_S = 30                     # a progress line while Services are created in bulk
 # The EndpointSlice controller writes a slice per Service at its client's rate limit, 20 writes/s
 # by default (kube-controller-manager --kube-api-qps): 25 minutes for 30 000 Services. The
 # benchmark's clusters let it keep up with the bulk creation instead.
@@ -212,11 +213,16 @@ class ScaleBench:
         names = [f"s{i:05d}" for i in range(first, first + count)]
         self.lab.step(f"create {count} ClusterIP Services selecting app=demoapp "
                       f"({self.opts.create_workers} parallel API calls)")
-        started = time.monotonic()
+        started = said = time.monotonic()
         with ThreadPoolExecutor(self.opts.create_workers) as pool:
             # _preload_content=False: the answers are not needed, and decoding 5000 of them costs CPU
-            list(pool.map(lambda n: _done(self.api.create_namespaced_service(
-                NAMESPACE, self._body(n, "bulk"), _preload_content=False)), names))
+            for done, _ in enumerate(pool.map(lambda n: _done(self.api.create_namespaced_service(
+                    NAMESPACE, self._body(n, "bulk"), _preload_content=False)), names), 1):
+                now = time.monotonic()
+                if now - said >= PROGRESS_EVERY_S and done < count:  # 30 000 take half an hour here
+                    said = now
+                    progress.emit(f"{self.mode}: {done} of {count} Services created "
+                                  f"({done / (now - started):.0f}/s so far)")
         seconds = time.monotonic() - started
         log.info("%s: created %d Services in %.1fs (%.0f/s)", self.mode, count, seconds,
                  count / seconds if seconds else 0)

@@ -454,3 +454,25 @@ def test_published_refuses_runs_without_microsecond_timings(tmp_path, capsys):
     assert "runs before 2026-12-03 lack them" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["published", str(tmp_path / "missing.json"), "--out", str(tmp_path)])
+
+
+def test_a_long_bulk_creation_says_how_far_it_got(monkeypatch, caplog):
+    import logging
+    from types import SimpleNamespace
+    created = []
+
+    class Api:
+        def create_namespaced_service(self, ns, body, _preload_content=True):
+            created.append(body["metadata"]["name"])
+            return SimpleNamespace(status=201, release_conn=lambda: None)
+
+    monkeypatch.setattr(scale, "PROGRESS_EVERY_S", 0)  # a line per Service, but the last
+    monkeypatch.setattr(scale, "_done", lambda r: r)
+    bench = SimpleNamespace(api=Api(), mode="nftables", opts=SimpleNamespace(create_workers=2),
+                            lab=SimpleNamespace(step=lambda title: None),
+                            _body=lambda name, kind: {"metadata": {"name": name}})
+    with caplog.at_level(logging.INFO, logger="harness.progress"):
+        names, _ = scale.ScaleBench.create_bulk(bench, 7, 3)
+    assert names == ["s00007", "s00008", "s00009"] and sorted(created) == names
+    lines = [r.getMessage() for r in caplog.records if r.name == "harness.progress"]
+    assert [line.split(" Services")[0] for line in lines] == ["nftables: 1 of 3", "nftables: 2 of 3"]
