@@ -122,6 +122,11 @@ def _ci(ci: dict | None) -> str:
     return results.ci_text(ci)
 
 
+def _section(title: str, intro: str, columns: list[str]) -> list[str]:
+    """A Markdown section's heading, its paragraph and its table's header rows."""
+    return ["", f"## {title}", "", intro, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def render(pts: list[Point]) -> str:
     out = ["# First packet against the number of Services: the post's chart and ours", "",
            f"Published: {SOURCE}. Ours: connect() until the SYN-ACK through the late Services of the "
@@ -137,15 +142,15 @@ def render(pts: list[Point]) -> str:
                    f"{post[1] if post else '–'} | {_ci(p.p99)} | {p.repeats} |")
     cmp = comparisons(pts)
     if cmp:
-        out += ["", "## Growth within a run, beside the post's", "",
-                "p50 at the larger size minus p50 at the smaller one, µs. *Seen*: grows or shrinks when "
-                "the two intervals (and, with repeats, the two ranges of repeat p50s) do not overlap, "
-                "flat otherwise. The post's claims: iptables grows with the Services, nftables does not "
-                "(judged only where the larger size is within the post's, 5000 Services or more).", "",
-                "Per repeat: the growth within each repeat (both sizes measured in the same repeat), "
-                "`median (min–max)`, and in how many repeats it was positive.", "",
-                "| run | mode | Services | post growth | our growth | per repeat | ours ÷ post | seen | the post's claim |",
-                "|---|---|---|---|---|---|---|---|---|"]
+        out += _section("Growth within a run, beside the post's",
+                        "p50 at the larger size minus p50 at the smaller one, µs. *Seen*: grows or shrinks when "
+                        "the two intervals (and, with repeats, the two ranges of repeat p50s) do not overlap, "
+                        "flat otherwise. The post's claims: iptables grows with the Services, nftables does not "
+                        "(judged only where the larger size is within the post's, 5000 Services or more). "
+                        "Per repeat: the growth within each repeat (both sizes measured in the same repeat), "
+                        "`median (min–max)`, and in how many repeats it was positive.",
+                        ["run", "mode", "Services", "post growth", "our growth", "per repeat", "ours ÷ post",
+                         "seen", "the post's claim"])
         for c in cmp:
             holds = "–" if c["claim"] is None else f"{c['claim']}: " + ("holds" if c["holds"] else "**does not hold**")
             post = "–" if c["post_us"] is None else f"{c['post_us']:+.0f}"
@@ -155,12 +160,12 @@ def render(pts: list[Point]) -> str:
                        f"{per} | {results.number_text(c['ratio'])} | {c['verdict']} | {holds} |")
     gap = gaps(pts)
     if gap:
-        out += ["", "## iptables − nftables at one size, same run", "",
-                "p50 through late Services, µs; *nftables faster* when the two intervals (and, with "
-                "repeats, the two ranges of repeat p50s) are apart. Each repeat's modes ran on clusters "
-                "of their own, one after the other, so the per-repeat figure pairs repeat i of one mode "
-                "with repeat i of the other.", "",
-                "| run | Services | post gap | our gap | per repeat | nftables faster |", "|---|---|---|---|---|---|"]
+        out += _section("iptables − nftables at one size, same run",
+                        "p50 through late Services, µs; *nftables faster* when the two intervals (and, with "
+                        "repeats, the two ranges of repeat p50s) are apart. Each repeat's modes ran on clusters "
+                        "of their own, one after the other, so the per-repeat figure pairs repeat i of one mode "
+                        "with repeat i of the other.",
+                        ["run", "Services", "post gap", "our gap", "per repeat", "nftables faster"])
         for g in gap:
             post = "–" if g["post_us"] is None else f"{g['post_us']:+.0f}"
             out.append(f"| {g['run']} | {g['size']} | {post} | {g['ours_us']:+.1f} | "
