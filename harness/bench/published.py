@@ -7,7 +7,7 @@ chart (±5 µs). Our figure is connect() until the SYN-ACK through the late Serv
 differ; the claim is about growth, and growth is only compared within one run (one cluster), never
 between runs.
 
-    python -m harness.bench published docs/bench/host-1.37-*/results.json --out docs/bench
+    python -m harness.bench published RUN_A/results.json RUN_B/results.json --out DIR
 
 writes DIR/published-first-packet.md and DIR/published-first-packet.png.
 """
