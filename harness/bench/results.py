@@ -53,6 +53,7 @@ def summarise(data: dict) -> list[dict]:
                         for st in steps]
             fp_fail = sum(sum(t["failures"].values()) for st in steps for t in st["first_packet"]["targets"])
             c_pod, c_late = fpc("pod"), fpc("late") or fpc("early")
+            late_per_repeat = fpc_per_repeat("late")
             pod, early, late = fp("pod"), fp("early"), fp("late")
             sync = [_client_view(st["probe_kube_proxy"], st["client_node"]).get("sync_proxy_rules", {})
                     for st in steps]
@@ -77,8 +78,8 @@ def summarise(data: dict) -> list[dict]:
                 # connect() to SYN-ACK, microseconds, pooled over repeats, with bootstrap intervals
                 "fpc_pod": summary(c_pod), "fpc_late": summary(c_late), "fpc_early": summary(fpc("early")),
                 "fpc_late_minus_pod_p50_us": (pct(c_late, 50) - pct(c_pod, 50)) if c_late and c_pod else None,
-                "fpc_late_p50_repeats_us": fpc_per_repeat("late"),
-                "fpc_late_p50_per_repeat_us": spread(fpc_per_repeat("late")),
+                "fpc_late_p50_repeats_us": late_per_repeat,
+                "fpc_late_p50_per_repeat_us": spread(late_per_repeat),
                 "fpc_pod_p50_per_repeat_us": spread(fpc_per_repeat("pod")),
                 "sync_p50_s": spread([s.get("p50_s") for s in sync]),
                 "sync_p95_s": spread([s.get("p95_s") for s in sync]),
