@@ -108,6 +108,21 @@ def synced_since(snap: Snapshot, complete: float, written: float) -> bool:
     return last > complete or (queued >= written > 0 and last >= queued)
 
 
+def around_change(before: Snapshot, after: Snapshot, changed: float, answered: float | None) -> dict:
+    """kube-proxy's syncs around one change: a Service created at `changed` (host time) and first
+    answered at `answered`, scraped just before the create and just after the answer was seen.
+    `syncs`: the syncs that ended in between, i.e. whether the Service and its EndpointSlice reached
+    the data plane in one sync or two; `since_last_sync_s`: how long before the create the previous
+    sync had ended (kube-proxy lets at least minSyncPeriod pass between the end of one sync and the
+    start of the next)."""
+    n = after.histograms.get(SYNC, Histogram()).count - before.histograms.get(SYNC, Histogram()).count
+    last_before, last_after = before.gauges.get(LAST_SYNC), after.gauges.get(LAST_SYNC)
+    return {"syncs": int(n),
+            "since_last_sync_s": changed - last_before if last_before else None,
+            # a sync that ended after the answer is in the count too: that sample's count is an upper bound
+            "synced_after_answer": bool(answered is not None and last_after and last_after > answered)}
+
+
 def first_sync(snap: Snapshot) -> dict | None:
     """A freshly started kube-proxy's first sync (the one that writes every Service's rules), or
     None before it ended. Its duration is exact while the histogram holds that one sync (the full-sync

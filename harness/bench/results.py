@@ -28,6 +28,20 @@ def _client_view(views: list[dict], node: str) -> dict:
     return next((v for v in views if v.get("node") == node), views[0] if views else {})
 
 
+def by_syncs(samples: list[dict]) -> list[dict]:
+    """Programming samples grouped by how many kube-proxy syncs ended between the create and the
+    answer (samples recorded with that count only): latency p50 and how long before the create the
+    previous sync had ended."""
+    groups: dict[int, list[dict]] = {}
+    for p in samples:
+        if p.get("kube_proxy") and p["latency_s"] is not None:
+            groups.setdefault(p["kube_proxy"]["syncs"], []).append(p)
+    return [{"syncs": k, "n": len(g), "p50_s": pct([p["latency_s"] for p in g], 50),
+             "since_last_sync_s": spread([p["kube_proxy"]["since_last_sync_s"] for p in g]),
+             "synced_after_answer": sum(p["kube_proxy"]["synced_after_answer"] for p in g)}
+            for k, g in sorted(groups.items())]
+
+
 def summarise(data: dict) -> list[dict]:
     """One row per (mode, size): pooled percentiles over all repeats, and per-repeat spreads."""
     rows = []
@@ -68,6 +82,7 @@ def summarise(data: dict) -> list[dict]:
                 "programming_p50_s": pct(prog, 50), "programming_p95_s": pct(prog, 95),
                 "programming_max_s": max(prog) if prog else None,
                 "programming_p50_spread_s": spread(per_rep_p50),
+                "programming_by_syncs": by_syncs([p for st in steps for p in st["programming"]]),
                 "fp_pod_p50_ms": pct(pod, 50), "fp_early_p50_ms": pct(early, 50),
                 "fp_late_p50_ms": pct(late, 50), "fp_late_p95_ms": pct(late, 95),
                 "fp_pod_p95_ms": pct(pod, 95), "fp_n": len(pod) + len(early) + len(late), "fp_failed": fp_fail,
@@ -259,6 +274,19 @@ def render_markdown(data: dict, charts: list[str]) -> str:
                 unfinished = "".join(f"; unfinished after {s:.0f}" for s in r["restart_unfinished_after_s"])
                 out.append(f"| {r['mode']} | {r['size']} | {spread_text(r['restart_first_sync_s'], '{:.3f}')} | "
                            f"{spread_text(r['restart_start_to_synced_s'])} | {spread_text(r['restart_delete_to_synced_s'])}{unfinished} |")
+    if any(r["programming_by_syncs"] for r in rows):
+        out += ["", "## Programming latency by kube-proxy syncs", "",
+                "The programming samples grouped by how many syncs kube-proxy on the client's node ended "
+                "between the create call and the first answer (one: the Service and its EndpointSlice in "
+                "one sync; two: the Service first, its endpoints in the next), with how long before the "
+                "create its previous sync had ended, `median (min–max)`. Counts that also hold a sync "
+                "ended after the answer are upper bounds, counted in the last column.", "",
+                "| mode | Services | syncs until the answer | samples | programming p50 (s) | "
+                "previous sync ended before the create (s) | upper bounds |", "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            for g in r["programming_by_syncs"]:
+                out.append(f"| {r['mode']} | {r['size']} | {g['syncs']} | {g['n']} | {number_text(g['p50_s'])} | "
+                           f"{spread_text(g['since_last_sync_s'])} | {g['synced_after_answer']} |")
     res = resolution_lines(data)
     if res:
         out += ["", "## The probe's resolution (measured on each cluster before it grew)", "", *res]

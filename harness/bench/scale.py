@@ -288,14 +288,16 @@ class ScaleBench:
         return complete
 
     # ---- measurements ---------------------------------------------------------------
-    def scrape(self) -> list[metrics.Snapshot]:
+    def scrape(self, nodes: list[str] | None = None) -> list[metrics.Snapshot]:
+        """kube-proxy's metrics on `nodes` (default: every node)."""
         now = time.time()
+        nodes = nodes or [n.name for n in self.cluster.nodes]
         pods = {p.spec.node_name: p.metadata.name for p in self.api.list_namespaced_pod(
             "kube-system", label_selector=modes.KUBE_PROXY_SELECTOR).items if not p.metadata.deletion_timestamp}
-        missing = [n.name for n in self.cluster.nodes if n.name not in pods]
+        missing = [n for n in nodes if n not in pods]
         if missing:
             raise RuntimeError(f"expected a kube-proxy pod on every node; none on {missing} (seen: {pods})")
-        return [metrics.scrape(self.api, n.name, pods[n.name], now) for n in self.cluster.nodes]
+        return [metrics.scrape(self.api, n, pods[n], now) for n in nodes]
 
     def programming_sample(self, services_before: int) -> dict:
         """Create one more Service and time until the client pod first gets an answer through it."""
@@ -308,6 +310,7 @@ class ScaleBench:
         out = f"/tmp/bench-{name}"
         self.client.exec(["bash", "-c", f"nohup bash -c {shlex.quote(POLLER)} _ {ip} {DEMO_PORT} {out} "
                                         f"{POLL_LIMIT_S} </dev/null >/dev/null 2>&1 &"])
+        [proxy_before] = self.scrape([self.client.node])
         t0 = time.time()
         _done(self.api.create_namespaced_service(NAMESPACE, self._body(name, "probe", ip),
                                                  _preload_content=False))
@@ -315,10 +318,13 @@ class ScaleBench:
         line = Wait(f"the poller in {self.client.describe()} to report on new Service {name} ({ip}) "
                     f"(seen: its output)", timeout=POLL_LIMIT_S + 30, interval=1.0).until(
             lambda: self.client.exec(["cat", out], check=False).stdout.strip(), bool)
+        [proxy_after] = self.scrape([self.client.node])
         status, start, end, attempts = line.split()
+        answered = float(end) if status == "ok" else None
         return {"service": name, "cluster_ip": ip, "services_before": services_before, "status": status,
-                "latency_s": float(end) - t0 if status == "ok" else None, "api_call_s": api_s,
-                "poller_started_before_create": float(start) <= t0, "attempts": int(attempts)}
+                "latency_s": answered - t0 if answered else None, "api_call_s": api_s,
+                "poller_started_before_create": float(start) <= t0, "attempts": int(attempts),
+                "kube_proxy": metrics.around_change(proxy_before, proxy_after, t0, answered)}
 
     def first_packet(self, created: list[str]) -> dict:
         """Connect + first response through early and late Services vs a pod IP directly."""

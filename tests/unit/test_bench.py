@@ -476,3 +476,36 @@ def test_a_long_bulk_creation_says_how_far_it_got(monkeypatch, caplog):
     assert names == ["s00007", "s00008", "s00009"] and sorted(created) == names
     lines = [r.getMessage() for r in caplog.records if r.name == "harness.progress"]
     assert [line.split(" Services")[0] for line in lines] == ["nftables: 1 of 3", "nftables: 2 of 3"]
+
+
+def test_syncs_around_one_change_are_counted_with_the_time_since_the_previous_one():
+    def snap(syncs, last):
+        return metrics.Snapshot("w", 0.0, {metrics.SYNC: metrics.Histogram({}, syncs, 0.0)},
+                                {metrics.LAST_SYNC: last})
+    two = metrics.around_change(snap(8, 100.0), snap(10, 103.4), changed=102.5, answered=103.5)
+    assert two == {"syncs": 2, "since_last_sync_s": 2.5, "synced_after_answer": False}
+    # a sync ended after the answer: the count is an upper bound, and said so
+    assert metrics.around_change(snap(8, 100.0), snap(9, 104.0), 100.4, 103.5)["synced_after_answer"] is True
+    # no answer, or a kube-proxy that never synced: nothing made up
+    fresh = metrics.around_change(snap(0, 0.0), snap(1, 5.0), 1.0, None)
+    assert fresh == {"syncs": 1, "since_last_sync_s": None, "synced_after_answer": False}
+
+
+def test_programming_samples_are_grouped_by_the_syncs_they_took(tmp_path):
+    data = _data()
+    step = data["modes"][1]["repeats"][0]["steps"][1]
+    step["programming"] = [
+        {"latency_s": 1.3, "kube_proxy": {"syncs": 2, "since_last_sync_s": 1.6, "synced_after_answer": False}},
+        {"latency_s": 1.4, "kube_proxy": {"syncs": 2, "since_last_sync_s": 1.2, "synced_after_answer": True}},
+        {"latency_s": 0.5, "kube_proxy": {"syncs": 1, "since_last_sync_s": 0.4, "synced_after_answer": False}},
+        {"latency_s": None, "kube_proxy": {"syncs": 0, "since_last_sync_s": 0.2, "synced_after_answer": False}}]
+    row = next(r for r in results.summarise(data) if r["mode"] == "nftables" and r["size"] == 1000)
+    assert row["programming_by_syncs"] == [
+        {"syncs": 1, "n": 1, "p50_s": 0.5, "since_last_sync_s": {"min": 0.4, "median": 0.4, "max": 0.4},
+         "synced_after_answer": 0},
+        {"syncs": 2, "n": 2, "p50_s": pytest.approx(1.35),
+         "since_last_sync_s": {"min": 1.2, "median": pytest.approx(1.4), "max": 1.6}, "synced_after_answer": 1}]
+    text = results.write(data, tmp_path)[0].read_text()
+    assert "| nftables | 1000 | 2 | 2 | 1.35 | 1.40 (1.20–1.60) | 1 |" in text
+    # results written before the count existed have no such section
+    assert "by kube-proxy syncs" not in results.write(_data(), tmp_path / "old")[0].read_text()
