@@ -57,6 +57,7 @@ class GoBuild:
     packages: list[str]              # package -> output binary name is the last path element
     rename: dict[str, str] = field(default_factory=dict)
     version_keys: tuple[str, ...] = ()
+    versions: dict[str, str] = field(default_factory=dict)  # where version_keys are read (default: the builder's)
     ldflags: str = "-s -w"
     pins: dict[str, str] = field(default_factory=dict)  # Go module path -> version (from versions.env)
     test: bool = False               # `go test -c`: the package's test binary (<name>.test), e.g. e2e.test
@@ -116,13 +117,23 @@ def e2e_pins(v: dict[str, str]) -> dict[str, str]:
     return {"k8s.io/kubernetes": v["KUBERNETES_VERSION"]}
 
 
+def agnhost_source(v: dict[str, str]) -> dict[str, str]:
+    """The release whose source agnhost is built from for release `v`. agnhost is versioned apart
+    from Kubernetes: releases whose e2e.test asks for the same tag share the default release's
+    build, so one tag never names two different images (and a second release costs no build)."""
+    default = config.versions(v["KUBERNETES_DEFAULT"])
+    return default if default["AGNHOST_VERSION"] == v["AGNHOST_VERSION"] else v
+
+
 def agnhost_build(v: dict[str, str]) -> "GoBuild":
-    return GoBuild("agnhost", E2E_MODULE, ["k8s.io/kubernetes/test/images/agnhost"],
-                   version_keys=("KUBERNETES_VERSION",), pins=e2e_pins(v), out_dir=config.version_bin(v))
+    src = agnhost_source(v)
+    return GoBuild("agnhost", E2E_MODULE, ["k8s.io/kubernetes/test/images/agnhost"], version_keys=("KUBERNETES_VERSION",),
+                   versions=src, pins=e2e_pins(src), out_dir=config.version_bin(src))
 
 
 def agnhost_image(v: dict[str, str], runner: Runner = DEFAULT) -> "Image":
     """agnhost on the Debian base with the tools its pods exec (images/agnhost/Dockerfile)."""
+    v = agnhost_source(v)
     porter = module_dir("k8s.io/kubernetes", v["KUBERNETES_VERSION"], runner) / "test/images/agnhost/porter"
     return Image(agnhost_ref(v), (config.IMAGES_DIR / "agnhost" / "Dockerfile").read_text(),
                  {"agnhost": config.version_bin(v) / "agnhost",
@@ -382,7 +393,7 @@ class Builder:
         mod = self.work_module(b)
         # A test binary adds a word to its inputs; plain builds keep the hashes they always had.
         inputs = _hash(mod, gover, b.ldflags, *(["go test -c"] if b.test else []),
-                       *[self.v[k] for k in b.version_keys])
+                       *[(b.versions or self.v)[k] for k in b.version_keys])
         stamp = self.stamps / b.stamp_name
         if (not self.force and stamp.exists() and stamp.read_text() == inputs
                 and all(o.exists() for o in b.outputs())):

@@ -509,3 +509,29 @@ def test_programming_samples_are_grouped_by_the_syncs_they_took(tmp_path):
     assert "| nftables | 1000 | 2 | 2 | 1.35 | 1.40 (1.20–1.60) | 1 |" in text
     # results written before the count existed have no such section
     assert "by kube-proxy syncs" not in results.write(_data(), tmp_path / "old")[0].read_text()
+
+
+def test_failures_to_the_pod_ip_fail_the_run_except_in_ipvs_where_they_are_reported(tmp_path, monkeypatch, capsys):
+    from harness.bench.__main__ import main
+    data = _data()
+    data["modes"][1]["mode"] = "ipvs"
+    for m in data["modes"]:
+        for r in m["repeats"]:
+            for st in r["steps"]:
+                st["programming"] = [p for p in st["programming"] if p["latency_s"] is not None]
+                for t in st["first_packet"]["targets"]:
+                    t["failures"] = {"connect timeout": 2} if t["group"] == "pod" else {}
+    monkeypatch.setattr(scale, "run", lambda opts: data)
+    assert main(["scale", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED iptables 1000: 0 new Service(s) never answered, 0 first-packet request(s) failed, 4 to the pod IP" in err
+    assert "FAILED ipvs" not in err and "note: ipvs 1000: 4 connection(s) straight to the pod IP" in err
+    assert "IPVS matches the reply" in err and "note: iptables" not in err
+    assert "| ipvs | 1000 |" in (tmp_path / "results.md").read_text()
+    assert "(4 to the pod IP failed)" in (tmp_path / "results.md").read_text()
+    data["modes"] = data["modes"][1:]
+    assert main(["scale", "--out", str(tmp_path)]) == 0
+    data["modes"][0]["repeats"][0]["steps"][0]["first_packet"]["targets"][2]["failures"] = {"timeout": 1}
+    assert main(["scale", "--out", str(tmp_path)]) == 1
+    assert "FAILED ipvs 100: 0 new Service(s) never answered, 1 first-packet request(s) failed, 4 to the pod IP" in capsys.readouterr().err
+    assert "(1 failed; 4 to the pod IP failed)" in (tmp_path / "results.md").read_text()

@@ -429,6 +429,22 @@ def test_builds_of_one_release_go_to_its_own_folder():
     assert images.agnhost_ref(v) == "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
 
 
+def test_releases_asking_for_one_agnhost_tag_share_one_build():
+    # Two builds under one tag would replace each other's image at every build of either release.
+    default = config.versions(config.versions()["KUBERNETES_DEFAULT"])
+    shared = images.agnhost_build(default)
+    assert shared.versions["KUBERNETES_VERSION"] == default["KUBERNETES_VERSION"]
+    for minor in config.k8s_minors():
+        v = config.versions(minor)
+        b, img = images.agnhost_build(v), images.agnhost_image(v, FakeRunner().on(["go", "mod", "download"], stdout='{"Dir": "/k"}'))
+        assert img.tag == images.agnhost_ref(v)
+        if v["AGNHOST_VERSION"] == default["AGNHOST_VERSION"]:
+            assert b == shared and img.files["agnhost"] == shared.outputs()[0]
+        else:
+            assert b.pins == {"k8s.io/kubernetes": v["KUBERNETES_VERSION"]} and b.out_dir == config.version_bin(v)
+            assert img.files["agnhost"] == config.version_bin(v) / "agnhost"
+
+
 def test_a_pinned_build_works_in_a_copy_and_leaves_the_checkout_alone(tmp_path, monkeypatch):
     from harness.runner import FakeRunner
     monkeypatch.setattr(config, "CACHE", tmp_path)
