@@ -56,8 +56,8 @@ class Timings:
 
 
 def connect_timeout_s() -> float:
-    """A guard, not the measure: in the UML guest (slowdown 3) connects to a plain pod IP stalled
-    past 1 s now and then (14 of 600 on 2026-12-03), so the limit scales like every wait."""
+    """A guard, not the measure; it scales like every wait in the slow UML guest. (Connects straight
+    to a pod that time out in ipvs clusters are IPVS's, results.POD_FAILURES, not slowness.)"""
     from ..waits import slowdown
     return CONNECT_TIMEOUT_S * slowdown()
 
