@@ -57,6 +57,44 @@ def unreached(result: Result, server: str = "") -> bool:
     return not result.ok and result.returncode != 124 and (refused or any(m in text for m in UNREACHED))
 
 
+# How the API server says a write did not reach its storage in time (etcd starved of CPU or disk,
+# seen in the guest while host suites ran beside it). Whether the object was written is unknown, so
+# a retried create that meets AlreadyExists, or a delete that meets NotFound, is done.
+STORAGE_TIMEOUTS = ("etcdserver: request timed out", "etcdserver: leader changed",
+                    "etcdserver: too many requests")
+BUSY_STATUSES = (429, 500, 503, 504)  # throttled, or the server gave up on the request itself
+SETTLED = {"create": 409, "delete": 404}  # what a retry meets when an earlier attempt went through
+API_WRITE_TIMEOUT = 120  # seconds (scaled like every wait) for a busy API server to take a write
+
+
+def busy(error: k8s.ApiException) -> bool:
+    """Whether an API error says "not now" (a retry may succeed) rather than "not this"."""
+    return error.status in BUSY_STATUSES or any(m in (error.body or "") for m in STORAGE_TIMEOUTS)
+
+
+def api_write(call, what: str, verb: str = "create", timeout: float = API_WRITE_TIMEOUT):
+    """`call()` (one client write); again while the API server answers "busy", until `timeout`.
+    Any other error is raised at once."""
+    retried: list[str] = []
+
+    def attempt():
+        try:
+            return True, call()
+        except k8s.ApiException as e:
+            if retried and e.status == SETTLED.get(verb):
+                log.info("%s: an earlier attempt went through (%s on retry)", what, e.status)
+                return True, None
+            if not busy(e):
+                raise
+            seen = f"{e.status} {(e.body or e.reason or '').strip()[:200]}"
+            retried.append(seen)
+            log.warning("%s: the API server is busy (attempt %d): %s", what, len(retried), seen)
+            return False, seen
+
+    return Wait(f"the API server to take {what}", timeout=timeout, interval=1.0,
+                transient=()).until(attempt, lambda r: r[0])[1]
+
+
 class Kube:
     def __init__(self, kubeconfig: Path | str, runner: Runner = DEFAULT, context: str | None = None):
         self.kubeconfig = str(kubeconfig)

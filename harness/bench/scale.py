@@ -41,6 +41,7 @@ from kubernetes import config as k8s_config
 
 from .. import assembly, config, engine, modes, progress
 from ..cluster import KindCluster, claim_name
+from ..kube import api_write
 from ..lab import DEMO_PORT, ClusterHandle, Lab
 from ..owners import Owner
 from ..runner import CommandError, Step
@@ -208,6 +209,11 @@ class ScaleBench:
         return {"apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": name, "labels": {BENCH_LABEL: kind}}, "spec": spec}
 
+    def _create(self, name: str, kind: str, cluster_ip: str = "") -> None:
+        # _preload_content=False: the answers are not needed, and decoding 5000 of them costs CPU
+        api_write(lambda: _done(self.api.create_namespaced_service(
+            NAMESPACE, self._body(name, kind, cluster_ip), _preload_content=False)), f"creating Service {name}")
+
     def create_bulk(self, first: int, count: int) -> tuple[list[str], float]:
         """Create Services s<first>..s<first+count-1> with parallel API calls; (names, seconds)."""
         names = [f"s{i:05d}" for i in range(first, first + count)]
@@ -215,9 +221,7 @@ class ScaleBench:
                       f"({self.opts.create_workers} parallel API calls)")
         started = said = time.monotonic()
         with ThreadPoolExecutor(self.opts.create_workers) as pool:
-            # _preload_content=False: the answers are not needed, and decoding 5000 of them costs CPU
-            for done, _ in enumerate(pool.map(lambda n: _done(self.api.create_namespaced_service(
-                    NAMESPACE, self._body(n, "bulk"), _preload_content=False)), names), 1):
+            for done, _ in enumerate(pool.map(lambda n: self._create(n, "bulk"), names), 1):
                 now = time.monotonic()
                 if now - said >= PROGRESS_EVERY_S and done < count:  # 30 000 take half an hour here
                     said = now
@@ -235,8 +239,8 @@ class ScaleBench:
                                                           label_selector=BENCH_LABEL)["items"]]
         self.lab.step(f"delete {len(names)} bench Services")
         with ThreadPoolExecutor(self.opts.create_workers) as pool:
-            list(pool.map(lambda n: _done(self.api.delete_namespaced_service(
-                n, NAMESPACE, _preload_content=False)), names))
+            list(pool.map(lambda n: api_write(lambda: _done(self.api.delete_namespaced_service(
+                n, NAMESPACE, _preload_content=False)), f"deleting Service {n}", "delete"), names))
         # Their EndpointSlices (which carry the Services' labels) in one call: the garbage
         # collector alone removes them at ~13/s, 6 minutes for 5000 on this machine.
         _done(self.discovery.delete_collection_namespaced_endpoint_slice(
@@ -312,8 +316,7 @@ class ScaleBench:
                                         f"{POLL_LIMIT_S} </dev/null >/dev/null 2>&1 &"])
         [proxy_before] = self.scrape([self.client.node])
         t0 = time.time()
-        _done(self.api.create_namespaced_service(NAMESPACE, self._body(name, "probe", ip),
-                                                 _preload_content=False))
+        self._create(name, "probe", ip)
         api_s = time.time() - t0
         line = Wait(f"the poller in {self.client.describe()} to report on new Service {name} ({ip}) "
                     f"(seen: its output)", timeout=POLL_LIMIT_S + 30, interval=1.0).until(

@@ -470,7 +470,8 @@ def test_a_long_bulk_creation_says_how_far_it_got(monkeypatch, caplog):
     monkeypatch.setattr(scale, "_done", lambda r: r)
     bench = SimpleNamespace(api=Api(), mode="nftables", opts=SimpleNamespace(create_workers=2),
                             lab=SimpleNamespace(step=lambda title: None),
-                            _body=lambda name, kind: {"metadata": {"name": name}})
+                            _body=lambda name, kind, ip="": {"metadata": {"name": name}})
+    bench._create = lambda name, kind, ip="": scale.ScaleBench._create(bench, name, kind, ip)
     with caplog.at_level(logging.INFO, logger="harness.progress"):
         names, _ = scale.ScaleBench.create_bulk(bench, 7, 3)
     assert names == ["s00007", "s00008", "s00009"] and sorted(created) == names

@@ -122,3 +122,61 @@ def test_a_long_wait_backs_off_only_on_a_slow_engine(monkeypatch):
     with slower(3):
         Wait("eight polls", timeout=1000, interval=0.5).until(lambda: next(seen), lambda n: n == 8)
     assert pauses[:3] == [0.5, 0.75, 1.125] and max(pauses) == 3.0 and pauses[-1] == 3.0
+
+
+# ---- client writes while the API server is busy ------------------------------------------------
+ETCD_TIMEOUT = ('{"kind":"Status","message":"Service \\"s00003\\" is invalid: spec.clusterIPs: Invalid value: '
+                '[\\"\\"]: failed to allocate IP: etcdserver: request timed out","reason":"Invalid","code":422}')
+
+
+def _api_error(status, body=""):
+    from kubernetes.client.exceptions import ApiException
+    return ApiException(status=status, reason="test", body=body)
+
+
+class _Calls:
+    """A client call that raises the given errors in turn, then answers "ok"."""
+    def __init__(self, *errors):
+        self.errors, self.count = list(errors), 0
+
+    def __call__(self):
+        self.count += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+def test_a_write_the_storage_did_not_confirm_is_tried_again(monkeypatch):
+    monkeypatch.setattr(waits.time, "sleep", lambda s: None)
+    call = _Calls(_api_error(422, ETCD_TIMEOUT), _api_error(503), _api_error(429))
+    assert kube.api_write(call, "creating Service s00003") == "ok"
+    assert call.count == 4
+
+
+@pytest.mark.parametrize("verb,status", [("create", 409), ("delete", 404)])
+def test_a_retry_that_finds_the_earlier_attempt_done_is_done(monkeypatch, verb, status):
+    monkeypatch.setattr(waits.time, "sleep", lambda s: None)
+    call = _Calls(_api_error(504), _api_error(status))
+    assert kube.api_write(call, "a write", verb) is None
+    assert call.count == 2
+
+
+@pytest.mark.parametrize("status,body", [(409, ""), (404, ""), (422, '{"message":"spec.ports: Required value"}'),
+                                         (403, "forbidden")])
+def test_an_answer_that_is_not_busy_is_raised_at_once(monkeypatch, status, body):
+    from kubernetes.client.exceptions import ApiException
+    monkeypatch.setattr(waits.time, "sleep", lambda s: None)
+    call = _Calls(_api_error(status, body))
+    with pytest.raises(ApiException):
+        kube.api_write(call, "a write")
+    assert call.count == 1
+
+
+def test_a_server_busy_past_the_timeout_fails_with_what_it_last_said(monkeypatch):
+    clock = iter(range(0, 10_000, 7))
+    monkeypatch.setattr(waits.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(waits.time, "sleep", lambda s: None)
+    call = _Calls(*[_api_error(422, ETCD_TIMEOUT)] * 1000)
+    with pytest.raises(waits.WaitTimeout, match="take creating Service s00003.*etcdserver: request timed out"):
+        kube.api_write(call, "creating Service s00003", timeout=60)
+    assert 1 < call.count < 20
