@@ -243,8 +243,9 @@ class ScaleBench:
                 n, NAMESPACE, _preload_content=False)), f"deleting Service {n}", "delete"), names))
         # Their EndpointSlices (which carry the Services' labels) in one call: the garbage
         # collector alone removes them at ~13/s, 6 minutes for 5000 on this machine.
-        _done(self.discovery.delete_collection_namespaced_endpoint_slice(
-            NAMESPACE, label_selector=BENCH_LABEL, _preload_content=False))
+        api_write(lambda: _done(self.discovery.delete_collection_namespaced_endpoint_slice(
+            NAMESPACE, label_selector=BENCH_LABEL, _preload_content=False)), "deleting the bench's EndpointSlices",
+            "delete")
         self.settle(0)
         return time.monotonic() - started
 
