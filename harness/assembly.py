@@ -99,7 +99,10 @@ def build(r: Recipe, on_created=None) -> Assembled:
         timings[step] = round(time.monotonic() - t0, 1)
         return out
 
-    loads = timed("engine", lambda: r.engine.up(r.run_key, [node_image, images.demoapp, images.toolbox], r.owner))
+    def engine_up():
+        return r.engine.up(r.run_key, [node_image, images.demoapp, images.toolbox], r.owner)
+
+    loads = timed("engine", engine_up)
     shape = r.engine.shape(r.name, r.workers)
     kubelet = kubelet_settings(config.versions()["KUBERNETES_VERSION"], r.engine.cgroup_version())
     if kubelet:
@@ -109,7 +112,8 @@ def build(r: Recipe, on_created=None) -> Assembled:
                      keep=True, engine=r.engine, owner=r.owner, engine_tuning=shape.tuning, kubelet=kubelet,
                      create_timeout=r.engine.create_timeout,
                      kube_proxy_extra={**r.kube_proxy_extra, **breaks_mod.kube_proxy_patch(r.breaks, r.mode)},
-                     kubeadm_patches=list(r.kubeadm_patches), damage=breaks_mod.identity(r.breaks))
+                     kubeadm_patches=list(r.kubeadm_patches), damage=breaks_mod.identity(r.breaks),
+                     engine_back=engine_up)
     if on_created:
         on_created(r.name)
     out = Assembled(kind=kc, images=images, node_image=node_image, nodes=shape.workers + 1,

@@ -21,6 +21,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -133,6 +134,9 @@ class KindCluster:
     create_seconds: float = 0.0
     engine: "engines.Engine | None" = None   # where it runs (default: the engine `runner` reaches)
     owner: Owner | None = None               # who may delete it (default: this process)
+    # Brings the engine back before another attempt (assembly: Engine.up); a guest whose kernel
+    # died in an attempt is down, and kind would only find its engine unreachable.
+    engine_back: Callable[[], object] | None = None
 
     def __post_init__(self):
         if self.engine is None:
@@ -274,8 +278,17 @@ class KindCluster:
             except CommandError as e:
                 last = e
                 log.warning("cluster %s: attempt %d failed: %s", self.name, attempt, e)
-                self._export_logs_on_failure()
-                self._kind_delete()
+                if self.engine.down_and_self_cleaning():  # a guest that died: minutes of timeouts to learn nothing
+                    log.warning("cluster %s: its engine (%s) is down: no logs to export or nodes to delete there "
+                                "until it is back", self.name, self.engine.describe())
+                    gone = False
+                else:
+                    self._export_logs_on_failure()
+                    gone = self._kind_delete()
+                if self.engine_back and attempt < config.CLUSTER_CREATE_ATTEMPTS:
+                    self.engine_back()
+                    if not gone:  # its engine did not answer then: the nodes may be back with it
+                        self._kind_delete()
         raise ClusterError(f"could not create kind cluster {self.name} after "
                            f"{config.CLUSTER_CREATE_ATTEMPTS} attempts; last error:\n{last}")
 

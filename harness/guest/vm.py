@@ -218,6 +218,7 @@ class Guest:
             self.prioritise()
             log.info("reusing running %s", self.describe())
             return self
+        self._keep_panic_log()
         disk = self.prepare_disk(art.rootfs, art.rootfs_key)
         with Step(f"guest {self.cfg.name}: boot ({self.cfg.cpus} CPUs, mem {self.cfg.mem}, "
                   f"seccomp {'on' if self.cfg.seccomp else 'off'}, disk {disk.parent})"):
@@ -231,6 +232,23 @@ class Guest:
         self._record_kernel()
         log.info("guest engine: %s", self.describe())
         return self
+
+    def _keep_panic_log(self) -> Path | None:
+        """The console of a boot that ended in a kernel panic, kept beside it before the next boot
+        writes over it (the panic is the evidence of why a run's guest went away)."""
+        try:
+            text = self.console_log.read_text(errors="replace")
+        except OSError:
+            return None
+        if "Kernel panic" not in text:
+            return None
+        kept = self.console_log.with_name(
+            f"{self.cfg.name}.panic-{time.strftime('%Y%m%d-%H%M%S', time.localtime(self.console_log.stat().st_mtime))}.log")
+        self.console_log.rename(kept)
+        line = next(ln for ln in text.splitlines() if "Kernel panic" in ln)
+        log.warning("guest %s: its last boot ended in a kernel panic (%s); console kept at %s",
+                    self.cfg.name, line.strip(), kept)
+        return kept
 
     def sweep_stale_nodes(self) -> list[str]:
         """Remove kind node containers (and their /var volumes) of clusters whose run is gone.

@@ -197,3 +197,44 @@ def test_an_idle_guest_is_halted_but_not_one_a_run_or_a_kept_cluster_holds(tmp_p
     eng.leases.remove("run-1")
     assert eng.halt_if_idle() and halted == ["down"]     # nobody: halted
     assert not eng.halt_if_idle() and halted == ["down"]  # not running: nothing to do
+
+
+def test_a_cluster_attempt_that_failed_brings_the_engine_back_before_the_next(tmp_path, monkeypatch):
+    """A guest whose kernel panicked during kind create is down: the second attempt must not go to
+    an engine that is gone (CI, 2026-12-05: attempt 2 failed in 6 s on "no route to host")."""
+    from harness import cluster, config
+    from harness.cluster import KindCluster
+    from harness.engine.base import HostEngine
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    creates = []
+
+    def first_create_fails(argv):
+        if argv[1:3] == ["create", "cluster"]:
+            creates.append(argv)
+            return len(creates) == 1
+        return False
+
+    fake = FakeRunner().on(first_create_fails, returncode=1, stderr="dial tcp 10.253.0.6:2376: no route to host")
+    back = []
+    kc = KindCluster(name="c", mode="ipvs", engine=HostEngine(fake), engine_back=lambda: back.append(len(creates)))
+    deletes = []
+    for step in ("_apply_engine_tuning", "_wait_system_ready", "_seal_dns", "_export_logs_on_failure"):
+        monkeypatch.setattr(kc, step, lambda: None)
+    # the first delete cannot reach the engine (so cannot tell whether the nodes are gone)
+    monkeypatch.setattr(kc, "_kind_delete", lambda: deletes.append(len(back)) or len(deletes) > 1)
+    monkeypatch.setattr(cluster, "Kube", lambda *a, **k: type("K", (), {"wait_api_ready": lambda self: None})())
+    kc._create_with_retries()
+    assert len(creates) == 2 and back == [1]  # brought back once, between the two attempts
+    assert deletes == [0, 1]                  # and its half-made nodes deleted again once it answers
+
+
+def test_the_console_of_a_boot_that_ended_in_a_panic_is_kept_before_the_next_boot(tmp_path, monkeypatch):
+    g = vm.Guest(vm.GuestConfig(index=1))
+    monkeypatch.setattr(g, "console_log", tmp_path / "svc-harness-guest-2.console.log")
+    assert g._keep_panic_log() is None                      # no console yet
+    g.console_log.write_text("guest-init: dockerd started\n")
+    assert g._keep_panic_log() is None and g.console_log.exists()  # a clean boot: nothing to keep
+    g.console_log.write_text("eth0: renamed\nKernel panic - not syncing: Segfault without recovery target\n")
+    kept = g._keep_panic_log()
+    assert kept and kept.name.startswith("svc-harness-guest-2.panic-") and "Segfault" in kept.read_text()
+    assert not g.console_log.exists()
