@@ -180,7 +180,11 @@ class ClusterHandle:
 
     def set_ipvs_scheduler(self, scheduler: str):
         """Switch ipvs.scheduler via the ConfigMap and roll kube-proxy; returns a callable that restores it.
-        (Callers ask needs_change first: on a --byo-kubeconfig cluster this needs consent.)"""
+        When kube-proxy runs that scheduler already (rr: its default for an empty setting), nothing is
+        changed or restarted. (Callers ask needs_change first: on a --byo-kubeconfig cluster this needs consent.)"""
+        if modes.ipvs_scheduler(self.kube) == scheduler:
+            log.info("kube-proxy's ipvs.scheduler is %s already: no ConfigMap edit, no restart", scheduler)
+            return lambda: None
         before = modes.set_config(self.kube, {"ipvs": {"scheduler": scheduler}})
         # --break=ipvs-scheduler-unapplied: the ConfigMap changes, no kube-proxy restarts.
         restart = not any(b.scheduler_unapplied for b in self.breaks)

@@ -176,13 +176,15 @@ def service_programmed(node: Peer, mode: str, namespace: str, service: str, clus
 AFFINITY_MARKERS = {"iptables": "--rcheck", "nftables": "@affinity", "ipvs": "persistent"}
 
 
-def dataplane_text(node: Peer, mode: str) -> str:
-    """The part of the data plane kube-proxy writes in this mode."""
+def dataplane_has(node: Peer, mode: str, needles: tuple[str, ...]) -> bool:
+    """Does one line of the data plane kube-proxy writes in this mode contain every needle?
+    In ipvs mode the virtual-server table is read first and iptables-save only when that lacks the
+    line (each exec into a node in the UML guest takes a second or more)."""
     if mode == "nftables":
-        return node.exec(["nft", "list", "table", "ip", "kube-proxy"], check=False).stdout
-    if mode == "ipvs":
-        return node.exec(["ipvsadm", "-Ln"], check=False).stdout + node.exec(["iptables-save"]).stdout
-    return node.exec(["iptables-save"]).stdout
+        return has_line(node.exec(["nft", "list", "table", "ip", "kube-proxy"], check=False).stdout, needles)
+    if mode == "ipvs" and has_line(node.exec(["ipvsadm", "-Ln"], check=False).stdout, needles):
+        return True
+    return has_line(node.exec(["iptables-save"]).stdout, needles)
 
 
 def has_line(text: str, needles: tuple[str, ...]) -> bool:
@@ -197,10 +199,17 @@ def wait_programmed(nodes: list[Peer], mode: str, *needles: str, present: bool =
     from .waits import Wait
 
     def not_done() -> list[str]:
-        return [n.name for n in nodes if has_line(dataplane_text(n, mode), needles) != present]
+        return [n.name for n in nodes if dataplane_has(n, mode, needles) != present]
 
     Wait(f"a line with {' & '.join(needles)} to be {'in' if present else 'gone from'} the {mode} data plane "
          f"of every node (seen: nodes not yet done)", timeout=timeout).until(not_done, lambda m: not m)
+
+
+def ipvs_scheduler(kube: Kube) -> str:
+    """The scheduler the kube-proxy ConfigMap asks for; rr when it leaves it empty (kube-proxy's default)."""
+    cm = kube.core.read_namespaced_config_map("kube-proxy", "kube-system")
+    conf = yaml.safe_load(cm.data["config.conf"]) or {}
+    return (conf.get("ipvs") or {}).get("scheduler") or "rr"
 
 
 def set_config(kube: Kube, changes: dict) -> dict:

@@ -306,6 +306,32 @@ def test_data_plane_line_matching_needs_all_needles_on_one_line():
     assert not modes.has_line(text, ("ns2", "--rcheck"))
 
 
+def test_ipvs_data_plane_reads_iptables_only_when_the_virtual_servers_lack_the_line():
+    class Node:
+        def __init__(self, ipvs: str):
+            self.out, self.calls = {"ipvsadm": ipvs, "iptables-save": "-A KUBE-SERVICES 10.96.0.9 ns/svc\n"}, []
+
+        def exec(self, argv, check=True):
+            self.calls.append(argv[0])
+            return type("Result", (), {"stdout": self.out[argv[0]]})()
+    node = Node("TCP  10.96.0.9:80 sh\n")
+    assert modes.dataplane_has(node, "ipvs", ("10.96.0.9", "sh")) and node.calls == ["ipvsadm"]
+    node = Node("")
+    assert modes.dataplane_has(node, "ipvs", ("10.96.0.9", "ns/svc")) and node.calls == ["ipvsadm", "iptables-save"]
+    assert not modes.dataplane_has(Node(""), "ipvs", ("10.96.0.9", "rr"))
+    assert modes.dataplane_has(Node(""), "iptables", ("ns/svc",))
+
+
+def test_ipvs_scheduler_is_rr_where_the_config_map_leaves_it_empty():
+    class Kube:
+        def __init__(self, conf: str):
+            cm = type("CM", (), {"data": {"config.conf": conf}})()
+            self.core = type("Core", (), {"read_namespaced_config_map": lambda _self, name, ns: cm})()
+    assert modes.ipvs_scheduler(Kube("mode: ipvs\nipvs:\n  scheduler: ''\n")) == "rr"
+    assert modes.ipvs_scheduler(Kube("mode: ipvs\n")) == "rr"
+    assert modes.ipvs_scheduler(Kube("mode: ipvs\nipvs:\n  scheduler: sh\n")) == "sh"
+
+
 def test_probe_output_parses_into_records():
     out = ('{"i":0,"status":200,"server_name":"a","client_ip":"10.0.0.1","server_ip":"10.0.0.9",'
            '"latency_ms":1.5,"kind":"ok","error":""}\n'
