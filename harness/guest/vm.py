@@ -550,8 +550,10 @@ def kind_tuning(cluster_name: str, workers: int, kubernetes: str = "", link: Lin
     # kind writes kubeadm.k8s.io/v1beta4 from Kubernetes 1.36 on, where the wait for the control
     # plane moved from ClusterConfiguration.apiServer to InitConfiguration.timeouts.
     v1beta4 = config.minor_of(kubernetes) >= (1, 36)
+    # kubernetesAPICall bounds kubeadm's own API writes (the admin ClusterRoleBinding, ConfigMaps,
+    # tokens): its 1 minute ran out while host clusters started beside the guest.
     wait = ("kind: InitConfiguration\ntimeouts:\n  controlPlaneComponentHealthCheck: 20m0s\n"
-            "  kubeletHealthCheck: 20m0s\n") if v1beta4 else ""
+            "  kubeletHealthCheck: 20m0s\n  kubernetesAPICall: 10m0s\n") if v1beta4 else ""
     patch = ("kind: ClusterConfiguration\n"
              + ("" if v1beta4 else "apiServer:\n  timeoutForControlPlane: 20m0s\n") +
              "controllerManager:\n  extraArgs:\n    leader-elect: \"false\"\n"

@@ -173,6 +173,7 @@ def test_the_guest_waits_for_its_control_plane_in_the_kubeadm_api_kind_writes():
     assert "apiServer" not in new[0]  # kubeadm 1.37 (v1beta4) refuses the field
     init = [p for p in new if p["kind"] == "InitConfiguration" and "timeouts" in p]
     assert init and init[0]["timeouts"]["controlPlaneComponentHealthCheck"] == "20m0s"
+    assert init[0]["timeouts"]["kubernetesAPICall"] == "10m0s"  # kubeadm's own writes: 1 min by default
 
 
 def test_an_idle_guest_is_halted_but_not_one_a_run_or_a_kept_cluster_holds(tmp_path, monkeypatch):
