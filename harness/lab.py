@@ -1,14 +1,15 @@
 """The bench the suites use: a cluster per mode, and a namespace per test.
 
 `ClusterHandle` (session, one per proxy mode) knows the nodes, the API, the
-images and the external clients. `Lab` (one per test) owns a namespace and
-offers the article's steps: deploy the demo app, create a Service, scale,
+images and the external clients. `Lab` (one per test; one per module for
+shared_namespace modules, with a view per test) owns a namespace and offers the article's steps: deploy the demo app, create a Service, scale,
 start a client pod, probe from a vantage point, and check the outcome against
 harness.expectations. Everything a test observes is noted for the report.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import ipaddress
 import json
 import logging
@@ -70,6 +71,7 @@ class ClusterHandle:
     _external: dict[int, ExternalPeer] = field(default_factory=dict, repr=False)
     _allowed: list | None = field(default=None, repr=False)
     _node_peers: dict[str, NodePeer] = field(default_factory=dict, repr=False)
+    _proxy_config_before: dict | None = field(default=None, repr=False)  # see set_ipvs_scheduler
 
     @property
     def is_kind(self) -> bool:
@@ -178,24 +180,35 @@ class ClusterHandle:
             raise AssertionError(f"refusing to send traffic to {host}: not in the cluster's networks "
                                  f"({', '.join(map(str, self.allowed_networks()))})")
 
-    def set_ipvs_scheduler(self, scheduler: str):
-        """Switch ipvs.scheduler via the ConfigMap and roll kube-proxy; returns a callable that restores it.
-        When kube-proxy runs that scheduler already (rr: its default for an empty setting), nothing is
-        changed or restarted. (Callers ask needs_change first: on a --byo-kubeconfig cluster this needs consent.)"""
+    def set_ipvs_scheduler(self, scheduler: str) -> bool:
+        """Switch ipvs.scheduler via the ConfigMap and restart kube-proxy. False when kube-proxy runs
+        that scheduler already (rr: its default for an empty setting): nothing edited or restarted.
+        The first switch keeps the ConfigMap as it was; restore_ipvs_scheduler() puts that back, so
+        several switches in a row cost one restart each and one restore at the end.
+        (Callers ask needs_change first: on a --byo-kubeconfig cluster this needs consent.)"""
         if modes.ipvs_scheduler(self.kube) == scheduler:
-            log.info("kube-proxy's ipvs.scheduler is %s already: no ConfigMap edit, no restart", scheduler)
-            return lambda: None
+            return False
         before = modes.set_config(self.kube, {"ipvs": {"scheduler": scheduler}})
-        # --break=ipvs-scheduler-unapplied: the ConfigMap changes, no kube-proxy restarts.
-        restart = not any(b.scheduler_unapplied for b in self.breaks)
-        if restart:
+        if self._proxy_config_before is None:
+            self._proxy_config_before = before
+        if self._scheduler_applied:
+            modes.restart_all(self.kube)
+        return True
+
+    def restore_ipvs_scheduler(self) -> None:
+        """Put back the kube-proxy ConfigMap from before the first set_ipvs_scheduler (also where the
+        ipvs section or scheduler was absent) and restart kube-proxy; nothing when none switched."""
+        if self._proxy_config_before is None:
+            return
+        modes.put_config(self.kube, self._proxy_config_before)
+        self._proxy_config_before = None
+        if self._scheduler_applied:
             modes.restart_all(self.kube)
 
-        def restore() -> None:  # what was there, also where the ipvs section or scheduler was absent
-            modes.put_config(self.kube, before)
-            if restart:
-                modes.restart_all(self.kube)
-        return restore
+    @property
+    def _scheduler_applied(self) -> bool:
+        # --break=ipvs-scheduler-unapplied: the ConfigMap changes, no kube-proxy restarts.
+        return not any(b.scheduler_unapplied for b in self.breaks)
 
     @contextlib.contextmanager
     def proxy_mode_changed(self, mode: str):
@@ -315,6 +328,13 @@ class Lab:
         self.action: list[str] = []
         self._node_pods: dict[str, PodPeer] = {}
         self._node_macs: dict[str, str] = {}  # MAC -> node name (arp_answerers)
+
+    def view(self) -> Lab:
+        """This Lab for one test of a shared_namespace module: same namespace and client pods, a
+        record of its own that starts with this one's (the setup the module's tests share)."""
+        other = copy.copy(self)
+        other.notes, other.samples, other.action = list(self.notes), list(self.samples), list(self.action)
+        return other
 
     # ---- recording ------------------------------------------------------
     def note(self, *lines: str) -> None:

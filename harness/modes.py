@@ -33,12 +33,11 @@ _USING = re.compile(r"Using (\w+) [Pp]roxier")
 
 
 def configmap_mode(kube: Kube) -> str:
-    cm = kube.core.read_namespaced_config_map("kube-proxy", "kube-system")
-    conf = yaml.safe_load(cm.data.get("config.conf", "")) or {}
-    return conf.get("mode") or "iptables"  # an empty mode means the platform default, iptables on Linux
+    return configmap_config(kube).get("mode") or "iptables"  # empty: the platform default, iptables on Linux
 
 
 def configmap_config(kube: Kube) -> dict:
+    """The kube-proxy ConfigMap's config.conf, parsed (what kube-proxy pods read when they start)."""
     cm = kube.core.read_namespaced_config_map("kube-proxy", "kube-system")
     return yaml.safe_load(cm.data.get("config.conf", "")) or {}
 
@@ -207,18 +206,16 @@ def wait_programmed(nodes: list[Peer], mode: str, *needles: str, present: bool =
 
 def ipvs_scheduler(kube: Kube) -> str:
     """The scheduler the kube-proxy ConfigMap asks for; rr when it leaves it empty (kube-proxy's default)."""
-    cm = kube.core.read_namespaced_config_map("kube-proxy", "kube-system")
-    conf = yaml.safe_load(cm.data["config.conf"]) or {}
-    return (conf.get("ipvs") or {}).get("scheduler") or "rr"
+    return (configmap_config(kube).get("ipvs") or {}).get("scheduler") or "rr"
 
 
 def set_config(kube: Kube, changes: dict) -> dict:
     """Merge `changes` into the kube-proxy ConfigMap's config.conf (as the article's `kubectl edit`
     does); returns the previous config. Takes effect when kube-proxy pods restart."""
+    import copy
     import json
-    cm = kube.core.read_namespaced_config_map("kube-proxy", "kube-system")
-    before = yaml.safe_load(cm.data["config.conf"]) or {}
-    after = yaml.safe_load(cm.data["config.conf"]) or {}
+    before = configmap_config(kube)
+    after = copy.deepcopy(before)
     for key, value in changes.items():
         if isinstance(value, dict):
             after.setdefault(key, {}).update(value)

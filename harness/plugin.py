@@ -203,6 +203,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "modes(*modes): run only in these proxy modes")
     config.addinivalue_line("markers", "cluster_wide: changes the whole cluster for a while (a node cut off, "
                             "kube-proxy reconfigured); runs with no other test on its cluster")
+    config.addinivalue_line("markers", "shared_namespace: a module whose tests share one namespace and the setup "
+                            "made in it (module_lab); its claim on the cluster lasts from its first test to its last")
     config.addinivalue_line("markers", "upstream: an upstream Kubernetes e2e spec (--upstream-conformance)")
     opts = config.option
     asked_modes = parse_modes(opts.proxy_modes) if opts.proxy_modes else None
@@ -508,48 +510,78 @@ def proxy_mode(request) -> str:
 def cluster(request, proxy_mode):
     """The cluster for this proxy mode (created once per run, shared by xdist workers)."""
     from . import session as clusters
-    handle = clusters.acquire(request.config, proxy_mode)
+    run_modes = [item.callspec.params["proxy_mode"] for item in request.session.items
+                 if "proxy_mode" in getattr(getattr(item, "callspec", None), "params", {})
+                 and not item.get_closest_marker("skip")]
+    handle = clusters.acquire(request.config, proxy_mode, list(dict.fromkeys(run_modes)))
     yield handle
     handle.close()
 
 
 @pytest.fixture
 def lab(request, cluster):
-    """A fresh namespace on the mode's cluster, deleted afterwards; artifacts on failure."""
+    """A fresh namespace on the mode's cluster, deleted afterwards; artifacts on failure.
+    In a module marked shared_namespace: the module's namespace (module_lab), with a record of its own."""
     if request.node.get_closest_marker("kind_only") and not cluster.is_kind:
         pytest.skip(KIND_ONLY_REASON)
     from .waits import slower
+    if request.node.get_closest_marker("shared_namespace"):
+        shared = request.getfixturevalue("module_lab")  # holds the module's claim on the cluster
+        with slower(cluster.slowdown):
+            yield from _test_record(request, cluster, shared.view())
+        return
     with _cluster_use(request, cluster), slower(cluster.slowdown):
-        yield from _lab(request, cluster)
+        the_lab = _new_lab(cluster, _namespace_name(request.node.originalname))
+        yield from _test_record(request, cluster, the_lab)
+        cluster.kube.delete_namespace(the_lab.ns)
+
+
+@pytest.fixture(scope="module")
+def module_lab(request, cluster):
+    """One namespace for a module marked shared_namespace: tests that share a slow setup (E17: one
+    demo app for six ipvs schedulers). Its claim on the cluster (exclusive if the module is marked
+    cluster_wide) lasts from the module's first test to its last; the namespace goes after the last."""
+    from .waits import slower
+    with _cluster_use(request, cluster), slower(cluster.slowdown):
+        the_lab = _new_lab(cluster, _namespace_name(request.module.__name__.rpartition(".")[2]))
+        yield the_lab
+        cluster.kube.delete_namespace(the_lab.ns)
 
 
 def _cluster_use(request, cluster):
-    """The test's claim on its cluster: exclusive for cluster_wide tests (see harness.cluster.use)."""
+    """The claim on its cluster of a test or module: exclusive for cluster_wide ones (see harness.cluster.use)."""
     from .cluster import use
     exclusive = request.node.get_closest_marker("cluster_wide") is not None
     return use(runstate.of(request.config).run_dir / f"{cluster.name}.use.lock", exclusive, request.node.nodeid)
 
 
-def _lab(request, cluster):
-    from .lab import Lab
+def _namespace_name(test_name: str) -> str:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    base = re.sub(r"[^a-z0-9-]+", "-", request.node.originalname.lower().removeprefix("test_"))[:40].strip("-")
-    ns = f"{base}-{worker}-{uuid.uuid4().hex[:5]}"
+    base = re.sub(r"[^a-z0-9-]+", "-", test_name.lower().removeprefix("test_"))[:40].strip("-")
+    return f"{base}-{worker}-{uuid.uuid4().hex[:5]}"
+
+
+def _new_lab(cluster, ns: str):
+    from .lab import Lab
     cluster.kube.create_namespace(ns)
     the_lab = Lab(cluster, ns)
-    request.node._svc_lab = the_lab
     for b in cluster.breaks:
         if b.on_namespace:
             b.on_namespace(the_lab)
+    return the_lab
+
+
+def _test_record(request, cluster, the_lab):
+    """Yield the test's Lab (its notes become the test's evidence); the namespace's artifacts if it failed."""
+    request.node._svc_lab = the_lab
     yield the_lab
     rep = getattr(request.node, "_svc_call_report", None)
     if rep is not None and rep.failed:
         from . import artifacts
         nodes = [cluster.node(n.name) for n in cluster.nodes] if cluster.dataplane_access else []
         dest = Path(request.config.option.artifacts_dir) / cluster.mode / artifacts.safe_name(request.node.nodeid)
-        artifacts.collect_failure(dest, cluster.kube, ns, nodes)
+        artifacts.collect_failure(dest, cluster.kube, the_lab.ns, nodes)
         rep.sections.append(("svc-harness artifacts", str(dest)))
-    cluster.kube.delete_namespace(ns)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from .owners import read_json, write_json
 
@@ -55,3 +55,16 @@ def run_once(run_dir: Path, key: str, fn) -> dict:
     if state.get("error"):
         raise OnceError(f"{key} failed earlier in this run:\n{state['error']}")
     return state
+
+
+def in_progress(run_dir: Path, key: str) -> bool:
+    """Is another process doing `key`'s run_once work right now (its lock held, no result yet)?"""
+    if (run_dir / f"{key}.json").exists():
+        return False
+    lock = FileLock(str(run_dir / f"{key}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False

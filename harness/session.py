@@ -32,7 +32,9 @@ def cluster_name(opts, mode: str) -> str:
     return f"{opts.cluster_prefix}-{mode}"
 
 
-def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
+def acquire(pyconfig: pytest.Config, mode: str, run_modes: list[str] = ()) -> ClusterHandle:
+    """This mode's cluster, made by the first worker that needs it; `run_modes`: the run's modes in
+    the order its tests use them (see _make_next_meanwhile)."""
     opts = pyconfig.option
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     if opts.byo_kubeconfig:
@@ -40,34 +42,19 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
         from .byo import attach
         return attach.attach(pyconfig, images, worker)
     slot, guests = guest_slot(opts, worker)
-    eng = engine.choose(mode, opts.ipvs_engine, opts.guest_worker_nodes, opts.all_modes_in_guest, slot, guests)
+    eng = _engine_for(opts, mode, slot, guests)
     reason = eng.unavailable_reason(mode)
     if reason:  # only reached with --skip-unavailable-modes; otherwise the run stopped at configure
         pytest.skip(reason)
     run_dir: Path = runstate.of(pyconfig).run_dir
-    owner = run_owner(run_dir)
-
-    def make() -> dict:
-        _record_engine(run_dir, eng)  # before its lease is taken: the run's end releases it, even after a failure
-        drops_before = eng.guard_counters()
-        name = claim_name(cluster_name(opts, mode) + eng.cluster_suffix, owner, eng)
-        out = assembly.build(assembly.Recipe(
-            name=name, mode=mode, engine=eng, owner=owner, run_key=run_dir.name,
-            workers=opts.worker_nodes,
-            node_image=opts.node_image or "", demo_image=opts.demo_image or "",
-            kube_proxy_extra=opts.kube_proxy_config or {}, breaks=opts.breaks, reuse=opts.reuse_clusters,
-            lb_provider=opts.lb_provider), on_created=lambda n: record_created(run_dir, n))
-        return {"name": name, "kubeconfig": str(out.kind.kubeconfig), "create_seconds": out.kind.create_seconds,
-                "node_image": out.node_image, "lb": out.lb, "reused": not out.kind.created,
-                "where": eng.describe(), "engine": eng.marker(), "nodes": out.nodes, "size_note": out.size_note,
-                "loads": out.loads, "timings": out.timings, "drops_before": drops_before,
-                "kubernetes": config.versions()["KUBERNETES_VERSION"], "kubelet": out.kind.kubelet}
-
+    key = f"cluster-{mode}{eng.cluster_suffix}"
+    if runstate.in_progress(run_dir, key):
+        _make_next_meanwhile(pyconfig, mode, list(run_modes), slot, guests)
     try:
-        state = runstate.run_once(run_dir, f"cluster-{mode}{eng.cluster_suffix}", make)
+        state = runstate.run_once(run_dir, key, lambda: _make(pyconfig, mode, eng))
     except runstate.OnceError as e:
         pytest.fail(str(e), pytrace=False)
-    kc = KindCluster.ours(state["name"], owner)
+    kc = KindCluster.ours(state["name"], run_owner(run_dir))
     _, images, _ = assembly.resolve_images(opts.node_image, opts.demo_image)
     return ClusterHandle(mode=mode, name=state["name"], kube=Kube(state["kubeconfig"]), nodes=kc.nodes(),
                          images=images, kind=kc, external_mode=opts.external_client, worker=worker,
@@ -75,6 +62,52 @@ def acquire(pyconfig: pytest.Config, mode: str) -> ClusterHandle:
                          engine_note=_engine_note(state), slowdown=kc.engine.slowdown,
                          expected_nodes=state.get("nodes", opts.worker_nodes + 1),
                          part=(slot, guests) if eng.per_slot and _xdist_workers() > 1 else (0, 1))
+
+
+def _engine_for(opts, mode: str, slot: int, guests: int) -> engine.Engine:
+    return engine.choose(mode, opts.ipvs_engine, opts.guest_worker_nodes, opts.all_modes_in_guest, slot, guests)
+
+
+def _make(pyconfig: pytest.Config, mode: str, eng: engine.Engine) -> dict:
+    """Create (or reuse) the mode's cluster on `eng`; the state every worker reads."""
+    opts = pyconfig.option
+    run_dir: Path = runstate.of(pyconfig).run_dir
+    owner = run_owner(run_dir)
+    _record_engine(run_dir, eng)  # before its lease is taken: the run's end releases it, even after a failure
+    drops_before = eng.guard_counters()
+    name = claim_name(cluster_name(opts, mode) + eng.cluster_suffix, owner, eng)
+    out = assembly.build(assembly.Recipe(
+        name=name, mode=mode, engine=eng, owner=owner, run_key=run_dir.name,
+        workers=opts.worker_nodes,
+        node_image=opts.node_image or "", demo_image=opts.demo_image or "",
+        kube_proxy_extra=opts.kube_proxy_config or {}, breaks=opts.breaks, reuse=opts.reuse_clusters,
+        lb_provider=opts.lb_provider), on_created=lambda n: record_created(run_dir, n))
+    return {"name": name, "kubeconfig": str(out.kind.kubeconfig), "create_seconds": out.kind.create_seconds,
+            "node_image": out.node_image, "lb": out.lb, "reused": not out.kind.created,
+            "where": eng.describe(), "engine": eng.marker(), "nodes": out.nodes, "size_note": out.size_note,
+            "loads": out.loads, "timings": out.timings, "drops_before": drops_before,
+            "kubernetes": config.versions()["KUBERNETES_VERSION"], "kubelet": out.kind.kubelet}
+
+
+def _make_next_meanwhile(pyconfig: pytest.Config, mode: str, run_modes: list[str], slot: int, guests: int) -> None:
+    """Another worker is making `mode`'s cluster: rather than wait for it, make the cluster of the
+    run's next mode that nobody has started (on an engine the workers share), so the two creations
+    overlap instead of following each other. A failure is that mode's tests' error, not this one's."""
+    opts = pyconfig.option
+    run_dir: Path = runstate.of(pyconfig).run_dir
+    later = run_modes[run_modes.index(mode) + 1:] if mode in run_modes else []
+    for nxt in later:
+        eng = _engine_for(opts, nxt, slot, guests)
+        key = f"cluster-{nxt}{eng.cluster_suffix}"
+        if eng.per_slot or eng.unavailable_reason(nxt) or runstate.in_progress(run_dir, key) \
+                or (run_dir / f"{key}.json").exists():
+            continue
+        log.info("another worker makes the %s cluster; this one makes the %s cluster meanwhile", mode, nxt)
+        try:
+            runstate.run_once(run_dir, key, lambda: _make(pyconfig, nxt, eng))
+        except Exception as e:  # noqa: BLE001 - recorded by run_once for the tests of that mode
+            log.warning("making the %s cluster ahead failed (its tests will say so): %s", nxt, e)
+        return
 
 
 def guest_slot(opts, worker: str) -> tuple[int, int]:

@@ -1,10 +1,10 @@
 """kube-proxy's modes: which one runs, what it builds, and what changes with it.
 
-Experiments 14-17 of the Services article ("kube-proxy代理模型", "修改代理模型"):
+Experiments 14-16 of the Services article ("kube-proxy代理模型", "修改代理模型"), and E19:
 the mode in the ConfigMap is the one kube-proxy reports and logs; each mode
 leaves its own data structures on the node; ipvs answers ping on a ClusterIP
 while iptables does not; the mode can be changed by editing the ConfigMap and
-restarting kube-proxy; ipvs schedulers each have their own pattern.
+restarting kube-proxy. (E17, the ipvs schedulers, is in test_ipvs_schedulers.py.)
 """
 import time
 
@@ -108,36 +108,6 @@ def test_change_proxy_mode(lab):
         sample = lab.probe(node, svc.cluster_ip, svc.port, n=30)
         lab.check("mode-change-keeps-service", node, sample)
     lab.note(f"switched back: every node runs {lab.mode} again")
-
-
-@pytest.mark.cluster_wide  # switches and restarts kube-proxy on every node
-@pytest.mark.modes("ipvs")
-@pytest.mark.experiment("E17", "ipvs schedulers show their characteristic patterns")
-@pytest.mark.parametrize("scheduler", ["rr", "lc", "sh", "sed", "nq", "dh"])
-def test_ipvs_scheduler_patterns(lab, scheduler):
-    """With kube-proxy's ipvs.scheduler set to rr, lc, sh, sed, nq or dh, sequential short requests
-    from one client show the scheduler's pattern: rr rotates; sh and dh (hashing on source or
-    destination) stick to one backend; lc spreads over the backends; sed and nq, which count only
-    active connections, see every server idle and keep the first one (the article lists the six
-    schedulers without patterns; see harness.expectations for the kernel's reasons).
-    """
-    lab.cluster.needs_change(f"kube-proxy ConfigMap ipvs.scheduler={scheduler} and a rolling restart of "
-                             "kube-proxy, both restored afterwards")
-    if not lab.cluster.dataplane_access:
-        pytest.skip("waits for the scheduler in each node's IPVS table, which needs the nodes as local kind "
-                    f"containers (node access here: {lab.cluster.node_access})")
-    lab.deploy_demoapp(replicas=3)
-    svc = lab.service("clusterip", SVC)
-    names = {p.name for p in lab.scale(3, service=SVC)}
-    lab.step(f"kubectl -n kube-system edit configmaps kube-proxy  # ipvs.scheduler: {scheduler}")
-    client = lab.client(lab.cluster.workers[0])
-    restore = lab.cluster.set_ipvs_scheduler(scheduler)
-    try:
-        lab.wait_programmed(svc.cluster_ip, scheduler)
-        sample = lab.probe(client, svc.cluster_ip, svc.port, n=60)
-        lab.check(f"ipvs-scheduler-{scheduler}", client, sample, backends=names)
-    finally:
-        restore()
 
 
 @pytest.mark.experiment("E19", "kube-proxy announces that ipvs is deprecated, in ipvs mode from v1.35 on")
