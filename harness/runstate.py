@@ -39,11 +39,18 @@ class OnceError(RuntimeError):
     """Work done once per run failed; every later caller sees its error."""
 
 
-def run_once(run_dir: Path, key: str, fn) -> dict:
+def run_once(run_dir: Path, key: str, fn, meanwhile=None) -> dict:
     """Do `fn()` once per run, behind a lock: the first caller (any xdist worker) runs it and
-    records its JSON result, later callers read that; if it failed, they fail with its error."""
+    records its JSON result, later callers read that; if it failed, they fail with its error.
+    `meanwhile()` runs first when another caller holds the lock (is doing `fn` right now)."""
     state_file = run_dir / f"{key}.json"
-    with FileLock(str(run_dir / f"{key}.lock")):
+    lock = FileLock(str(run_dir / f"{key}.lock"))
+    try:
+        lock.acquire(timeout=0 if meanwhile else -1)
+    except Timeout:
+        meanwhile()
+        lock.acquire()
+    try:
         state = read_json(state_file)
         if state is None:
             try:
@@ -52,6 +59,8 @@ def run_once(run_dir: Path, key: str, fn) -> dict:
                 write_json(state_file, {"error": str(e)})
                 raise
             write_json(state_file, state)
+    finally:
+        lock.release()
     if state.get("error"):
         raise OnceError(f"{key} failed earlier in this run:\n{state['error']}")
     return state

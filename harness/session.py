@@ -47,11 +47,9 @@ def acquire(pyconfig: pytest.Config, mode: str, run_modes: list[str] = ()) -> Cl
     if reason:  # only reached with --skip-unavailable-modes; otherwise the run stopped at configure
         pytest.skip(reason)
     run_dir: Path = runstate.of(pyconfig).run_dir
-    key = f"cluster-{mode}{eng.cluster_suffix}"
-    if runstate.in_progress(run_dir, key):
-        _make_next_meanwhile(pyconfig, mode, list(run_modes), slot, guests)
     try:
-        state = runstate.run_once(run_dir, key, lambda: _make(pyconfig, mode, eng))
+        state = runstate.run_once(run_dir, f"cluster-{mode}{eng.cluster_suffix}", lambda: _make(pyconfig, mode, eng),
+                                  meanwhile=lambda: _make_next_meanwhile(pyconfig, mode, list(run_modes), slot, guests))
     except runstate.OnceError as e:
         pytest.fail(str(e), pytrace=False)
     kc = KindCluster.ours(state["name"], run_owner(run_dir))

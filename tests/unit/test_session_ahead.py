@@ -1,10 +1,12 @@
 """harness.session: a worker that would wait for another's cluster makes the run's next one meanwhile."""
+import threading
 from types import SimpleNamespace
 
 import pytest
 from filelock import FileLock
 
 from harness import runstate, session
+from harness.owners import write_json
 
 
 def test_in_progress_is_a_held_lock_without_a_result(tmp_path):
@@ -13,6 +15,26 @@ def test_in_progress_is_a_held_lock_without_a_result(tmp_path):
         assert runstate.in_progress(tmp_path, "cluster-iptables")
     runstate.run_once(tmp_path, "cluster-iptables", lambda: {"name": "c"})
     assert not runstate.in_progress(tmp_path, "cluster-iptables")
+
+
+def test_run_once_does_something_else_while_another_caller_holds_the_lock(tmp_path):
+    held, release = threading.Event(), threading.Event()
+
+    def other_worker():
+        with FileLock(str(tmp_path / "cluster-iptables.lock")):
+            held.set()
+            release.wait(5)
+            write_json(tmp_path / "cluster-iptables.json", {"name": "made-by-the-other"})
+    t = threading.Thread(target=other_worker)
+    t.start()
+    held.wait(5)
+    meanwhile = []
+    state = runstate.run_once(tmp_path, "cluster-iptables", lambda: pytest.fail("made twice"),
+                              meanwhile=lambda: (meanwhile.append("nftables"), release.set()))
+    t.join()
+    assert state == {"name": "made-by-the-other"} and meanwhile == ["nftables"]
+    assert runstate.run_once(tmp_path, "cluster-nftables", lambda: {"name": "mine"},
+                             meanwhile=lambda: pytest.fail("nobody held the lock")) == {"name": "mine"}
 
 
 @pytest.fixture
