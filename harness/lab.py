@@ -1,9 +1,10 @@
 """The bench the suites use: a cluster per mode, and a namespace per test.
 
 `ClusterHandle` (session, one per proxy mode) knows the nodes, the API, the
-images and the external clients. `Lab` (one per test; one per module for
-shared_namespace modules, with a view per test) owns a namespace and offers the article's steps: deploy the demo app, create a Service, scale,
-start a client pod, probe from a vantage point, and check the outcome against
+images and the external clients. `Lab` (one per test; in a shared_namespace
+module one per module, with a view per test) owns a namespace and offers the
+article's steps: deploy the demo app, create a Service, scale, start a client
+pod, probe from a vantage point, and check the outcome against
 harness.expectations. Everything a test observes is noted for the report.
 """
 from __future__ import annotations

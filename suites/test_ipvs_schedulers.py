@@ -1,11 +1,12 @@
 """The ipvs schedulers, each with its own pattern.
 
-Experiment 17 of the Services article (its "ipvs代理模型" section lists rr, lc, dh, sh, sed and nq):
-kube-proxy's ipvs.scheduler picks how IPVS shares connections among a Service's pods. The six tests share one namespace, demo app and client
-pod (shared_namespace: in the UML guest that setup costs about a minute a test), and switch the
-scheduler one after another; the ConfigMap as it was comes back once, after the last. Each test
-makes a Service of its own: a new virtual server starts with no connection counts, and lc, which
-counts connections that have ended too, would otherwise see the tests before it.
+Experiment 17 of the Services article (its "ipvs代理模型" section lists rr, lc, dh, sh, sed
+and nq): kube-proxy's ipvs.scheduler picks how IPVS shares connections among a Service's pods.
+The six tests share one namespace, demo app and client pod (shared_namespace: in the UML guest
+that setup costs about a minute a test), and switch the scheduler one after another; the
+ConfigMap as it was comes back once, after the last. Each test makes a Service of its own: a new
+virtual server starts with no connection counts, and lc, which counts connections that have
+ended too, would otherwise see the tests before it.
 """
 import pytest
 
