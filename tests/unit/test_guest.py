@@ -239,3 +239,11 @@ def test_the_console_of_a_boot_that_ended_in_a_panic_is_kept_before_the_next_boo
     kept = g._keep_panic_log()
     assert kept and kept.name.startswith("svc-harness-guest-2.panic-") and "Segfault" in kept.read_text()
     assert not g.console_log.exists()
+
+
+def test_each_guest_gets_host_cpus_of_its_own(monkeypatch):
+    monkeypatch.setattr(vm.os, "sched_getaffinity", lambda pid: {0, 1})
+    cpus = {i: vm.Guest(vm.GuestConfig(index=i)).host_cpus() for i in range(3)}
+    assert cpus == {0: [0], 1: [1], 2: [0]}  # a third guest on a 2-CPU host shares the first one's
+    monkeypatch.setattr(vm.os, "sched_getaffinity", lambda pid: {2, 5, 7, 9})
+    assert vm.Guest(vm.GuestConfig(index=1, cpus=2)).host_cpus() == [7, 9]
