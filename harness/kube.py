@@ -11,6 +11,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+import urllib3
 import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -73,9 +74,15 @@ def busy(error: k8s.ApiException) -> bool:
 
 
 def api_write(call, what: str, verb: str = "create", timeout: float = API_WRITE_TIMEOUT):
-    """`call()` (one client write); again while the API server answers "busy", until `timeout`.
-    Any other error is raised at once."""
+    """`call()` (one client write); again while the API server answers "busy" or cannot be reached
+    (refused or reset: kubelet restarting an overloaded API server), until `timeout`. Any other
+    error is raised at once."""
     retried: list[str] = []
+
+    def again(seen: str, why: str):
+        retried.append(seen)
+        log.warning("%s: the API server %s (attempt %d): %s", what, why, len(retried), seen)
+        return False, seen
 
     def attempt():
         try:
@@ -86,10 +93,9 @@ def api_write(call, what: str, verb: str = "create", timeout: float = API_WRITE_
                 return True, None
             if not busy(e):
                 raise
-            seen = f"{e.status} {(e.body or e.reason or '').strip()[:200]}"
-            retried.append(seen)
-            log.warning("%s: the API server is busy (attempt %d): %s", what, len(retried), seen)
-            return False, seen
+            return again(f"{e.status} {(e.body or e.reason or '').strip()[:200]}", "is busy")
+        except urllib3.exceptions.HTTPError as e:  # the client's transport: refused, reset, timed out
+            return again(f"{type(e).__name__}: {str(e)[:200]}", "cannot be reached")
 
     return Wait(f"the API server to take {what}", timeout=timeout, interval=1.0,
                 transient=()).until(attempt, lambda r: r[0])[1]

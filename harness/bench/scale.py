@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "bench-scale"
 BENCH_LABEL = "svc-harness.io/bench"      # value: "bulk" or "probe"
 POLL_LIMIT_S = 120                        # a programming sample gives up after this long
-PROGRESS_EVERY_S = 30                     # a progress line while Services are created in bulk
+PROGRESS_EVERY_S = 30                     # a progress line while Services are created or deleted in bulk
 # The EndpointSlice controller writes a slice per Service at its client's rate limit, 20 writes/s
 # by default (kube-controller-manager --kube-api-qps): 25 minutes for 30 000 Services. The
 # benchmark's clusters let it keep up with the bulk creation instead.
@@ -219,18 +219,23 @@ class ScaleBench:
         names = [f"s{i:05d}" for i in range(first, first + count)]
         self.lab.step(f"create {count} ClusterIP Services selecting app=demoapp "
                       f"({self.opts.create_workers} parallel API calls)")
-        started = said = time.monotonic()
-        with ThreadPoolExecutor(self.opts.create_workers) as pool:
-            for done, _ in enumerate(pool.map(lambda n: self._create(n, "bulk"), names), 1):
-                now = time.monotonic()
-                if now - said >= PROGRESS_EVERY_S and done < count:  # 30 000 take half an hour here
-                    said = now
-                    progress.emit(f"{self.mode}: {done} of {count} Services created "
-                                  f"({done / (now - started):.0f}/s so far)")
-        seconds = time.monotonic() - started
+        seconds = self._in_parallel(lambda n: self._create(n, "bulk"), names, "created")
         log.info("%s: created %d Services in %.1fs (%.0f/s)", self.mode, count, seconds,
                  count / seconds if seconds else 0)
         return names, seconds
+
+    def _in_parallel(self, write, names: list[str], done_verb: str) -> float:
+        """write(name) for every name with create_workers parallel API calls, with a progress line
+        every PROGRESS_EVERY_S (30 000 Services take half an hour here); seconds taken."""
+        started = said = time.monotonic()
+        with ThreadPoolExecutor(self.opts.create_workers) as pool:
+            for done, _ in enumerate(pool.map(write, names), 1):
+                now = time.monotonic()
+                if now - said >= PROGRESS_EVERY_S and done < len(names):
+                    said = now
+                    progress.emit(f"{self.mode}: {done} of {len(names)} Services {done_verb} "
+                                  f"({done / (now - started):.0f}/s so far)")
+        return time.monotonic() - started
 
     def delete_all(self) -> float:
         """Delete every bench Service and wait until kube-proxy has dropped them; seconds taken."""
@@ -238,9 +243,8 @@ class ScaleBench:
         names = [s["metadata"]["name"] for s in self._raw("list_namespaced_service", NAMESPACE,
                                                           label_selector=BENCH_LABEL)["items"]]
         self.lab.step(f"delete {len(names)} bench Services")
-        with ThreadPoolExecutor(self.opts.create_workers) as pool:
-            list(pool.map(lambda n: api_write(lambda: _done(self.api.delete_namespaced_service(
-                n, NAMESPACE, _preload_content=False)), f"deleting Service {n}", "delete"), names))
+        self._in_parallel(lambda n: api_write(lambda: _done(self.api.delete_namespaced_service(
+            n, NAMESPACE, _preload_content=False)), f"deleting Service {n}", "delete"), names, "deleted")
         # Their EndpointSlices (which carry the Services' labels) in one call: the garbage
         # collector alone removes them at ~13/s, 6 minutes for 5000 on this machine.
         api_write(lambda: _done(self.discovery.delete_collection_namespaced_endpoint_slice(

@@ -472,11 +472,13 @@ def test_a_long_bulk_creation_says_how_far_it_got(monkeypatch, caplog):
                             lab=SimpleNamespace(step=lambda title: None),
                             _body=lambda name, kind, ip="": {"metadata": {"name": name}})
     bench._create = lambda name, kind, ip="": scale.ScaleBench._create(bench, name, kind, ip)
+    bench._in_parallel = lambda *a: scale.ScaleBench._in_parallel(bench, *a)
     with caplog.at_level(logging.INFO, logger="harness.progress"):
         names, _ = scale.ScaleBench.create_bulk(bench, 7, 3)
     assert names == ["s00007", "s00008", "s00009"] and sorted(created) == names
     lines = [r.getMessage() for r in caplog.records if r.name == "harness.progress"]
-    assert [line.split(" Services")[0] for line in lines] == ["nftables: 1 of 3", "nftables: 2 of 3"]
+    assert [line.split(" (")[0] for line in lines] == ["nftables: 1 of 3 Services created",
+                                                       "nftables: 2 of 3 Services created"]
 
 
 def test_syncs_around_one_change_are_counted_with_the_time_since_the_previous_one():

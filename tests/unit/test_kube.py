@@ -180,3 +180,14 @@ def test_a_server_busy_past_the_timeout_fails_with_what_it_last_said(monkeypatch
     with pytest.raises(waits.WaitTimeout, match="take creating Service s00003.*etcdserver: request timed out"):
         kube.api_write(call, "creating Service s00003", timeout=60)
     assert 1 < call.count < 20
+
+
+def test_a_write_to_an_api_server_that_refuses_or_resets_is_tried_again(monkeypatch):
+    import urllib3
+    monkeypatch.setattr(waits.time, "sleep", lambda s: None)
+    refused = urllib3.exceptions.MaxRetryError(None, "/api/v1/namespaces/bench/services/s00003",
+                                               reason=ConnectionRefusedError(111, "Connection refused"))
+    reset = urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset by peer"))
+    call = _Calls(refused, reset, _api_error(404))
+    assert kube.api_write(call, "deleting Service s00003", "delete") is None  # the reset one went through
+    assert call.count == 3
