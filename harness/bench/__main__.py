@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = results.summarise(data)
     failed = [f"{r['mode']} {r['size']}: {r['programming_failed']} new Service(s) never answered, "
               f"{r['fp_failed']} first-packet request(s) failed"
+              + (f" ({'; '.join(f'{k} x{n}' for k, n in r['fp_failed_detail'].items())})" if r["fp_failed"] else "")
               + (f", {r['fp_pod_failed']} to the pod IP" if r["fp_pod_failed"] else "")
               for r in rows if r["programming_failed"] or r["fp_failed"] or (r["fp_pod_failed"] and r["mode"] != "ipvs")]
     # A probe that cannot see a path made slower on purpose cannot be trusted with the real one.

@@ -65,9 +65,14 @@ def summarise(data: dict) -> list[dict]:
                 # each repeat's own p50, in repeat order: how far whole runs of the same point fall apart
                 return [pct(fpc(group, [st]) or (fpc("early", [st]) if group == "late" else []), 50)
                         for st in steps]
-            def fp_failures(services: bool) -> int:
-                return sum(sum(t["failures"].values()) for st in steps for t in st["first_packet"]["targets"]
-                           if (t["group"] != "pod") == services)
+            def fp_failures(services: bool) -> dict[str, int]:
+                # "target (ip): kind" -> count, over the repeats
+                out: dict[str, int] = {}
+                for t in (t for st in steps for t in st["first_packet"]["targets"] if (t["group"] != "pod") == services):
+                    for kind, n in t["failures"].items():
+                        key = f"{t.get('target', t['group'])} ({t.get('ip', '?')}): {kind}"
+                        out[key] = out.get(key, 0) + n
+                return out
             c_pod, c_late = fpc("pod"), fpc("late") or fpc("early")
             late_per_repeat = fpc_per_repeat("late")
             pod, early, late = fp("pod"), fp("early"), fp("late")
@@ -89,7 +94,9 @@ def summarise(data: dict) -> list[dict]:
                 "fp_late_p50_ms": pct(late, 50), "fp_late_p95_ms": pct(late, 95),
                 "fp_pod_p95_ms": pct(pod, 95), "fp_n": len(pod) + len(early) + len(late),
                 # through the Services, and straight to the pod IP (the baseline; see results.POD_FAILURES)
-                "fp_failed": fp_failures(services=True), "fp_pod_failed": fp_failures(services=False),
+                "fp_failed": sum(fp_failures(services=True).values()),
+                "fp_pod_failed": sum(fp_failures(services=False).values()),
+                "fp_failed_detail": fp_failures(services=True),
                 "fp_late_minus_pod_p50_ms": (pct(late, 50) - pct(pod, 50)) if late and pod else None,
                 "fp_late_minus_pod_spread_ms": spread([
                     (pct(fp("late", [st]), 50) - pct(fp("pod", [st]), 50)) if fp("late", [st]) else None

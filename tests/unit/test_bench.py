@@ -536,5 +536,5 @@ def test_failures_to_the_pod_ip_fail_the_run_except_in_ipvs_where_they_are_repor
     assert main(["scale", "--out", str(tmp_path)]) == 0
     data["modes"][0]["repeats"][0]["steps"][0]["first_packet"]["targets"][2]["failures"] = {"timeout": 1}
     assert main(["scale", "--out", str(tmp_path)]) == 1
-    assert "FAILED ipvs 100: 0 new Service(s) never answered, 1 first-packet request(s) failed, 4 to the pod IP" in capsys.readouterr().err
+    assert "FAILED ipvs 100: 0 new Service(s) never answered, 1 first-packet request(s) failed (late (?): timeout x1), 4 to the pod IP" in capsys.readouterr().err
     assert "(1 failed; 4 to the pod IP failed)" in (tmp_path / "results.md").read_text()
