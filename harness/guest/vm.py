@@ -404,18 +404,21 @@ class Guest:
 
         A UML guest switches between its kernel process and its userspace processes on every
         syscall; spread over the host's CPUs, each switch wakes an idle CPU, which costs far more
-        in this paravirtual machine than the switch itself. Pinned, a 2-node cluster came up in
-        175-209 s where it took 479-500 s unpinned on an idle host (docs/ipvs-guest.md). The UML
-        kernel forks the guest's processes, so those started later inherit the mask."""
+        in this paravirtual machine than the switch itself. Pinned, a 2-node cluster comes up about
+        three times faster on an idle host (docs/ipvs-guest.md). The UML kernel forks the guest's
+        processes, so those started later inherit the mask."""
         cpus = self.host_cpus()
         pgid = os.getpgid(pid)
+        pinned = 0
         for task in Path("/proc").glob("[0-9]*/task/[0-9]*"):
             try:
                 if int((task / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
                     os.sched_setaffinity(int(task.name), cpus)
+                    pinned += 1
             except (OSError, ValueError, IndexError):
                 continue  # gone meanwhile, or not ours to change
-        log.info("guest %s: pinned to host CPU(s) %s", self.cfg.name, ",".join(map(str, cpus)))
+        log.info("guest %s: %d host thread(s) pinned to host CPU(s) %s", self.cfg.name, pinned,
+                 ",".join(map(str, cpus)))
 
     def prioritise(self) -> None:
         """Run the guest's host processes at a higher CPU priority than the host's own clusters.
