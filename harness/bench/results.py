@@ -73,6 +73,7 @@ def summarise(data: dict) -> list[dict]:
                         key = f"{t.get('target', t['group'])} ({t.get('ip', '?')}): {kind}"
                         out[key] = out.get(key, 0) + n
                 return out
+            svc_failures, pod_failures = fp_failures(services=True), fp_failures(services=False)
             c_pod, c_late = fpc("pod"), fpc("late") or fpc("early")
             late_per_repeat = fpc_per_repeat("late")
             pod, early, late = fp("pod"), fp("early"), fp("late")
@@ -94,9 +95,8 @@ def summarise(data: dict) -> list[dict]:
                 "fp_late_p50_ms": pct(late, 50), "fp_late_p95_ms": pct(late, 95),
                 "fp_pod_p95_ms": pct(pod, 95), "fp_n": len(pod) + len(early) + len(late),
                 # through the Services, and straight to the pod IP (the baseline; see results.POD_FAILURES)
-                "fp_failed": sum(fp_failures(services=True).values()),
-                "fp_pod_failed": sum(fp_failures(services=False).values()),
-                "fp_failed_detail": fp_failures(services=True),
+                "fp_failed": sum(svc_failures.values()), "fp_pod_failed": sum(pod_failures.values()),
+                "fp_failed_detail": svc_failures,
                 "fp_late_minus_pod_p50_ms": (pct(late, 50) - pct(pod, 50)) if late and pod else None,
                 "fp_late_minus_pod_spread_ms": spread([
                     (pct(fp("late", [st]), 50) - pct(fp("pod", [st]), 50)) if fp("late", [st]) else None
