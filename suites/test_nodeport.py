@@ -102,6 +102,9 @@ def test_external_traffic_policy_local_keeps_client_ip(lab):
         lab.converge(ext, worker.ip, svc.node_port, local)
         sample = lab.probe(ext, worker.ip, svc.node_port, n=20)
         lab.check("etp-local-backend-node", ext, sample, backends=local)
+        # The twin's endpoints reach kube-proxy's health server in a sync of their own, which can
+        # come after the one that converged the main Service.
+        lab.await_status(ext, worker.ip, hc_port, "/healthz", 200)
         health = lab.probe(ext, worker.ip, hc_port, n=3, path="/healthz")
         lab.check("etp-local-hc-backend-node", ext, health)
 
