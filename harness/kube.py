@@ -68,6 +68,11 @@ SETTLED = {"create": 409, "delete": 404}  # what a retry meets when an earlier a
 API_WRITE_TIMEOUT = 120  # seconds (scaled like every wait) for a busy API server to take a write
 
 
+def storage_timed_out(result: Result) -> bool:
+    """Whether a failed kubectl write met the API server's "could not store it in time"."""
+    return not result.ok and any(m in result.stderr for m in STORAGE_TIMEOUTS)
+
+
 def busy(error: k8s.ApiException) -> bool:
     """Whether an API error says "not now" (a retry may succeed) rather than "not this"."""
     return error.status in BUSY_STATUSES or any(m in (error.body or "") for m in STORAGE_TIMEOUTS)
@@ -116,11 +121,25 @@ class Kube:
 
     # ---- writes (kubectl) ----------------------------------------------
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120,
-                what: str = "") -> Result:
+                what: str = "", idempotent: bool = False) -> Result:
         """Run kubectl; a command that never reached the API server runs again (at most
-        UNREACHED_ATTEMPTS times in all, each with `timeout`)."""
+        UNREACHED_ATTEMPTS times in all, each with `timeout`). An `idempotent` write that the API
+        server could not store in time (STORAGE_TIMEOUTS) runs again until API_WRITE_TIMEOUT: doing
+        it twice is the same as once."""
         ctx = ["--context", self.context] if self.context else []
         argv = [config.tool("kubectl"), "--kubeconfig", self.kubeconfig, *ctx, *args]
+        if idempotent:
+            res = Wait(f"the API server to store `{what or ' '.join(args[:4])}` (etcd timed out on it)",
+                       timeout=API_WRITE_TIMEOUT, interval=2.0, transient=()).until(
+                lambda: self._reaching(argv, input, timeout, what), lambda r: not storage_timed_out(r))
+        else:
+            res = self._reaching(argv, input, timeout, what)
+        if check and not res.ok:
+            raise CommandError(res, what)
+        return res
+
+    def _reaching(self, argv: list[str], input: str | None, timeout: float, what: str) -> Result:
+        """One kubectl command, again (a bounded number of times) while it never reached the server."""
         for attempt in range(1, UNREACHED_ATTEMPTS + 1):
             res = self.runner.run(argv, input=input, check=False, timeout=timeout, what=what)
             if not unreached(res, self.server) or attempt == UNREACHED_ATTEMPTS:
@@ -128,8 +147,6 @@ class Kube:
             log.warning("kubectl did not reach the API server %s (attempt %d of %d); again once it answers "
                         "/readyz: %s", self.server, attempt, UNREACHED_ATTEMPTS, res.stderr.strip()[-300:])
             self.wait_api_ready()
-        if check and not res.ok:
-            raise CommandError(res, what)
         return res
 
     def wait_api_ready(self) -> None:
@@ -146,22 +163,25 @@ class Kube:
         objs = objs if isinstance(objs, list) else [objs]
         ns = ["-n", namespace] if namespace else []
         return self.kubectl(*ns, "apply", "-f", "-", input=yaml.safe_dump_all(objs), check=check,
-                            what="kubectl apply")
+                            what="kubectl apply", idempotent=True)
 
     def create_namespace(self, name: str) -> None:
         self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
             "name": name, "labels": {"app.kubernetes.io/managed-by": "svc-harness"}}})
 
     def delete_namespace(self, name: str) -> None:
-        self.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+        self.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False,
+                     idempotent=True)
 
     def scale(self, deployment: str, replicas: int, namespace: str) -> None:
-        self.kubectl("-n", namespace, "scale", f"deployment/{deployment}", f"--replicas={replicas}")
+        self.kubectl("-n", namespace, "scale", f"deployment/{deployment}", f"--replicas={replicas}",
+                     idempotent=True)
 
     def patch(self, kind: str, name: str, namespace: str, patch: dict, check: bool = True,
               type_: str = "merge") -> Result:
+        # A merge patch sets fields (twice = once); a JSON patch may add to a list.
         return self.kubectl("-n", namespace, "patch", kind, name, "--type", type_, "-p",
-                            json.dumps(patch), check=check)
+                            json.dumps(patch), check=check, idempotent=type_ != "json")
 
     def rollout(self, deployment: str, namespace: str, timeout: int = config.ROLLOUT_TIMEOUT) -> None:
         timeout = scaled(timeout)

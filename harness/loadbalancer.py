@@ -55,7 +55,8 @@ def install_metallb(kube: Kube, mode: str, runner=None) -> str:
     from .runner import DEFAULT
     first, last = pool_range(engine.network_subnet(runner or DEFAULT), mode)
     with Step(f"installing MetalLB {v} (pool {first}-{last})"):
-        kube.kubectl("apply", "--server-side", "-f", "-", input=manifest(v), what="applying MetalLB")
+        kube.kubectl("apply", "--server-side", "-f", "-", input=manifest(v), what="applying MetalLB",
+                     idempotent=True)
         t = scaled(180)
         kube.kubectl("-n", "metallb-system", "rollout", "status", "deployment/controller", f"--timeout={t}s",
                      timeout=t + 20, what="MetalLB controller rollout")

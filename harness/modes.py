@@ -223,7 +223,7 @@ def set_config(kube: Kube, changes: dict) -> dict:
             after[key] = value
     patch = {"data": {"config.conf": yaml.safe_dump(after, sort_keys=False)}}
     kube.kubectl("-n", "kube-system", "patch", "configmap", "kube-proxy", "--type", "merge",
-                 "-p", json.dumps(patch), what="editing the kube-proxy ConfigMap")
+                 "-p", json.dumps(patch), what="editing the kube-proxy ConfigMap", idempotent=True)
     return before
 
 
@@ -233,7 +233,7 @@ def put_config(kube: Kube, conf: dict) -> None:
     import json
     patch = {"data": {"config.conf": yaml.safe_dump(conf, sort_keys=False)}}
     kube.kubectl("-n", "kube-system", "patch", "configmap", "kube-proxy", "--type", "merge",
-                 "-p", json.dumps(patch), what="restoring the kube-proxy ConfigMap")
+                 "-p", json.dumps(patch), what="restoring the kube-proxy ConfigMap", idempotent=True)
 
 
 def rolling_restart(kube: Kube):
