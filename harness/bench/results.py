@@ -183,6 +183,18 @@ def _slowed_once_text(res: dict) -> str:
                                  else "**NOT seen** (the intervals overlap): the probe cannot be trusted here."))
 
 
+def placement_lines(data: dict) -> list[str]:
+    """Where each mode's client and backends ran (recorded since 2026-12-06), as one paragraph."""
+    parts = []
+    for m in data["modes"]:
+        pl = m.get("placement")
+        if pl:
+            nodes = sorted({b["node"] for b in pl["backends"].values()})
+            same = "the client's node" if nodes == [pl["client"]] else ", ".join(nodes)
+            parts.append(f"{m['mode']}: client on {pl['client']}, {len(pl['backends'])} backends on {same}")
+    return ["Placement: " + "; ".join(parts) + ".", ""] if parts else []
+
+
 def resolution_lines(data: dict) -> list[str]:
     """The probe's resolution per mode (firstpacket.resolution), as Markdown."""
     out = []
@@ -252,6 +264,7 @@ def render_markdown(data: dict, charts: list[str]) -> str:
            "this machine's; compare modes through the ratios, which come from the same run.", "",
            "Engines: " + "; ".join(f"{m['mode']} on {m.get('engine', 'the host engine')}" for m in data["modes"])
            + (" (the three modes on one kernel, `--all-modes-in-guest`)" if o.get("all_in_guest") else "") + ".", "",
+           *placement_lines(data),
            f"Sizes {o['sizes']}, {o['repeats']} repeat(s) each (the Services grown from zero again per "
            f"repeat); {o['probes']} programming samples per size and repeat; first packet: "
            f"{o['fp_requests']} requests to each of {o['fp_services']} early and late Services and to a pod "

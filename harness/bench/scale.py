@@ -1,7 +1,7 @@
 """The scale benchmark: Service programming and first-packet latency against the number of Services.
 
 One harness-made kind cluster per proxy mode, kube-proxy's metrics bound to the
-node address. In one namespace, a 3-pod demo Deployment and many ClusterIP
+node address. In one namespace, a 3-pod demo Deployment (on the workers) and many ClusterIP
 Services that all select it; the number of Services grows in steps (e.g. 100,
 1000, 5000). At each size:
 
@@ -483,6 +483,10 @@ def measure_mode(mode: str, opts: Options) -> dict:
         bench = ScaleBench(handle, opts)
         bench.setup()
         result["controller_manager_rate"] = bench.controller_manager_rate()
+        # Where the path runs: with one worker (kind taints a multi-node cluster's control plane)
+        # the backends share the client's node, whichever pod CIDR that node was given.
+        result["placement"] = {"client": bench.client.node,
+                               "backends": {p.name: {"node": p.node, "ip": p.ip} for p in bench.pods}}
         bench.lab.assert_local(bench.pods[0].ip)
         with Step(f"{mode}: the first-packet probe's resolution"):
             result["resolution"] = firstpacket.resolution(bench.client, bench.client_node, bench.pods[0].ip,

@@ -200,6 +200,17 @@ def test_write_makes_table_and_charts(tmp_path):
     assert "ipvs ÷ nftables" not in text and "Engines: iptables on the host engine;" in text
 
 
+def test_placement_says_whether_the_backends_share_the_clients_node():
+    data = _data()
+    assert results.placement_lines(data) == []  # runs from before it was recorded
+    data["modes"][0]["placement"] = {"client": "w", "backends": {"a": {"node": "w", "ip": "1"},
+                                                                "b": {"node": "w", "ip": "2"}}}
+    data["modes"][1]["placement"] = {"client": "w", "backends": {"a": {"node": "w2", "ip": "1"},
+                                                                "b": {"node": "w", "ip": "2"}}}
+    assert results.placement_lines(data)[0] == ("Placement: iptables: client on w, 2 backends on the client's "
+                                                "node; nftables: client on w, 2 backends on w, w2.")
+
+
 def test_an_ipvs_series_is_set_beside_nftables_and_each_engine_named(tmp_path):
     data = _data()
     ipvs = json.loads(json.dumps(data["modes"][0]))
