@@ -349,15 +349,20 @@ class Lab:
         self.action.append(what)
 
     # ---- workload -------------------------------------------------------
-    def deploy_demoapp(self, replicas: int = 1, wait: bool = True, avoid: Node | None = None) -> list[PodInfo]:
-        """The demo app; `avoid` keeps its pods off one node (as a tainted control plane would)."""
+    def deploy_demoapp(self, replicas: int = 1, wait: bool = True, avoid: Node | None = None,
+                       on: Node | None = None) -> list[PodInfo]:
+        """The demo app; `avoid` keeps its pods off one node (as a tainted control plane would),
+        `on` puts them all on one node."""
+        where = f", not on {avoid.name}" if avoid else f", all on {on.name}" if on else ""
         self.step(f"kubectl -n {self.ns} create deploy demoapp --image={self.cluster.images.demoapp} "
-                  f"(replicas={replicas}{f', not on {avoid.name}' if avoid else ''})")
+                  f"(replicas={replicas}{where})")
         objs = load_manifest("demoapp", IMAGE=self.cluster.images.demoapp, REPLICAS=replicas)
-        if avoid:
+        if avoid or on:
+            rule = {"key": "kubernetes.io/hostname", "operator": "NotIn" if avoid else "In",
+                    "values": [(avoid or on).name]}
             objs[0]["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
-                    {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": [avoid.name]}]}]}}}
+                    rule]}]}}}
         self.kube.apply(objs, self.ns)
         if not wait:
             return self.pods()

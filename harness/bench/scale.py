@@ -1,7 +1,7 @@
 """The scale benchmark: Service programming and first-packet latency against the number of Services.
 
 One harness-made kind cluster per proxy mode, kube-proxy's metrics bound to the
-node address. In one namespace, a 3-pod demo Deployment (on the workers) and many ClusterIP
+node address. In one namespace, a 3-pod demo Deployment (on the client's node) and many ClusterIP
 Services that all select it; the number of Services grows in steps (e.g. 100,
 1000, 5000). At each size:
 
@@ -177,9 +177,12 @@ class ScaleBench:
     # ---- set-up ---------------------------------------------------------------
     def setup(self) -> None:
         self.cluster.kube.create_namespace(NAMESPACE)
-        self.lab.deploy_demoapp(replicas=3)
-        self.pods = self.lab.pods()
-        self.client = self.lab.client(self.cluster.workers[0], name="bench-client")
+        client_node = self.cluster.workers[0]
+        # Every backend beside the client, in every cluster and engine (a guest cluster's control
+        # plane takes pods too): a Service's path and the pod-IP baseline then differ only by the
+        # Service, never by a hop between nodes.
+        self.pods = self.lab.deploy_demoapp(replicas=3, on=client_node)
+        self.client = self.lab.client(client_node, name="bench-client")
         self.client_node = self.cluster.node(self.client.node)
         if self.cluster.is_kind:
             engine.check_egress_guard(self.runner)
@@ -483,8 +486,6 @@ def measure_mode(mode: str, opts: Options) -> dict:
         bench = ScaleBench(handle, opts)
         bench.setup()
         result["controller_manager_rate"] = bench.controller_manager_rate()
-        # Where the path runs: with one worker (kind taints a multi-node cluster's control plane)
-        # the backends share the client's node, whichever pod CIDR that node was given.
         result["placement"] = {"client": bench.client.node,
                                "backends": {p.name: {"node": p.node, "ip": p.ip} for p in bench.pods}}
         bench.lab.assert_local(bench.pods[0].ip)
