@@ -9,6 +9,7 @@ import json
 import logging
 import string
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import urllib3
@@ -78,11 +79,15 @@ def busy(error: k8s.ApiException) -> bool:
     return error.status in BUSY_STATUSES or any(m in (error.body or "") for m in STORAGE_TIMEOUTS)
 
 
-def api_write(call, what: str, verb: str = "create", timeout: float = API_WRITE_TIMEOUT):
+def api_write(call, what: str, verb: str = "create", timeout: float = API_WRITE_TIMEOUT,
+              back: Callable[[], None] | None = None):
     """`call()` (one client write); again while the API server answers "busy" or cannot be reached
     (refused or reset: kubelet restarting an overloaded API server), until `timeout`. Any other
-    error is raised at once."""
+    error is raised at once. `back()`, when given, waits for an unreachable API server to be ready
+    again before the next attempt (a restarted one refuses writes with 403 until its RBAC is
+    loaded); that wait has its own deadline on top of `timeout`."""
     retried: list[str] = []
+    deadline_extra = API_BACK_TIMEOUT if back else 0
 
     def again(seen: str, why: str):
         retried.append(seen)
@@ -100,9 +105,12 @@ def api_write(call, what: str, verb: str = "create", timeout: float = API_WRITE_
                 raise
             return again(f"{e.status} {(e.body or e.reason or '').strip()[:200]}", "is busy")
         except urllib3.exceptions.HTTPError as e:  # the client's transport: refused, reset, timed out
-            return again(f"{type(e).__name__}: {str(e)[:200]}", "cannot be reached")
+            out = again(f"{type(e).__name__}: {str(e)[:200]}", "cannot be reached")
+            if back:
+                back()
+            return out
 
-    return Wait(f"the API server to take {what}", timeout=timeout, interval=1.0,
+    return Wait(f"the API server to take {what}", timeout=timeout + deadline_extra, interval=1.0,
                 transient=()).until(attempt, lambda r: r[0])[1]
 
 

@@ -64,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--worker-nodes", type=int, default=1, help="worker nodes (fewer kube-proxies compete for CPU)")
     s.add_argument("--artifacts-dir", "--out", dest="out", type=Path, default=Path("artifacts/bench"),
                    help="where results.json, results.md and the charts go (default: artifacts/bench)")
+    s.add_argument("--create-workers", type=int, default=8,
+                   help="parallel API calls when creating or deleting Services in bulk (1..32)")
     s.add_argument("--keep-clusters", action="store_true")
     s.add_argument("--ipvs-engine", choices=["auto", "host", "guest"], default="auto",
                    help="where ipvs clusters run: auto = the UML guest when the host kernel lacks IPVS")
@@ -120,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1 or args.probes < 1 or args.fp_requests < 1 or args.fp_requests > 1000:
         print("--repeats, --probes and --fp-requests (<= 1000) must be at least 1", file=sys.stderr)
         return 2
+    if not 1 <= args.create_workers <= 32:
+        print(f"--create-workers must be 1..32 (got {args.create_workers})", file=sys.stderr)
+        return 2
     if not 20 <= args.fp_connects <= 100000 or not 0 <= args.slow_rules <= 100000:
         print(f"--fp-connects must be 20..100000 (got {args.fp_connects}) and --slow-rules 0..100000 "
               f"(got {args.slow_rules})", file=sys.stderr)
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                          cluster_prefix=args.cluster_prefix, worker_nodes=args.worker_nodes, out=args.out,
                          keep_clusters=args.keep_clusters, engine=args.ipvs_engine,
                          all_in_guest=args.all_modes_in_guest, guest=args.guest, max_load=args.max_load,
-                         restart_sync=args.restart_sync)
+                         restart_sync=args.restart_sync, create_workers=args.create_workers)
     data = scale.run(opts)
     md, js = results.write(data, opts.out)
     print(md.read_text())

@@ -26,6 +26,7 @@ ones deleted and gone from every kube-proxy). Every raw sample is kept.
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -215,7 +216,8 @@ class ScaleBench:
     def _create(self, name: str, kind: str, cluster_ip: str = "") -> None:
         # _preload_content=False: the answers are not needed, and decoding 5000 of them costs CPU
         api_write(lambda: _done(self.api.create_namespaced_service(
-            NAMESPACE, self._body(name, kind, cluster_ip), _preload_content=False)), f"creating Service {name}")
+            NAMESPACE, self._body(name, kind, cluster_ip), _preload_content=False)), f"creating Service {name}",
+            back=self.cluster.kube.wait_api_ready)
 
     def create_bulk(self, first: int, count: int) -> tuple[list[str], float]:
         """Create Services s<first>..s<first+count-1> with parallel API calls; (names, seconds)."""
@@ -232,7 +234,10 @@ class ScaleBench:
         every PROGRESS_EVERY_S (30 000 Services take half an hour here); seconds taken."""
         started = said = time.monotonic()
         with ThreadPoolExecutor(self.opts.create_workers) as pool:
-            for done, _ in enumerate(pool.map(write, names), 1):
+            # Each call in a copy of this thread's context, so its waits keep the engine's slowdown
+            # (harness.waits.slower is a context variable, which pool threads do not inherit).
+            calls = [pool.submit(contextvars.copy_context().run, write, n) for n in names]
+            for done, _ in enumerate((c.result() for c in calls), 1):
                 now = time.monotonic()
                 if now - said >= PROGRESS_EVERY_S and done < len(names):
                     said = now
@@ -247,7 +252,8 @@ class ScaleBench:
                                                           label_selector=BENCH_LABEL)["items"]]
         self.lab.step(f"delete {len(names)} bench Services")
         self._in_parallel(lambda n: api_write(lambda: _done(self.api.delete_namespaced_service(
-            n, NAMESPACE, _preload_content=False)), f"deleting Service {n}", "delete"), names, "deleted")
+            n, NAMESPACE, _preload_content=False)), f"deleting Service {n}", "delete",
+            back=self.cluster.kube.wait_api_ready), names, "deleted")
         # Their EndpointSlices (which carry the Services' labels) in one call: the garbage
         # collector alone removes them at ~13/s, 6 minutes for 5000 on this machine.
         api_write(lambda: _done(self.discovery.delete_collection_namespaced_endpoint_slice(

@@ -472,21 +472,27 @@ def test_a_long_bulk_creation_says_how_far_it_got(monkeypatch, caplog):
     from types import SimpleNamespace
     created = []
 
+    from harness import waits
+    slowdowns = set()
+
     class Api:
         def create_namespaced_service(self, ns, body, _preload_content=True):
             created.append(body["metadata"]["name"])
+            slowdowns.add(waits.slowdown())
             return SimpleNamespace(status=201, release_conn=lambda: None)
 
     monkeypatch.setattr(scale, "PROGRESS_EVERY_S", 0)  # a line per Service, but the last
     monkeypatch.setattr(scale, "_done", lambda r: r)
     bench = SimpleNamespace(api=Api(), mode="nftables", opts=SimpleNamespace(create_workers=2),
                             lab=SimpleNamespace(step=lambda title: None),
+                            cluster=SimpleNamespace(kube=SimpleNamespace(wait_api_ready=lambda: None)),
                             _body=lambda name, kind, ip="": {"metadata": {"name": name}})
     bench._create = lambda name, kind, ip="": scale.ScaleBench._create(bench, name, kind, ip)
     bench._in_parallel = lambda *a: scale.ScaleBench._in_parallel(bench, *a)
-    with caplog.at_level(logging.INFO, logger="harness.progress"):
+    with caplog.at_level(logging.INFO, logger="harness.progress"), waits.slower(3):
         names, _ = scale.ScaleBench.create_bulk(bench, 7, 3)
     assert names == ["s00007", "s00008", "s00009"] and sorted(created) == names
+    assert slowdowns == {3 * waits.config.slowdown()}  # the pool's threads wait as slowly as the engine
     lines = [r.getMessage() for r in caplog.records if r.name == "harness.progress"]
     assert [line.split(" (")[0] for line in lines] == ["nftables: 1 of 3 Services created",
                                                        "nftables: 2 of 3 Services created"]

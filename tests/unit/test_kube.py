@@ -194,6 +194,19 @@ def test_a_write_to_an_api_server_that_refuses_or_resets_is_tried_again(monkeypa
     assert call.count == 3
 
 
+def test_a_write_waits_for_a_restarted_api_server_to_be_ready_before_it_tries_again(monkeypatch):
+    """Seen in the guest at ~2500 Services: the API server was gone for two minutes, then answered
+    403 while its RBAC was not loaded; `back` (Kube.wait_api_ready) holds the retry until /readyz."""
+    import urllib3
+    monkeypatch.setattr(waits.time, "sleep", lambda s: None)
+    order = []
+    gone = urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset by peer"))
+    call = _Calls(gone)
+    traced = lambda: order.append("write") or call()  # noqa: E731
+    assert kube.api_write(traced, "creating Service s02425", back=lambda: order.append("readyz")) == "ok"
+    assert order == ["write", "readyz", "write"]
+
+
 KUBECTL_ETCD_TIMEOUT = 'Error from server (InternalError): error when creating "STDIN": etcdserver: request timed out'
 
 
