@@ -9,8 +9,8 @@ import json
 import logging
 import string
 from dataclasses import dataclass
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 import urllib3
 import yaml
